@@ -1,0 +1,172 @@
+#pragma once
+// The golden harness: finds reference data made with diffusers at run time.
+//
+// The folder is $DDPM_GOLDEN_DIR, else the shared/golden folder beside the
+// checkout. Everything starts from its manifest.json: each kind's file is
+// looked up there, and every case in it is checked; nothing here names a case.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "ddpm/core/tensor.hpp"
+#include "ddpm/io/file.hpp"
+#include "ddpm/io/safetensors.hpp"
+
+namespace ddpm::test {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// The kinds this harness understands; a manifest naming any other fails.
+inline const std::set<std::string>& known_golden_kinds() {
+  static const std::set<std::string> kinds{"schedules", "timesteps",   "ddpm_step", "ddim_step", "forward_process",
+                                           "trajectories", "unet", "checkpoint_configs"};
+  return kinds;
+}
+
+inline fs::path golden_dir() {
+  const char* env = std::getenv("DDPM_GOLDEN_DIR");
+  fs::path dir = (env && *env) ? fs::path(env) : fs::path(DDPM_DEFAULT_GOLDEN_DIR);
+  if (!fs::is_directory(dir)) FAIL("golden data folder not found: " << dir << " (set DDPM_GOLDEN_DIR)");
+  if (!fs::exists(dir / "manifest.json")) FAIL("golden data folder " << dir << " has no manifest.json");
+  return dir;
+}
+
+inline json load_json(const fs::path& p) {
+  try {
+    return json::parse(io::read_text_file(p));
+  } catch (const json::exception& e) {
+    FAIL(p << ": invalid JSON: " << e.what());
+  }
+  return {};
+}
+
+inline json manifest() {
+  json m = load_json(golden_dir() / "manifest.json");
+  if (!m.contains("kinds") || !m["kinds"].is_object() || m["kinds"].empty())
+    FAIL("manifest.json lists no kinds");
+  return m;
+}
+
+// One kind's JSON document and, where it has one, its tensors file.
+struct GoldenKind {
+  std::string kind;
+  fs::path dir;  // the folder of the kind's JSON file
+  json doc;
+  std::optional<io::SafeTensors> tensors;
+  const json& cases() const { return doc.at("cases"); }
+};
+
+// Loads `kind` via the manifest. Returns nullopt (with a warning) when the
+// manifest does not list it; fails when it is listed but empty or unreadable.
+inline std::optional<GoldenKind> load_kind(const std::string& kind) {
+  const json m = manifest();
+  if (!m["kinds"].contains(kind)) {
+    WARN("golden kind '" << kind << "' is not in this manifest: nothing to check");
+    return std::nullopt;
+  }
+  GoldenKind g;
+  g.kind = kind;
+  const fs::path file = golden_dir() / m["kinds"][kind].get<std::string>();
+  g.dir = file.parent_path();
+  g.doc = load_json(file);
+  if (g.doc.contains("kind") && g.doc["kind"].is_string() && g.doc["kind"] != kind && kind != "unet" &&
+      kind != "checkpoint_configs")
+    FAIL(file << ": says kind '" << g.doc["kind"].get<std::string>() << "', manifest says '" << kind << "'");
+  if (g.doc.contains("cases") && g.doc["cases"].empty()) FAIL(file << ": no cases");
+  fs::path st = file;
+  st.replace_extension(".safetensors");
+  if (fs::exists(st)) g.tensors = io::SafeTensors::load(st);
+  return g;
+}
+
+// Reads a case's tensor by role (the case's "tensors" map gives the key).
+template <class T>
+Tensor<T> case_tensor(const GoldenKind& g, const json& c, const std::string& role) {
+  if (!c.contains("tensors") || !c["tensors"].contains(role))
+    FAIL("case " << c.value("name", "?") << " has no tensor role '" << role << "'");
+  if (!g.tensors) FAIL("kind " << g.kind << " has no .safetensors file");
+  return g.tensors->get<T>(c["tensors"][role].get<std::string>());
+}
+
+// Worst agreement of `x` with `ref` under |x - ref| <= atol + rtol |ref|.
+struct Deviation {
+  double max_abs = 0;      // largest |x - ref|
+  double max_rel = 0;      // largest |x - ref| / max|ref|
+  double worst_ratio = 0;  // largest |x - ref| / allowed (<= 1 passes)
+  index_t worst_index = -1;
+  bool shape_ok = true;
+  bool ok() const { return shape_ok && worst_ratio <= 1.0; }
+};
+
+template <class A, class B>
+Deviation deviation(const A* x, const B* ref, index_t n, double atol, double rtol) {
+  Deviation d;
+  double ref_max = 0;
+  for (index_t i = 0; i < n; ++i) ref_max = std::max(ref_max, std::abs(static_cast<double>(ref[i])));
+  for (index_t i = 0; i < n; ++i) {
+    const double r = static_cast<double>(ref[i]), v = static_cast<double>(x[i]);
+    const double err = std::abs(v - r);
+    const double allowed = atol + rtol * std::abs(r);
+    const double ratio = (std::isnan(v) != std::isnan(r)) ? INFINITY
+                         : std::isnan(err)                ? 0.0
+                         : allowed > 0                    ? err / allowed
+                         : (err > 0 ? INFINITY : 0.0);
+    if (!std::isnan(err)) {
+      d.max_abs = std::max(d.max_abs, err);
+      if (ref_max > 0) d.max_rel = std::max(d.max_rel, err / ref_max);
+    }
+    if (ratio > d.worst_ratio || (std::isinf(ratio) && d.worst_index < 0)) d.worst_ratio = ratio, d.worst_index = i;
+  }
+  return d;
+}
+
+template <class A, class B>
+Deviation deviation(ConstTensorView<A> x, ConstTensorView<B> ref, double atol, double rtol = 0) {
+  if (x.numel() != ref.numel()) {
+    Deviation d;
+    d.shape_ok = false;
+    d.worst_ratio = INFINITY;
+    return d;
+  }
+  return deviation(x.data(), ref.data(), x.numel(), atol, rtol);
+}
+
+// Collects the largest deviation per (kind, quantity) and prints a summary,
+// so the numbers a release note quotes come from the test run itself.
+class DeviationReport {
+ public:
+  explicit DeviationReport(std::string kind) : kind_(std::move(kind)) {}
+  ~DeviationReport() {
+    std::ostringstream os;
+    os << "[golden] " << kind_ << ": " << cases_ << " cases checked";
+    for (auto& [k, v] : worst_)
+      os << "\n[golden]   " << k << ": max |x - ref| = " << v.max_abs << ", max rel. to max|ref| = " << v.max_rel
+         << ", worst fraction of tolerance = " << v.worst_ratio;
+    std::printf("%s\n", os.str().c_str());
+  }
+  void add(const std::string& quantity, const Deviation& d) {
+    auto& w = worst_[quantity];
+    w.max_abs = std::max(w.max_abs, d.max_abs);
+    w.max_rel = std::max(w.max_rel, d.max_rel);
+    w.worst_ratio = std::max(w.worst_ratio, d.worst_ratio);
+  }
+  void count_case() { ++cases_; }
+  int cases() const { return cases_; }
+
+ private:
+  std::string kind_;
+  int cases_ = 0;
+  std::map<std::string, Deviation> worst_;
+};
+
+}  // namespace ddpm::test
