@@ -55,7 +55,11 @@ void write_file_atomically(const fs::path& path, Producer&& produce) {
   std::error_code ec;
   require(fs::is_directory(dir, ec), path.string(), ": folder ", dir.string(), " does not exist");
   std::random_device rd;
-  const fs::path tmp = dir / ("." + path.filename().string() + ".tmp" + std::to_string(rd()));
+  std::string name = ".";  // hidden, and unique enough for concurrent writers
+  name += path.filename().string();
+  name += ".tmp";
+  name += std::to_string(rd());
+  const fs::path tmp = dir / name;
   try {
     {
       std::ofstream out(tmp, std::ios::binary | std::ios::trunc);

@@ -1,0 +1,329 @@
+#pragma once
+// backend::Reference: the definition of every op in the Backend contract
+// (backend/backend.hpp), written as plain loops that are easy to check by eye.
+// Sums are accumulated in T. Other backends are tested against this one; it
+// is not meant to be fast.
+//
+// Shapes are taken from the views; like every backend it trusts the caller
+// (nn/) to have validated them.
+#include <algorithm>
+#include <cmath>
+#include <string_view>
+
+#include "ddpm/backend/backend.hpp"
+#include "ddpm/core/tensor.hpp"
+
+namespace ddpm::backend {
+
+struct Reference {
+  using memory_space = Host;
+
+  static constexpr std::string_view name() { return "reference"; }
+  static void set_num_threads(int) {}
+  static int num_threads() { return 1; }
+
+  // ---- GEMM -----------------------------------------------------------------
+  // C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C (row-major; lda/ldb/ldc are
+  // the row strides of A, B, C as stored). As in BLAS, beta == 0 overwrites C
+  // without reading it (so C may hold garbage or NaN).
+  template <Scalar T>
+  static void gemm(Trans ta, Trans tb, index_t m, index_t n, index_t k, T alpha, const T* A, index_t lda,
+                   const T* B, index_t ldb, T beta, T* C, index_t ldc) {
+    for (index_t i = 0; i < m; ++i) {
+      for (index_t j = 0; j < n; ++j) {
+        T acc{};
+        for (index_t p = 0; p < k; ++p) {
+          const T a = ta == Trans::No ? A[i * lda + p] : A[p * lda + i];
+          const T b = tb == Trans::No ? B[p * ldb + j] : B[j * ldb + p];
+          acc += a * b;
+        }
+        T& c = C[i * ldc + j];
+        c = beta == T{} ? alpha * acc : alpha * acc + beta * c;
+      }
+    }
+  }
+
+  // ---- Linear ---------------------------------------------------------------
+  // y[R,out] = x[R,in] w[out,in]^T + b[out], where R = x.numel() / in (any
+  // leading dims of x are flattened into rows).
+  template <Scalar T>
+  static void linear_forward(ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> b, TensorView<T> y) {
+    const index_t out = w.dim(0), in = w.dim(1), rows = in ? x.numel() / in : 0;
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t o = 0; o < out; ++o) {
+        T acc = b.data() ? b[o] : T{};
+        for (index_t i = 0; i < in; ++i) acc += x[r * in + i] * w[o * in + i];
+        y[r * out + o] = acc;
+      }
+  }
+
+  // dx[R,in] = dy w;  dw[out,in] += dy^T x;  db[out] += sum_rows dy.
+  template <Scalar T>
+  static void linear_backward(ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> dy, TensorView<T> dx,
+                              TensorView<T> dw, TensorView<T> db) {
+    const index_t out = w.dim(0), in = w.dim(1), rows = in ? x.numel() / in : 0;
+    if (dx.data())
+      for (index_t r = 0; r < rows; ++r)
+        for (index_t i = 0; i < in; ++i) {
+          T acc{};
+          for (index_t o = 0; o < out; ++o) acc += dy[r * out + o] * w[o * in + i];
+          dx[r * in + i] = acc;
+        }
+    if (dw.data())
+      for (index_t o = 0; o < out; ++o)
+        for (index_t i = 0; i < in; ++i) {
+          T acc{};
+          for (index_t r = 0; r < rows; ++r) acc += dy[r * out + o] * x[r * in + i];
+          dw[o * in + i] += acc;
+        }
+    if (db.data())
+      for (index_t o = 0; o < out; ++o) {
+        T acc{};
+        for (index_t r = 0; r < rows; ++r) acc += dy[r * out + o];
+        db[o] += acc;
+      }
+  }
+
+  // ---- Conv2d ---------------------------------------------------------------
+  // y[n,co,oy,ox] = b[co] + sum_{ci,ky,kx} w[co,ci,ky,kx] * x[n,ci,iy,ix] with
+  // iy = oy*stride - pad_top + ky, ix = ox*stride - pad_left + kx; taps outside
+  // the image read zero. OH, OW = p.out_h(H, KH), p.out_w(W, KW).
+  template <Scalar T>
+  static void conv2d_forward(ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> b, Conv2dParams p,
+                             TensorView<T> y) {
+    const index_t N = x.dim(0), Ci = x.dim(1), H = x.dim(2), W = x.dim(3);
+    const index_t Co = w.dim(0), KH = w.dim(2), KW = w.dim(3);
+    const index_t OH = p.out_h(H, KH), OW = p.out_w(W, KW);
+    for (index_t n = 0; n < N; ++n)
+      for (index_t co = 0; co < Co; ++co)
+        for (index_t oy = 0; oy < OH; ++oy)
+          for (index_t ox = 0; ox < OW; ++ox) {
+            T acc = b.data() ? b[co] : T{};
+            for (index_t ci = 0; ci < Ci; ++ci)
+              for (index_t ky = 0; ky < KH; ++ky) {
+                const index_t iy = oy * p.stride - p.pad_top + ky;
+                if (iy < 0 || iy >= H) continue;
+                for (index_t kx = 0; kx < KW; ++kx) {
+                  const index_t ix = ox * p.stride - p.pad_left + kx;
+                  if (ix < 0 || ix >= W) continue;
+                  acc += w[((co * Ci + ci) * KH + ky) * KW + kx] * x[((n * Ci + ci) * H + iy) * W + ix];
+                }
+              }
+            y[((n * Co + co) * OH + oy) * OW + ox] = acc;
+          }
+  }
+
+  // The adjoint of conv2d_forward: dx = (scatter of dy through w), dw += dy (x) x, db += sum dy.
+  template <Scalar T>
+  static void conv2d_backward(ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> dy, Conv2dParams p,
+                              TensorView<T> dx, TensorView<T> dw, TensorView<T> db) {
+    const index_t N = x.dim(0), Ci = x.dim(1), H = x.dim(2), W = x.dim(3);
+    const index_t Co = w.dim(0), KH = w.dim(2), KW = w.dim(3);
+    const index_t OH = p.out_h(H, KH), OW = p.out_w(W, KW);
+    if (dx.data()) std::fill(dx.begin(), dx.end(), T{});
+    for (index_t n = 0; n < N; ++n)
+      for (index_t co = 0; co < Co; ++co)
+        for (index_t oy = 0; oy < OH; ++oy)
+          for (index_t ox = 0; ox < OW; ++ox) {
+            const T g = dy[((n * Co + co) * OH + oy) * OW + ox];
+            if (db.data()) db[co] += g;
+            for (index_t ci = 0; ci < Ci; ++ci)
+              for (index_t ky = 0; ky < KH; ++ky) {
+                const index_t iy = oy * p.stride - p.pad_top + ky;
+                if (iy < 0 || iy >= H) continue;
+                for (index_t kx = 0; kx < KW; ++kx) {
+                  const index_t ix = ox * p.stride - p.pad_left + kx;
+                  if (ix < 0 || ix >= W) continue;
+                  const index_t wi = ((co * Ci + ci) * KH + ky) * KW + kx;
+                  const index_t xi = ((n * Ci + ci) * H + iy) * W + ix;
+                  if (dx.data()) dx[xi] += g * w[wi];
+                  if (dw.data()) dw[wi] += g * x[xi];
+                }
+              }
+          }
+  }
+
+  // ---- GroupNorm ------------------------------------------------------------
+  // x[N,C,*]: for each (n, g) over the C/G channels of group g and all spatial
+  // positions: mean, biased variance var, rstd = 1/sqrt(var + eps),
+  // y = (x - mean) * rstd * gamma[c] + beta[c] (gamma/beta empty: 1 and 0).
+  // mean and rstd are saved per (n, g), [N*G] in n-major order.
+  template <Scalar T>
+  static void group_norm_forward(ConstTensorView<T> x, int groups, T eps, ConstTensorView<T> gamma,
+                                 ConstTensorView<T> beta, TensorView<T> y, TensorView<T> mean, TensorView<T> rstd) {
+    const index_t N = x.dim(0), C = x.dim(1), S = (N > 0 && C > 0) ? x.numel() / (N * C) : 0, G = groups, cg = C / G;
+    for (index_t n = 0; n < N; ++n)
+      for (index_t g = 0; g < G; ++g) {
+        const T* xs = x.data() + (n * C + g * cg) * S;
+        const index_t count = cg * S;
+        T sum{};
+        for (index_t i = 0; i < count; ++i) sum += xs[i];
+        const T mu = sum / static_cast<T>(count);
+        T sq{};
+        for (index_t i = 0; i < count; ++i) sq += (xs[i] - mu) * (xs[i] - mu);
+        const T r = T{1} / std::sqrt(sq / static_cast<T>(count) + eps);
+        mean[n * G + g] = mu;
+        rstd[n * G + g] = r;
+        for (index_t c = g * cg; c < (g + 1) * cg; ++c) {
+          const T ga = gamma.data() ? gamma[c] : T{1}, be = beta.data() ? beta[c] : T{};
+          for (index_t s = 0; s < S; ++s) {
+            const index_t i = (n * C + c) * S + s;
+            y[i] = (x[i] - mu) * r * ga + be;
+          }
+        }
+      }
+  }
+
+  // With xhat = (x - mean) * rstd and gdy = dy * gamma, per (n, g) over its M elements:
+  // dx = rstd * (gdy - mean(gdy) - xhat * mean(gdy * xhat));
+  // dgamma[c] += sum dy * xhat;  dbeta[c] += sum dy.
+  template <Scalar T>
+  static void group_norm_backward(ConstTensorView<T> x, int groups, ConstTensorView<T> gamma, ConstTensorView<T> mean,
+                                  ConstTensorView<T> rstd, ConstTensorView<T> dy, TensorView<T> dx,
+                                  TensorView<T> dgamma, TensorView<T> dbeta) {
+    const index_t N = x.dim(0), C = x.dim(1), S = (N > 0 && C > 0) ? x.numel() / (N * C) : 0, G = groups, cg = C / G;
+    for (index_t n = 0; n < N; ++n)
+      for (index_t g = 0; g < G; ++g) {
+        const T mu = mean[n * G + g], r = rstd[n * G + g];
+        T sum_g{}, sum_gx{};
+        for (index_t c = g * cg; c < (g + 1) * cg; ++c) {
+          const T ga = gamma.data() ? gamma[c] : T{1};
+          T dga{}, dbe{};
+          for (index_t s = 0; s < S; ++s) {
+            const index_t i = (n * C + c) * S + s;
+            const T xhat = (x[i] - mu) * r;
+            sum_g += dy[i] * ga;
+            sum_gx += dy[i] * ga * xhat;
+            dga += dy[i] * xhat;
+            dbe += dy[i];
+          }
+          if (dgamma.data()) dgamma[c] += dga;
+          if (dbeta.data()) dbeta[c] += dbe;
+        }
+        if (!dx.data()) continue;
+        const T M = static_cast<T>(cg * S);
+        const T mean_g = sum_g / M, mean_gx = sum_gx / M;
+        for (index_t c = g * cg; c < (g + 1) * cg; ++c) {
+          const T ga = gamma.data() ? gamma[c] : T{1};
+          for (index_t s = 0; s < S; ++s) {
+            const index_t i = (n * C + c) * S + s;
+            const T xhat = (x[i] - mu) * r;
+            dx[i] = r * (dy[i] * ga - mean_g - xhat * mean_gx);
+          }
+        }
+      }
+  }
+
+  // ---- SiLU -----------------------------------------------------------------
+  // y = x * sigmoid(x);  dx = dy * s * (1 + x * (1 - s)) with s = sigmoid(x).
+  template <Scalar T>
+  static void silu_forward(ConstTensorView<T> x, TensorView<T> y) {
+    for (index_t i = 0; i < x.numel(); ++i) y[i] = x[i] / (T{1} + std::exp(-x[i]));
+  }
+  template <Scalar T>
+  static void silu_backward(ConstTensorView<T> x, ConstTensorView<T> dy, TensorView<T> dx) {
+    for (index_t i = 0; i < x.numel(); ++i) {
+      const T s = T{1} / (T{1} + std::exp(-x[i]));
+      dx[i] = dy[i] * s * (T{1} + x[i] * (T{1} - s));
+    }
+  }
+
+  // ---- Nearest 2x upsampling ------------------------------------------------
+  // x[N,C,H,W] -> y[N,C,2H,2W], y[.., oy, ox] = x[.., oy/2, ox/2].
+  template <Scalar T>
+  static void upsample_nearest2x_forward(ConstTensorView<T> x, TensorView<T> y) {
+    const index_t P = x.dim(0) * x.dim(1), H = x.dim(2), W = x.dim(3);
+    for (index_t p = 0; p < P; ++p)
+      for (index_t oy = 0; oy < 2 * H; ++oy)
+        for (index_t ox = 0; ox < 2 * W; ++ox) y[(p * 2 * H + oy) * 2 * W + ox] = x[(p * H + oy / 2) * W + ox / 2];
+  }
+  // (dy[N,C,2H,2W], dx[N,C,H,W]=): dx is the sum of each 2x2 block of dy.
+  template <Scalar T>
+  static void upsample_nearest2x_backward(ConstTensorView<T> dy, TensorView<T> dx) {
+    const index_t P = dx.dim(0) * dx.dim(1), H = dx.dim(2), W = dx.dim(3);
+    for (index_t p = 0; p < P; ++p)
+      for (index_t iy = 0; iy < H; ++iy)
+        for (index_t ix = 0; ix < W; ++ix) {
+          const T* d = dy.data() + (p * 2 * H + 2 * iy) * 2 * W + 2 * ix;
+          dx[(p * H + iy) * W + ix] = d[0] + d[1] + d[2 * W] + d[2 * W + 1];
+        }
+  }
+
+  // ---- Attention ------------------------------------------------------------
+  // For each batch n and head h (channels h*d .. h*d+d-1, d = C / heads):
+  //   S[i,j] = scale * sum_c q[n,i,c] k[n,j,c]
+  //   P[i,:] = softmax(S[i,:])  (the row maximum is subtracted before exp)
+  //   out[n,i,c] = sum_j P[i,j] v[n,j,c]
+  // probs[n,h,i,j] = P[i,j] is saved for backward.
+  template <Scalar T>
+  static void attention_forward(ConstTensorView<T> q, ConstTensorView<T> k, ConstTensorView<T> v, int heads,
+                                T scale, TensorView<T> out, TensorView<T> probs) {
+    const index_t N = q.dim(0), L = q.dim(1), C = q.dim(2), d = C / heads;
+    for (index_t n = 0; n < N; ++n)
+      for (index_t h = 0; h < heads; ++h) {
+        T* P = probs.data() + (n * heads + h) * L * L;
+        for (index_t i = 0; i < L; ++i) {
+          T* row = P + i * L;
+          for (index_t j = 0; j < L; ++j) {
+            T acc{};
+            for (index_t c = h * d; c < (h + 1) * d; ++c) acc += q[(n * L + i) * C + c] * k[(n * L + j) * C + c];
+            row[j] = scale * acc;
+          }
+          const T mx = *std::max_element(row, row + L);
+          T sum{};
+          for (index_t j = 0; j < L; ++j) sum += (row[j] = std::exp(row[j] - mx));
+          for (index_t j = 0; j < L; ++j) row[j] /= sum;
+          for (index_t c = h * d; c < (h + 1) * d; ++c) {
+            T acc{};
+            for (index_t j = 0; j < L; ++j) acc += row[j] * v[(n * L + j) * C + c];
+            out[(n * L + i) * C + c] = acc;
+          }
+        }
+      }
+  }
+
+  // dP = dout v^T;  dS[i,j] = P[i,j] * (dP[i,j] - sum_j' P[i,j'] dP[i,j']);
+  // dq = scale * dS k;  dk = scale * dS^T q;  dv = P^T dout  (per batch and head).
+  template <Scalar T>
+  static void attention_backward(ConstTensorView<T> q, ConstTensorView<T> k, ConstTensorView<T> v,
+                                 ConstTensorView<T> probs, int heads, T scale, ConstTensorView<T> dout,
+                                 TensorView<T> dq, TensorView<T> dk, TensorView<T> dv) {
+    const index_t N = q.dim(0), L = q.dim(1), C = q.dim(2), d = C / heads;
+    if (dq.data()) std::fill(dq.begin(), dq.end(), T{});
+    if (dk.data()) std::fill(dk.begin(), dk.end(), T{});
+    if (dv.data()) std::fill(dv.begin(), dv.end(), T{});
+    for (index_t n = 0; n < N; ++n)
+      for (index_t h = 0; h < heads; ++h) {
+        const T* P = probs.data() + (n * heads + h) * L * L;
+        for (index_t i = 0; i < L; ++i) {
+          const T* row = P + i * L;
+          // dv[j] += P[i,j] * dout[i]
+          if (dv.data())
+            for (index_t j = 0; j < L; ++j)
+              for (index_t c = h * d; c < (h + 1) * d; ++c)
+                dv[(n * L + j) * C + c] += row[j] * dout[(n * L + i) * C + c];
+          if (!dq.data() && !dk.data()) continue;
+          // dP[i,j] and the softmax Jacobian.
+          T dot{};
+          for (index_t j = 0; j < L; ++j) {
+            T dp{};
+            for (index_t c = h * d; c < (h + 1) * d; ++c) dp += dout[(n * L + i) * C + c] * v[(n * L + j) * C + c];
+            dot += row[j] * dp;
+          }
+          for (index_t j = 0; j < L; ++j) {
+            T dp{};
+            for (index_t c = h * d; c < (h + 1) * d; ++c) dp += dout[(n * L + i) * C + c] * v[(n * L + j) * C + c];
+            const T ds = scale * row[j] * (dp - dot);
+            for (index_t c = h * d; c < (h + 1) * d; ++c) {
+              if (dq.data()) dq[(n * L + i) * C + c] += ds * k[(n * L + j) * C + c];
+              if (dk.data()) dk[(n * L + j) * C + c] += ds * q[(n * L + i) * C + c];
+            }
+          }
+        }
+      }
+  }
+};
+
+static_assert(Backend<Reference>);
+
+}  // namespace ddpm::backend

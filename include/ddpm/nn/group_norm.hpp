@@ -1,0 +1,85 @@
+#pragma once
+// nn.GroupNorm(num_groups, num_channels, eps, affine) on [N, C, *].
+// Parameters (affine): "<prefix>.weight" [C] (init 1), "<prefix>.bias" [C] (init 0).
+#include <string>
+#include <utility>
+
+#include "ddpm/backend/backend.hpp"
+#include "ddpm/core/random.hpp"
+#include "ddpm/core/tensor.hpp"
+#include "ddpm/nn/init.hpp"
+#include "ddpm/nn/layer_base.hpp"
+#include "ddpm/nn/parameters.hpp"
+
+namespace ddpm::nn {
+
+template <Scalar T, backend::Backend B>
+class GroupNorm : public LayerBase {
+ public:
+  using Buffer = Tensor<T, typename B::memory_space>;
+
+  GroupNorm(Parameters<T>& params, const std::string& prefix, int num_groups, index_t num_channels,
+            double eps = 1e-5, bool affine = true)
+      : LayerBase(prefix), params_(&params), groups_(num_groups), c_(num_channels), eps_(static_cast<T>(eps)) {
+    check(num_groups > 0 && num_channels > 0 && num_channels % num_groups == 0, "num_channels (", num_channels,
+          ") must be a positive multiple of num_groups (", num_groups, ")");
+    check(eps >= 0, "eps must be >= 0, got ", eps);
+    if (affine) {
+      weight_ = params.add(join_name(prefix, "weight"), {num_channels});
+      bias_ = params.add(join_name(prefix, "bias"), {num_channels});
+      init_constant(params.value(weight_), T{1});  // usable before init()
+    }
+  }
+
+  // x: [N, C, *] -> same shape.
+  ConstTensorView<T> forward(ConstTensorView<T> x) {
+    check(x.rank() >= 2 && x.dim(1) == c_, "expected input [N, ", c_, ", ...], got ", x.shape().str());
+    ensure_shape(y_, x.shape());
+    ensure_shape(mean_, {x.dim(0) * groups_});
+    ensure_shape(rstd_, {x.dim(0) * groups_});
+    B::group_norm_forward(x, groups_, eps_, gamma(), beta(), TensorView<T>(y_.view()), TensorView<T>(mean_.view()),
+                          TensorView<T>(rstd_.view()));
+    x_ = mode_ == Mode::Training ? x : ConstTensorView<T>{};
+    return y_.view();
+  }
+
+  ConstTensorView<T> backward(ConstTensorView<T> dy) {
+    check_backward(x_.data() != nullptr);
+    check_shape("output gradient", dy.shape(), y_.shape());
+    ensure_shape(dx_, x_.shape());
+    B::group_norm_backward(x_, groups_, gamma(), ConstTensorView<T>(mean_.view()), ConstTensorView<T>(rstd_.view()),
+                           dy, TensorView<T>(dx_.view()), affine() ? params_->grad(weight_) : TensorView<T>{},
+                           affine() ? params_->grad(bias_) : TensorView<T>{});
+    return dx_.view();
+  }
+
+  void init(Rng&) {
+    if (!affine()) return;
+    init_constant(params_->value(weight_), T{1});
+    init_constant(params_->value(bias_), T{0});
+  }
+
+  int num_groups() const { return groups_; }
+  index_t num_channels() const { return c_; }
+  T eps() const { return eps_; }
+  bool affine() const { return weight_ >= 0; }
+  ParamId weight_id() const { return weight_; }
+  ParamId bias_id() const { return bias_; }
+  // The statistics of the last forward, [N * G] (n-major).
+  ConstTensorView<T> saved_mean() const { return mean_.view(); }
+  ConstTensorView<T> saved_rstd() const { return rstd_.view(); }
+
+ private:
+  ConstTensorView<T> gamma() const { return affine() ? std::as_const(*params_).value(weight_) : ConstTensorView<T>{}; }
+  ConstTensorView<T> beta() const { return affine() ? std::as_const(*params_).value(bias_) : ConstTensorView<T>{}; }
+
+  Parameters<T>* params_;
+  int groups_;
+  index_t c_;
+  T eps_;
+  ParamId weight_ = -1, bias_ = -1;
+  ConstTensorView<T> x_;
+  Buffer y_, dx_, mean_, rstd_;
+};
+
+}  // namespace ddpm::nn

@@ -1,0 +1,72 @@
+#pragma once
+// nn.Linear: y[..., out] = x[..., in] W^T + b, W [out, in] (PyTorch layout).
+// Parameters: "<prefix>.weight" [out, in], "<prefix>.bias" [out] (optional).
+#include <string>
+
+#include "ddpm/backend/backend.hpp"
+#include "ddpm/core/random.hpp"
+#include "ddpm/core/tensor.hpp"
+#include "ddpm/nn/init.hpp"
+#include "ddpm/nn/layer_base.hpp"
+#include "ddpm/nn/parameters.hpp"
+
+namespace ddpm::nn {
+
+template <Scalar T, backend::Backend B>
+class Linear : public LayerBase {
+ public:
+  using Buffer = Tensor<T, typename B::memory_space>;
+
+  Linear(Parameters<T>& params, const std::string& prefix, index_t in_features, index_t out_features,
+         bool bias = true)
+      : LayerBase(prefix), params_(&params), in_(in_features), out_(out_features) {
+    check(in_features > 0 && out_features > 0, "in_features and out_features must be > 0, got ", in_features, " and ",
+          out_features);
+    weight_ = params.add(join_name(prefix, "weight"), {out_features, in_features});
+    if (bias) bias_ = params.add(join_name(prefix, "bias"), {out_features});
+  }
+
+  // x: [..., in] (any leading dims) -> [..., out].
+  ConstTensorView<T> forward(ConstTensorView<T> x) {
+    check(x.rank() >= 1 && x.dim(-1) == in_, "expected input [..., ", in_, "], got ", x.shape().str());
+    Shape s = x.shape();
+    s[s.rank() - 1] = out_;
+    ensure_shape(y_, s);
+    B::linear_forward(x, weight(), bias(), TensorView<T>(y_.view()));
+    x_ = mode_ == Mode::Training ? x : ConstTensorView<T>{};
+    return y_.view();
+  }
+
+  // dy: like the last output. Accumulates dW, db; returns dx.
+  ConstTensorView<T> backward(ConstTensorView<T> dy) {
+    check_backward(x_.data() != nullptr);
+    check_shape("output gradient", dy.shape(), y_.shape());
+    ensure_shape(dx_, x_.shape());
+    B::linear_backward(x_, weight(), dy, TensorView<T>(dx_.view()), params_->grad(weight_),
+                       bias_ >= 0 ? params_->grad(bias_) : TensorView<T>{});
+    return dx_.view();
+  }
+
+  void init(Rng& rng) {
+    init_linear_default(params_->value(weight_), bias_ >= 0 ? params_->value(bias_) : TensorView<T>{}, in_, rng);
+  }
+
+  index_t in_features() const { return in_; }
+  index_t out_features() const { return out_; }
+  bool has_bias() const { return bias_ >= 0; }
+  ParamId weight_id() const { return weight_; }
+  ParamId bias_id() const { return bias_; }  // -1 without bias
+  ConstTensorView<T> weight() const { return std::as_const(*params_).value(weight_); }
+  ConstTensorView<T> bias() const {
+    return bias_ >= 0 ? std::as_const(*params_).value(bias_) : ConstTensorView<T>{};
+  }
+
+ private:
+  Parameters<T>* params_;
+  index_t in_, out_;
+  ParamId weight_ = -1, bias_ = -1;
+  ConstTensorView<T> x_;
+  Buffer y_, dx_;
+};
+
+}  // namespace ddpm::nn

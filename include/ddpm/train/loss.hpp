@@ -1,0 +1,63 @@
+#pragma once
+// The denoising loss: a per-sample weighted mean squared error
+//   L = 1/N sum_i w_i * mean_j (pred_ij - target_ij)^2
+// (DDPM's "simple" loss, eq. 14, when every w_i = 1), and its gradient.
+// Min-SNR-gamma weighting (Hang et al. 2023) picks w_i from the SNR of each
+// sample's timestep; see min_snr_weight.
+#include <algorithm>
+#include <cmath>
+#include <span>
+
+#include "ddpm/core/error.hpp"
+#include "ddpm/core/tensor.hpp"
+
+namespace ddpm::train {
+
+// Returns the loss; writes dL/dpred into `dpred` (same shape as pred).
+// `sample_weights` is empty (all 1) or has one weight per batch element.
+template <Scalar T>
+double weighted_mse(ConstTensorView<T> pred, ConstTensorView<T> target, std::span<const double> sample_weights,
+                    TensorView<T> dpred) {
+  require_same_shape(pred.shape(), target.shape(), "weighted_mse (prediction vs target)");
+  require_same_shape(pred.shape(), dpred.shape(), "weighted_mse (prediction vs gradient buffer)");
+  require(pred.rank() >= 1 && pred.dim(0) > 0, "weighted_mse: empty batch");
+  const index_t n = pred.dim(0), per = pred.numel() / n;
+  require(sample_weights.empty() || static_cast<index_t>(sample_weights.size()) == n, "weighted_mse: ",
+          sample_weights.size(), " sample weights for a batch of ", n);
+  double loss = 0;
+  for (index_t i = 0; i < n; ++i) {
+    const double w = sample_weights.empty() ? 1.0 : sample_weights[static_cast<std::size_t>(i)];
+    const T g = static_cast<T>(2.0 * w / static_cast<double>(n * per));
+    double s = 0;
+    for (index_t j = i * per; j < (i + 1) * per; ++j) {
+      const T d = pred[j] - target[j];
+      s += static_cast<double>(d) * static_cast<double>(d);
+      dpred[j] = g * d;
+    }
+    loss += w * s / static_cast<double>(per);
+  }
+  return loss / static_cast<double>(n);
+}
+
+// What the network predicts, and so what the loss compares it with.
+enum class Target { Epsilon, VPrediction, Sample };
+
+// Min-SNR-gamma weight for a sample whose timestep has signal-to-noise ratio
+// `snr` = abar / (1 - abar). gamma <= 0 disables weighting (returns 1).
+// For epsilon targets the weight is min(snr, gamma) / snr, for v targets
+// min(snr, gamma) / (snr + 1), for x0 targets min(snr, gamma).
+inline double min_snr_weight(double snr, double gamma, Target target) {
+  if (gamma <= 0) return 1.0;
+  require(snr >= 0, "min_snr_weight: snr must be >= 0, got ", snr);
+  const double clipped = std::min(snr, gamma);
+  switch (target) {
+    case Target::Epsilon:
+      require(snr > 0, "min_snr_weight: snr is 0 (zero-terminal-SNR timestep) with an epsilon target; use v_prediction");
+      return clipped / snr;
+    case Target::VPrediction: return clipped / (snr + 1.0);
+    case Target::Sample: return clipped;
+  }
+  return 1.0;
+}
+
+}  // namespace ddpm::train
