@@ -136,10 +136,10 @@ TEST_CASE("weighted MSE and its gradient", "[loss]") {
 }
 
 TEST_CASE("min-SNR-gamma weights", "[loss]") {
-  CHECK(min_snr_weight(10.0, 5.0, Target::Epsilon) == Approx(0.5));
-  CHECK(min_snr_weight(1.0, 5.0, Target::Epsilon) == Approx(1.0));
-  CHECK(min_snr_weight(10.0, 5.0, Target::VPrediction) == Approx(5.0 / 11.0));
-  CHECK(min_snr_weight(2.0, 5.0, Target::Sample) == Approx(2.0));
-  CHECK(min_snr_weight(2.0, 0.0, Target::Sample) == 1.0);
-  CHECK_THROWS_WITH(min_snr_weight(0.0, 5.0, Target::Epsilon), Catch::Contains("v_prediction"));
+  CHECK(min_snr_weight(10.0, 5.0, PredictionType::epsilon) == Approx(0.5));
+  CHECK(min_snr_weight(1.0, 5.0, PredictionType::epsilon) == Approx(1.0));
+  CHECK(min_snr_weight(10.0, 5.0, PredictionType::v_prediction) == Approx(5.0 / 11.0));
+  CHECK(min_snr_weight(2.0, 5.0, PredictionType::sample) == Approx(2.0));
+  CHECK(min_snr_weight(2.0, 0.0, PredictionType::sample) == 1.0);
+  CHECK_THROWS_WITH(min_snr_weight(0.0, 5.0, PredictionType::epsilon), Catch::Contains("v_prediction"));
 }

@@ -10,6 +10,7 @@
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/tensor.hpp"
+#include "ddpm/diffusion/prediction.hpp"
 
 namespace ddpm::train {
 
@@ -39,23 +40,20 @@ double weighted_mse(ConstTensorView<T> pred, ConstTensorView<T> target, std::spa
   return loss / static_cast<double>(n);
 }
 
-// What the network predicts, and so what the loss compares it with.
-enum class Target { Epsilon, VPrediction, Sample };
-
 // Min-SNR-gamma weight for a sample whose timestep has signal-to-noise ratio
 // `snr` = abar / (1 - abar). gamma <= 0 disables weighting (returns 1).
 // For epsilon targets the weight is min(snr, gamma) / snr, for v targets
 // min(snr, gamma) / (snr + 1), for x0 targets min(snr, gamma).
-inline double min_snr_weight(double snr, double gamma, Target target) {
+inline double min_snr_weight(double snr, double gamma, PredictionType target) {
   if (gamma <= 0) return 1.0;
   require(snr >= 0, "min_snr_weight: snr must be >= 0, got ", snr);
   const double clipped = std::min(snr, gamma);
   switch (target) {
-    case Target::Epsilon:
+    case PredictionType::epsilon:
       require(snr > 0, "min_snr_weight: snr is 0 (zero-terminal-SNR timestep) with an epsilon target; use v_prediction");
       return clipped / snr;
-    case Target::VPrediction: return clipped / (snr + 1.0);
-    case Target::Sample: return clipped;
+    case PredictionType::v_prediction: return clipped / (snr + 1.0);
+    case PredictionType::sample: return clipped;
   }
   return 1.0;
 }

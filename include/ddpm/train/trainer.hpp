@@ -1,0 +1,207 @@
+#pragma once
+// The training step every example, benchmark and the data-parallel wrapper
+// share (DDPM, Ho et al. 2020, Algorithm 1):
+//
+//   t ~ U{0, ..., T-1},  eps ~ N(0, I)
+//   x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps           (q_sample)
+//   loss = w(t) || model(x_t, t, c) - target ||^2            (target: eps, v or x_0)
+//   backward, clip the global gradient norm, Adam(W) with the learning-rate
+//   schedule, EMA of the weights.
+//
+// Randomness is drawn per *global sample*: sample g of step s uses its own
+// Philox stream (seed, s * 2^32 + g). The draws therefore do not depend on
+// how a global batch is split across data-parallel ranks, so N ranks at
+// batch B reproduce one process at batch N * B up to the reduction's rounding.
+//
+// The step is split in two so a data-parallel wrapper can average gradients
+// in between: compute_gradients() then apply_update(); step() does both.
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ddpm/core/error.hpp"
+#include "ddpm/core/random.hpp"
+#include "ddpm/core/tensor.hpp"
+#include "ddpm/diffusion/forward_process.hpp"
+#include "ddpm/diffusion/prediction.hpp"
+#include "ddpm/diffusion/schedule.hpp"
+#include "ddpm/nn/conditioning.hpp"
+#include "ddpm/train/adam.hpp"
+#include "ddpm/train/ema.hpp"
+#include "ddpm/train/grad_clip.hpp"
+#include "ddpm/train/loss.hpp"
+#include "ddpm/train/lr_schedule.hpp"
+#include "ddpm/train/training_state.hpp"
+
+namespace ddpm::train {
+
+struct TrainConfig {
+  PredictionType prediction_type = PredictionType::epsilon;
+  double min_snr_gamma = 0.0;   // > 0: min-SNR-gamma loss weighting (5 is the paper's choice)
+  double grad_clip_norm = 1.0;  // <= 0: no clipping
+  AdamConfig adam{};
+  LrSchedule lr{};              // base_lr is taken from here; adam.lr is ignored
+  bool use_ema = true;
+  double ema_decay = 0.9999;
+  // Classifier-free guidance training (Ho & Salimans 2022): each class label
+  // is replaced by `null_label` with this probability.
+  double label_dropout = 0.0;
+  std::int64_t null_label = -1;
+  std::uint64_t seed = 0;
+
+  void validate() const {
+    require(min_snr_gamma >= 0, "TrainConfig: min_snr_gamma must be >= 0, got ", min_snr_gamma);
+    require(label_dropout >= 0 && label_dropout <= 1, "TrainConfig: label_dropout must be in [0, 1], got ",
+            label_dropout);
+    require(label_dropout == 0 || null_label >= 0,
+            "TrainConfig: label_dropout > 0 needs null_label (the extra class index meaning 'no label')");
+    require(!use_ema || (ema_decay >= 0 && ema_decay <= 1), "TrainConfig: ema_decay must be in [0, 1], got ",
+            ema_decay);
+    adam.validate();
+    lr.validate();
+  }
+};
+
+struct StepStats {
+  std::int64_t step = 0;  // the step just taken (0-based)
+  double loss = 0;
+  double grad_norm = 0;   // before clipping
+  double lr = 0;
+};
+
+template <Scalar T, nn::Denoiser<T> Model>
+class Trainer {
+ public:
+  Trainer(Model& model, const NoiseSchedule<T>& schedule, TrainConfig config)
+      : model_(model), schedule_(schedule), config_(std::move(config)),
+        adam_(model.parameters().numel(), config_.adam) {
+    config_.validate();
+    if (config_.use_ema) ema_.emplace(std::span<const T>(model.parameters().values()), config_.ema_decay);
+  }
+
+  // Forward + loss + backward for a (local) batch whose first sample has
+  // global index `global_offset` within this step's global batch. Zeroes
+  // the gradients first; returns the local loss (mean over the local batch).
+  double compute_gradients(ConstTensorView<T> x0, nn::Conditioning<T> cond = {}, index_t global_offset = 0) {
+    require(x0.rank() >= 2 && x0.dim(0) > 0, "Trainer: x0 must be a non-empty batch [N, ...], got ",
+            x0.shape().str());
+    const index_t n = x0.dim(0);
+    require(cond.class_labels.empty() || static_cast<index_t>(cond.class_labels.size()) == n, "Trainer: ",
+            cond.class_labels.size(), " class labels for a batch of ", n);
+    draw(x0, cond, global_offset);
+    q_sample(schedule_, x0, timesteps_, noise_.cview(), x_t_.view());
+    target(x0);
+    if (!cond.class_labels.empty()) cond.class_labels = labels_;
+    auto& params = model_.parameters();
+    params.zero_grad();
+    const ConstTensorView<T> pred = model_.forward(x_t_.cview(), t_values_, cond);
+    dpred_.resize(pred.shape());
+    const double loss = weighted_mse<T>(pred, target_.cview(), weights_, dpred_.view());
+    model_.backward(dpred_.cview());
+    return loss;
+  }
+
+  // Clip, check, update, average. `loss` is the (global) loss to report.
+  // A non-finite loss or gradient is an error naming the step; the weights,
+  // optimizer and EMA are left untouched so a good checkpoint is never
+  // overwritten by a diverged state.
+  StepStats apply_update(double loss) {
+    auto& params = model_.parameters();
+    require(std::isfinite(loss), "training step ", step_, ": loss is ", loss,
+            " (diverged; lower the learning rate or resume from the last checkpoint)");
+    const double norm = clip_grad_norm(params.grads(), config_.grad_clip_norm);
+    require(std::isfinite(norm), "training step ", step_, ": gradient norm is ", norm, first_bad_parameter());
+    const double lr = config_.lr(step_);
+    adam_.step(params.values(), params.grads(), lr);
+    if (ema_) ema_->update(params.values());
+    return {step_++, loss, norm, lr};
+  }
+
+  StepStats step(ConstTensorView<T> x0, nn::Conditioning<T> cond = {}) {
+    return apply_update(compute_gradients(x0, cond, 0));
+  }
+
+  std::int64_t steps_done() const { return step_; }
+  Adam<T>& optimizer() { return adam_; }
+  EMA<T>* ema() { return ema_ ? &*ema_ : nullptr; }
+  const TrainConfig& config() const { return config_; }
+  Model& model() { return model_; }
+
+  void save(const std::filesystem::path& path, const std::map<std::string, std::string>& metadata = {}) const {
+    save_training_state<T>(path, model_.parameters(), adam_, ema_ ? &*ema_ : nullptr,
+                           {step_, Rng(config_.seed).state()}, metadata);
+  }
+  // Restores weights, optimizer, EMA and step; the run then continues
+  // exactly as if it had not stopped.
+  void resume(const std::filesystem::path& path) {
+    const auto progress = load_training_state<T>(path, model_.parameters(), adam_, ema_ ? &*ema_ : nullptr);
+    require(progress.rng.seed == config_.seed, path.string(), ": checkpoint was trained with seed ",
+            progress.rng.seed, ", this run uses seed ", config_.seed);
+    step_ = progress.step;
+  }
+
+ private:
+  // Draws t, eps and label dropout for every local sample from its own stream.
+  void draw(ConstTensorView<T> x0, const nn::Conditioning<T>& cond, index_t global_offset) {
+    const index_t n = x0.dim(0), per = x0.numel() / n;
+    const auto num_t = static_cast<std::uint64_t>(schedule_.num_train_timesteps());
+    timesteps_.resize(static_cast<std::size_t>(n));
+    t_values_.resize(static_cast<std::size_t>(n));
+    weights_.clear();
+    labels_.assign(cond.class_labels.begin(), cond.class_labels.end());
+    noise_.resize(x0.shape());
+    for (index_t i = 0; i < n; ++i) {
+      const auto g = static_cast<std::uint64_t>(global_offset + i);
+      Rng rng(config_.seed, (static_cast<std::uint64_t>(step_) << 32) | g);
+      const auto t = static_cast<std::int64_t>(rng.uniform_int(num_t));
+      timesteps_[static_cast<std::size_t>(i)] = t;
+      t_values_[static_cast<std::size_t>(i)] = static_cast<T>(t);
+      rng.fill_normal(std::span<T>(noise_.data() + i * per, static_cast<std::size_t>(per)));
+      if (!labels_.empty() && config_.label_dropout > 0 && rng.uniform() < config_.label_dropout)
+        labels_[static_cast<std::size_t>(i)] = config_.null_label;
+      if (config_.min_snr_gamma > 0)
+        weights_.push_back(min_snr_weight(static_cast<double>(schedule_.snr(t)), config_.min_snr_gamma,
+                                          config_.prediction_type));
+    }
+    x_t_.resize(x0.shape());
+  }
+
+  void target(ConstTensorView<T> x0) {
+    target_.resize(x0.shape());
+    switch (config_.prediction_type) {
+      case PredictionType::epsilon: std::copy(noise_.begin(), noise_.end(), target_.begin()); break;
+      case PredictionType::v_prediction: velocity(schedule_, x0, noise_.cview(), timesteps_, target_.view()); break;
+      case PredictionType::sample: std::copy(x0.begin(), x0.end(), target_.begin()); break;
+    }
+  }
+
+  // Names the first parameter whose gradient is not finite.
+  std::string first_bad_parameter() const {
+    const auto& params = model_.parameters();
+    for (const auto& p : params.infos()) {
+      const auto g = params.grad(params.id(p.name));
+      for (index_t i = 0; i < g.numel(); ++i)
+        if (!std::isfinite(g[i])) return " (first non-finite gradient in parameter '" + p.name + "')";
+    }
+    return "";
+  }
+
+  Model& model_;
+  const NoiseSchedule<T>& schedule_;
+  TrainConfig config_;
+  Adam<T> adam_;
+  std::optional<EMA<T>> ema_;
+  std::int64_t step_ = 0;
+  // Per-step buffers, reused.
+  std::vector<std::int64_t> timesteps_, labels_;
+  std::vector<T> t_values_;
+  std::vector<double> weights_;
+  Tensor<T> noise_, x_t_, target_, dpred_;
+};
+
+}  // namespace ddpm::train

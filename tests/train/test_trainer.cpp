@@ -1,0 +1,153 @@
+// The shared training step: it learns, it resumes bit for bit, a split batch
+// (what data-parallel ranks do) gives the full batch's gradients, and a
+// diverged step is an error that names the step and leaves the weights alone.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <memory>
+
+#include "ddpm/backend/reference.hpp"
+#include "ddpm/nn/linear.hpp"
+#include "ddpm/train/trainer.hpp"
+
+using namespace ddpm;
+namespace fs = std::filesystem;
+
+namespace {
+// y = W [x, t / 1000] + b: the smallest model that satisfies nn::Denoiser.
+template <Scalar T>
+class ToyDenoiser {
+ public:
+  explicit ToyDenoiser(index_t dim, std::uint64_t seed = 1)
+      : params_(std::make_unique<nn::Parameters<T>>()), lin_(*params_, "lin", dim + 1, dim) {
+    Rng rng(seed);
+    lin_.init(rng);
+  }
+  nn::Parameters<T>& parameters() { return *params_; }
+  ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const T> t, const nn::Conditioning<T>&) {
+    const index_t n = x.dim(0), d = x.dim(1);
+    in_.resize({n, d + 1});
+    for (index_t i = 0; i < n; ++i) {
+      for (index_t j = 0; j < d; ++j) in_[i * (d + 1) + j] = x[i * d + j];
+      in_[i * (d + 1) + d] = t[static_cast<std::size_t>(i)] / T(1000);
+    }
+    return lin_.forward(in_.cview());
+  }
+  ConstTensorView<T> backward(ConstTensorView<T> dy) {
+    auto din = lin_.backward(dy);
+    const index_t n = dy.dim(0), d = dy.dim(1);
+    dx_.resize({n, d});
+    for (index_t i = 0; i < n; ++i)
+      for (index_t j = 0; j < d; ++j) dx_[i * d + j] = din[i * (d + 1) + j];
+    return dx_.cview();
+  }
+
+ private:
+  std::unique_ptr<nn::Parameters<T>> params_;
+  nn::Linear<T, backend::Reference> lin_;
+  Tensor<T> in_, dx_;
+};
+
+template <Scalar T>
+Tensor<T> data(index_t n, index_t d, std::uint64_t seed) {
+  Tensor<T> x({n, d});
+  Rng rng(seed);
+  for (index_t i = 0; i < x.numel(); ++i) x[i] = static_cast<T>(0.5 * std::sin(static_cast<double>(i)) + 0.1 * rng.normal());
+  return x;
+}
+
+train::TrainConfig config(std::uint64_t seed = 3) {
+  train::TrainConfig c;
+  c.lr = {1e-2, 5, 100, 1e-3};
+  c.seed = seed;
+  c.ema_decay = 0.99;
+  return c;
+}
+}  // namespace
+
+TEST_CASE("training lowers the loss", "[trainer]") {
+  NoiseSchedule<double> schedule({.num_train_timesteps = 100});
+  ToyDenoiser<double> model(4);
+  train::Trainer<double, ToyDenoiser<double>> trainer(model, schedule, config());
+  const auto x0 = data<double>(64, 4, 9);
+  double first = 0, last = 0;
+  for (int s = 0; s < 200; ++s) {
+    const auto st = trainer.step(x0.cview());
+    if (s < 20) first += st.loss / 20;
+    if (s >= 180) last += st.loss / 20;
+  }
+  CHECK(last < 0.8 * first);
+  CHECK(trainer.steps_done() == 200);
+}
+
+TEST_CASE("N steps equal N/2 steps, save, resume, N/2 steps, bit for bit", "[trainer][resume]") {
+  NoiseSchedule<float> schedule({.num_train_timesteps = 50});
+  const auto x0 = data<float>(16, 3, 2);
+  ToyDenoiser<float> a(3);
+  train::Trainer<float, ToyDenoiser<float>> ta(a, schedule, config());
+  for (int s = 0; s < 10; ++s) ta.step(x0.cview());
+
+  const fs::path ckpt = fs::path(DDPM_TEST_TMP_DIR) / "trainer_resume.safetensors";
+  ToyDenoiser<float> b(3);
+  {
+    train::Trainer<float, ToyDenoiser<float>> tb(b, schedule, config());
+    for (int s = 0; s < 5; ++s) tb.step(x0.cview());
+    tb.save(ckpt);
+  }
+  ToyDenoiser<float> c(3, 777);  // different initial weights: all must come from the checkpoint
+  train::Trainer<float, ToyDenoiser<float>> tc(c, schedule, config());
+  tc.resume(ckpt);
+  CHECK(tc.steps_done() == 5);
+  for (int s = 0; s < 5; ++s) tc.step(x0.cview());
+  const auto pa = a.parameters().values(), pc = c.parameters().values();
+  REQUIRE(pa.size() == pc.size());
+  for (std::size_t i = 0; i < pa.size(); ++i) CHECK(pa[i] == pc[i]);
+  const auto ea = ta.ema()->weights(), ec = tc.ema()->weights();
+  for (std::size_t i = 0; i < ea.size(); ++i) CHECK(ea[i] == ec[i]);
+  // A checkpoint from another seed is refused.
+  ToyDenoiser<float> d(3);
+  train::Trainer<float, ToyDenoiser<float>> td(d, schedule, config(4));
+  CHECK_THROWS_WITH(td.resume(ckpt), Catch::Contains("seed"));
+}
+
+TEST_CASE("a batch split in two gives the full batch's gradients", "[trainer][data-parallel]") {
+  // What two data-parallel ranks do: each computes its half with its global
+  // offset; the average of their gradients is the full batch's gradient.
+  NoiseSchedule<double> schedule({.num_train_timesteps = 100});
+  const auto x0 = data<double>(8, 3, 5);
+  ToyDenoiser<double> m(3);
+  train::Trainer<double, ToyDenoiser<double>> t(m, schedule, config());
+  const double full_loss = t.compute_gradients(x0.cview());
+  const std::vector<double> full(m.parameters().grads().begin(), m.parameters().grads().end());
+  const double l0 = t.compute_gradients(x0.cview().slice(0, 4), {}, 0);
+  std::vector<double> half(m.parameters().grads().begin(), m.parameters().grads().end());
+  const double l1 = t.compute_gradients(x0.cview().slice(4, 4), {}, 4);
+  CHECK((l0 + l1) / 2 == Approx(full_loss).epsilon(1e-13));
+  for (std::size_t i = 0; i < full.size(); ++i)
+    CHECK((half[i] + m.parameters().grads()[i]) / 2 == Approx(full[i]).epsilon(1e-12).margin(1e-15));
+}
+
+TEST_CASE("a non-finite loss stops training with the step named, weights untouched", "[trainer][errors]") {
+  NoiseSchedule<float> schedule({.num_train_timesteps = 50});
+  ToyDenoiser<float> m(2);
+  train::Trainer<float, ToyDenoiser<float>> t(m, schedule, config());
+  auto x0 = data<float>(4, 2, 1);
+  t.step(x0.cview());
+  const std::vector<float> before(m.parameters().values().begin(), m.parameters().values().end());
+  x0[3] = NAN;
+  CHECK_THROWS_WITH(t.step(x0.cview()), Catch::Contains("training step 1") && Catch::Contains("nan"));
+  for (std::size_t i = 0; i < before.size(); ++i) CHECK(m.parameters().values()[i] == before[i]);
+  CHECK(t.steps_done() == 1);
+}
+
+TEST_CASE("trainer configuration errors", "[trainer][errors]") {
+  auto c = config();
+  c.label_dropout = 0.1;
+  CHECK_THROWS_WITH(c.validate(), Catch::Contains("null_label"));
+  c.label_dropout = 1.5;
+  CHECK_THROWS_WITH(c.validate(), Catch::Contains("label_dropout"));
+  c = config();
+  c.min_snr_gamma = -1;
+  CHECK_THROWS_WITH(c.validate(), Catch::Contains("min_snr_gamma"));
+}
