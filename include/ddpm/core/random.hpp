@@ -80,9 +80,9 @@ class Rng {
     require(n > 0, "Rng::uniform_int: n must be > 0");
     for (;;) {
       const std::uint64_t x = next_u64();
-      const unsigned __int128 m = static_cast<unsigned __int128>(x) * n;
-      const auto low = static_cast<std::uint64_t>(m);
-      if (low >= n || low >= (0 - n) % n) return static_cast<std::uint64_t>(m >> 64);
+      std::uint64_t high;
+      const std::uint64_t low = mul_64x64(x, n, high);
+      if (low >= n || low >= (0 - n) % n) return high;
     }
   }
 
@@ -112,6 +112,15 @@ class Rng {
   }
 
  private:
+  // Full 128-bit product of two 64-bit values, portably (no __int128).
+  static std::uint64_t mul_64x64(std::uint64_t a, std::uint64_t b, std::uint64_t& high) {
+    const std::uint64_t a_lo = a & 0xFFFFFFFFu, a_hi = a >> 32, b_lo = b & 0xFFFFFFFFu, b_hi = b >> 32;
+    const std::uint64_t ll = a_lo * b_lo, lh = a_lo * b_hi, hl = a_hi * b_lo, hh = a_hi * b_hi;
+    const std::uint64_t mid = (ll >> 32) + (lh & 0xFFFFFFFFu) + (hl & 0xFFFFFFFFu);
+    high = hh + (lh >> 32) + (hl >> 32) + (mid >> 32);
+    return (mid << 32) | (ll & 0xFFFFFFFFu);
+  }
+
   State state_;
 };
 

@@ -59,6 +59,8 @@ class GroupNorm : public LayerBase {
     init_constant(params_->value(bias_), T{0});
   }
 
+  // The last forward's output (valid until the next forward).
+  ConstTensorView<T> output() const { return y_.view(); }
   int num_groups() const { return groups_; }
   index_t num_channels() const { return c_; }
   T eps() const { return eps_; }

@@ -51,6 +51,8 @@ class Linear : public LayerBase {
     init_linear_default(params_->value(weight_), bias_ >= 0 ? params_->value(bias_) : TensorView<T>{}, in_, rng);
   }
 
+  // The last forward's output (valid until the next forward).
+  ConstTensorView<T> output() const { return y_.view(); }
   index_t in_features() const { return in_; }
   index_t out_features() const { return out_; }
   bool has_bias() const { return bias_ >= 0; }

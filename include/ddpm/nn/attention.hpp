@@ -1,0 +1,194 @@
+#pragma once
+// The self-attention block of diffusers' UNet2DModel (Attention with
+// residual_connection, _from_deprecated_attn_block): over the H*W tokens of
+// an NCHW image,
+//   h = GroupNorm(x) (optional), tokens [N, H*W, C]
+//   q, k, v = to_q(h), to_k(h), to_v(h)          Linear C -> heads * head_dim, with bias
+//   a = softmax(q k^T / sqrt(head_dim)) v         per head
+//   y = (to_out.0(a) as NCHW + x) / rescale_output_factor
+// heads = C / attention_head_dim, or one head of size C when attention_head_dim
+// is null. Parameters: group_norm.{weight,bias}, to_q, to_k, to_v, to_out.0
+// .{weight,bias} under the prefix.
+//
+// Numerics::Diffusers (default) computes the softmax in float32 for a float64
+// layer, as diffusers does (upcast_softmax casts the scores to float32);
+// Numerics::Exact keeps T. The backward pass is the same for both.
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <string>
+#include <type_traits>
+
+#include "ddpm/backend/backend.hpp"
+#include "ddpm/core/random.hpp"
+#include "ddpm/core/tensor.hpp"
+#include "ddpm/nn/group_norm.hpp"
+#include "ddpm/nn/layer_base.hpp"
+#include "ddpm/nn/linear.hpp"
+#include "ddpm/nn/numerics.hpp"
+#include "ddpm/nn/parameters.hpp"
+
+namespace ddpm::nn {
+
+struct AttentionOptions {
+  index_t channels = 0;
+  std::optional<index_t> head_dim = std::nullopt;  // diffusers' attention_head_dim; nullopt: one head of size `channels`
+  int norm_groups = 32;               // 0: no GroupNorm (mid-block attention with scale_shift)
+  double eps = 1e-5;                  // GroupNorm eps (UNet2DModel: norm_eps)
+  double rescale_output_factor = 1.0;
+  Numerics numerics = Numerics::Diffusers;
+};
+
+template <Scalar T, backend::Backend B>
+class AttentionBlock : public LayerBase {
+ public:
+  using Buffer = Tensor<T, typename B::memory_space>;
+
+  AttentionBlock(Parameters<T>& params, const std::string& prefix, const AttentionOptions& opt)
+      : LayerBase(prefix),
+        opt_(checked(opt)),
+        heads_(opt.head_dim ? static_cast<int>(opt.channels / *opt.head_dim) : 1),
+        head_dim_(opt.head_dim ? *opt.head_dim : opt.channels),
+        inner_(static_cast<index_t>(heads_) * head_dim_),
+        scale_(static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim_)))),
+        to_q_(params, join_name(prefix, "to_q"), opt.channels, inner_),
+        to_k_(params, join_name(prefix, "to_k"), opt.channels, inner_),
+        to_v_(params, join_name(prefix, "to_v"), opt.channels, inner_),
+        to_out_(params, join_name(prefix, "to_out.0"), inner_, opt.channels) {
+    if (opt.norm_groups > 0)
+      norm_.emplace(params, join_name(prefix, "group_norm"), opt.norm_groups, opt.channels, opt.eps, true);
+  }
+
+  // x: [N, C, H, W] -> same shape.
+  ConstTensorView<T> forward(ConstTensorView<T> x) {
+    const index_t C = opt_.channels;
+    check(x.rank() == 4 && x.dim(1) == C, "expected input [N, ", C, ", H, W], got ", x.shape().str());
+    const index_t N = x.dim(0), L = x.dim(2) * x.dim(3);
+    const ConstTensorView<T> h = norm_ ? norm_->forward(x) : x;
+    ensure_shape(tokens_, {N, L, C});
+    transpose_cl(h.data(), tokens_.data(), N, C, L);
+    const ConstTensorView<T> q = to_q_.forward(tokens_.view());
+    const ConstTensorView<T> k = to_k_.forward(tokens_.view());
+    const ConstTensorView<T> v = to_v_.forward(tokens_.view());
+    ensure_shape(attn_, {N, L, inner_});
+    ensure_shape(probs_, {N, heads_, L, L});
+    if (std::is_same_v<T, double> && opt_.numerics == Numerics::Diffusers)
+      attention_float32_softmax(q, k, v);
+    else
+      B::attention_forward(q, k, v, heads_, scale_, TensorView<T>(attn_.view()), TensorView<T>(probs_.view()));
+    const ConstTensorView<T> o = to_out_.forward(attn_.view());
+    ensure_shape(y_, x.shape());
+    transpose_cl(o.data(), y_.data(), N, L, C);  // [N, L, C] -> [N, C, L]
+    const T inv = static_cast<T>(1.0 / opt_.rescale_output_factor);
+    for (index_t i = 0; i < y_.numel(); ++i)
+      y_[i] = opt_.rescale_output_factor == 1.0 ? y_[i] + x[i] : (y_[i] + x[i]) * inv;
+    have_forward_ = mode_ == Mode::Training;
+    return y_.view();
+  }
+
+  ConstTensorView<T> backward(ConstTensorView<T> dy) {
+    check_backward(have_forward_);
+    check_shape("output gradient", dy.shape(), y_.shape());
+    const index_t C = opt_.channels, N = y_.dim(0), L = y_.dim(2) * y_.dim(3);
+    const T inv = static_cast<T>(1.0 / opt_.rescale_output_factor);
+    // d(to_out output), token-major, and the residual's share of dx.
+    ensure_shape(dres_, y_.shape());
+    for (index_t i = 0; i < dy.numel(); ++i) dres_[i] = dy[i] * inv;
+    ensure_shape(dtok_, {N, L, C});
+    transpose_cl(dres_.data(), dtok_.data(), N, C, L);
+    const ConstTensorView<T> dattn = to_out_.backward(dtok_.view());
+    ensure_shape(dq_, {N, L, inner_});
+    ensure_shape(dk_, {N, L, inner_});
+    ensure_shape(dv_, {N, L, inner_});
+    B::attention_backward(ConstTensorView<T>(to_q_.output()), ConstTensorView<T>(to_k_.output()),
+                          ConstTensorView<T>(to_v_.output()), ConstTensorView<T>(probs_.view()), heads_, scale_,
+                          dattn, TensorView<T>(dq_.view()), TensorView<T>(dk_.view()), TensorView<T>(dv_.view()));
+    // d tokens = sum of the three projections' input gradients (dtok_ is free again).
+    const ConstTensorView<T> a = to_q_.backward(dq_.view());
+    const ConstTensorView<T> b = to_k_.backward(dk_.view());
+    const ConstTensorView<T> c = to_v_.backward(dv_.view());
+    for (index_t i = 0; i < dtok_.numel(); ++i) dtok_[i] = a[i] + b[i] + c[i];
+    ensure_shape(dh_, y_.shape());
+    transpose_cl(dtok_.data(), dh_.data(), N, L, C);  // [N, L, C] -> [N, C, L]
+    const ConstTensorView<T> dx_norm = norm_ ? norm_->backward(dh_.view()) : ConstTensorView<T>(dh_.view());
+    for (index_t i = 0; i < dres_.numel(); ++i) dres_[i] += dx_norm[i];
+    return dres_.view();
+  }
+
+  void init(Rng& rng) {
+    if (norm_) norm_->init(rng);
+    to_q_.init(rng);
+    to_k_.init(rng);
+    to_v_.init(rng);
+    to_out_.init(rng);
+  }
+  void set_mode(Mode m) {
+    mode_ = m;
+    if (norm_) norm_->set_mode(m);
+    to_q_.set_mode(m);
+    to_k_.set_mode(m);
+    to_v_.set_mode(m);
+    to_out_.set_mode(m);
+  }
+
+  int heads() const { return heads_; }
+  index_t head_dim() const { return head_dim_; }
+  T scale() const { return scale_; }
+  const AttentionOptions& options() const { return opt_; }
+  // The softmax rows of the last forward, [N, heads, L, L].
+  ConstTensorView<T> probs() const { return probs_.view(); }
+
+ private:
+  static const AttentionOptions& checked(const AttentionOptions& opt) {
+    require(opt.channels > 0, "AttentionBlock: channels must be > 0, got ", opt.channels);
+    require(!opt.head_dim || (*opt.head_dim > 0 && *opt.head_dim <= opt.channels), "AttentionBlock: head_dim ",
+            opt.head_dim.value_or(0), " must be in [1, channels = ", opt.channels, "]");
+    require(opt.rescale_output_factor != 0.0, "AttentionBlock: rescale_output_factor must not be 0");
+    return opt;
+  }
+
+  // src [N, A, B] -> dst [N, B, A].
+  static void transpose_cl(const T* src, T* dst, index_t N, index_t A, index_t Bd) {
+    for (index_t n = 0; n < N; ++n)
+      for (index_t a = 0; a < A; ++a)
+        for (index_t b = 0; b < Bd; ++b) dst[(n * Bd + b) * A + a] = src[(n * A + a) * Bd + b];
+  }
+
+  // diffusers' float64 path: scores in T, softmax in float32, probs back to T.
+  void attention_float32_softmax(ConstTensorView<T> q, ConstTensorView<T> k, ConstTensorView<T> v) {
+    const index_t N = q.dim(0), L = q.dim(1), d = head_dim_, ld = inner_;
+    for (index_t n = 0; n < N; ++n)
+      for (index_t h = 0; h < heads_; ++h) {
+        T* P = probs_.data() + (n * heads_ + h) * L * L;
+        const index_t off = n * L * ld + h * d;
+        B::gemm(backend::Trans::No, backend::Trans::Yes, L, L, d, scale_, q.data() + off, ld, k.data() + off, ld,
+                T{0}, P, L);
+        for (index_t i = 0; i < L; ++i) {
+          T* row = P + i * L;
+          float mx = static_cast<float>(row[0]);
+          for (index_t j = 1; j < L; ++j) mx = std::max(mx, static_cast<float>(row[j]));
+          float sum = 0.0f;
+          for (index_t j = 0; j < L; ++j) {
+            const float e = std::exp(static_cast<float>(row[j]) - mx);
+            row[j] = static_cast<T>(e);
+            sum += e;
+          }
+          const float r = 1.0f / sum;
+          for (index_t j = 0; j < L; ++j) row[j] = static_cast<T>(static_cast<float>(row[j]) * r);
+        }
+        B::gemm(backend::Trans::No, backend::Trans::No, L, d, L, T{1}, static_cast<const T*>(P), L, v.data() + off,
+                ld, T{0}, attn_.data() + off, ld);
+      }
+  }
+
+  AttentionOptions opt_;
+  int heads_;
+  index_t head_dim_, inner_;
+  T scale_;
+  std::optional<GroupNorm<T, B>> norm_;
+  Linear<T, B> to_q_, to_k_, to_v_, to_out_;
+  bool have_forward_ = false;
+  Buffer tokens_, attn_, probs_, y_, dres_, dtok_, dq_, dk_, dv_, dh_;
+};
+
+}  // namespace ddpm::nn

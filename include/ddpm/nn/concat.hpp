@@ -1,0 +1,65 @@
+#pragma once
+// Channel concatenation of the U-Net's skip connections: [hidden, skip] on
+// dim 1 (hidden first, as diffusers' up blocks do). Backward splits the
+// gradient: backward() returns d hidden, skip_grad() d skip.
+#include <algorithm>
+#include <string>
+
+#include "ddpm/backend/backend.hpp"
+#include "ddpm/core/random.hpp"
+#include "ddpm/core/tensor.hpp"
+#include "ddpm/nn/layer_base.hpp"
+
+namespace ddpm::nn {
+
+template <Scalar T, backend::Backend B>
+class ChannelConcat : public LayerBase {
+ public:
+  using Buffer = Tensor<T, typename B::memory_space>;
+
+  explicit ChannelConcat(const std::string& prefix = "concat") : LayerBase(prefix) {}
+
+  // hidden [N, Ca, *], skip [N, Cb, *] (same N and trailing dims) -> [N, Ca + Cb, *].
+  ConstTensorView<T> forward(ConstTensorView<T> hidden, ConstTensorView<T> skip) {
+    bool same = hidden.rank() >= 2 && skip.rank() == hidden.rank() && skip.dim(0) == hidden.dim(0);
+    for (int d = 2; same && d < hidden.rank(); ++d) same = hidden.dim(d) == skip.dim(d);
+    check(same, "cannot concatenate ", hidden.shape().str(), " and ", skip.shape().str(),
+          " on channels (other dims must agree)");
+    Shape s = hidden.shape();
+    s[1] = hidden.dim(1) + skip.dim(1);
+    ensure_shape(y_, s);
+    a_shape_ = hidden.shape();
+    b_shape_ = skip.shape();
+    const index_t N = hidden.dim(0), a = N ? hidden.numel() / N : 0, b = N ? skip.numel() / N : 0;
+    for (index_t n = 0; n < N; ++n) {
+      std::copy_n(hidden.data() + n * a, a, y_.data() + n * (a + b));
+      std::copy_n(skip.data() + n * b, b, y_.data() + n * (a + b) + a);
+    }
+    have_forward_ = mode_ == Mode::Training;
+    return y_.view();
+  }
+
+  // Returns d hidden; d skip is skip_grad().
+  ConstTensorView<T> backward(ConstTensorView<T> dy) {
+    check_backward(have_forward_);
+    check_shape("output gradient", dy.shape(), y_.shape());
+    ensure_shape(da_, a_shape_);
+    ensure_shape(db_, b_shape_);
+    const index_t N = a_shape_[0], a = N ? a_shape_.numel() / N : 0, b = N ? b_shape_.numel() / N : 0;
+    for (index_t n = 0; n < N; ++n) {
+      std::copy_n(dy.data() + n * (a + b), a, da_.data() + n * a);
+      std::copy_n(dy.data() + n * (a + b) + a, b, db_.data() + n * b);
+    }
+    return da_.view();
+  }
+  ConstTensorView<T> skip_grad() const { return db_.view(); }
+
+  void init(Rng&) {}
+
+ private:
+  Shape a_shape_, b_shape_;
+  bool have_forward_ = false;
+  Buffer y_, da_, db_;
+};
+
+}  // namespace ddpm::nn

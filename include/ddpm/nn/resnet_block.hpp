@@ -1,0 +1,215 @@
+#pragma once
+// diffusers' ResnetBlock2D (act_fn SiLU, eval mode: dropout is the identity
+// and is omitted):
+//   h = conv1(SiLU(norm1(x)))
+//   e = time_emb_proj(SiLU(temb))                        [N, C] or [N, 2C]
+//   default:     h = norm2(h + e[:, :, None, None])
+//   scale_shift: h = norm2(h) * (1 + e[:, :C]) + e[:, C:]
+//   h = conv2(SiLU(h))
+//   y = (shortcut(x) + h) / output_scale_factor           shortcut: 1x1 conv_shortcut or identity
+// Parameters under the prefix: norm1, conv1, time_emb_proj (when
+// temb_channels > 0), norm2, conv2, conv_shortcut (when used).
+#include <algorithm>
+#include <optional>
+#include <string>
+
+#include "ddpm/backend/backend.hpp"
+#include "ddpm/core/random.hpp"
+#include "ddpm/core/tensor.hpp"
+#include "ddpm/nn/activation.hpp"
+#include "ddpm/nn/conv2d.hpp"
+#include "ddpm/nn/group_norm.hpp"
+#include "ddpm/nn/layer_base.hpp"
+#include "ddpm/nn/linear.hpp"
+#include "ddpm/nn/parameters.hpp"
+
+namespace ddpm::nn {
+
+enum class TimeEmbeddingNorm { Default, ScaleShift };  // diffusers' "default", "scale_shift"
+
+struct ResnetBlock2DOptions {
+  index_t in_channels = 0;
+  index_t out_channels = 0;    // 0: same as in_channels
+  index_t temb_channels = 512; // 0: no time embedding (no time_emb_proj)
+  int groups = 32;
+  int groups_out = 0;          // 0: same as groups
+  double eps = 1e-6;
+  TimeEmbeddingNorm time_embedding_norm = TimeEmbeddingNorm::Default;
+  double output_scale_factor = 1.0;
+  std::optional<bool> use_in_shortcut = std::nullopt;  // default: in_channels != out_channels
+  bool conv_shortcut_bias = true;
+};
+
+template <Scalar T, backend::Backend B>
+class ResnetBlock2D : public LayerBase {
+ public:
+  using Buffer = Tensor<T, typename B::memory_space>;
+
+  ResnetBlock2D(Parameters<T>& params, const std::string& prefix, const ResnetBlock2DOptions& opt)
+      : LayerBase(prefix),
+        ci_(opt.in_channels),
+        co_(opt.out_channels > 0 ? opt.out_channels : opt.in_channels),
+        temb_ch_(opt.temb_channels),
+        scale_shift_(opt.time_embedding_norm == TimeEmbeddingNorm::ScaleShift),
+        osf_(opt.output_scale_factor),
+        norm1_(params, join_name(prefix, "norm1"), opt.groups, ci_, opt.eps),
+        conv1_(params, join_name(prefix, "conv1"), ci_, co_, 3, 1, 1),
+        norm2_(params, join_name(prefix, "norm2"), opt.groups_out > 0 ? opt.groups_out : opt.groups, co_, opt.eps),
+        conv2_(params, join_name(prefix, "conv2"), co_, co_, 3, 1, 1),
+        silu1_(join_name(prefix, "nonlinearity")),
+        silu2_(join_name(prefix, "nonlinearity")),
+        silu_t_(join_name(prefix, "nonlinearity")) {
+    check(opt.output_scale_factor != 0.0, "output_scale_factor must not be 0");
+    check(temb_ch_ >= 0, "temb_channels must be >= 0, got ", temb_ch_);
+    if (temb_ch_ > 0) time_emb_proj_.emplace(params, join_name(prefix, "time_emb_proj"), temb_ch_, scale_shift_ ? 2 * co_ : co_);
+    check(temb_ch_ > 0 || !scale_shift_, "time_embedding_norm scale_shift needs temb_channels > 0");
+    if (opt.use_in_shortcut.value_or(ci_ != co_))
+      conv_shortcut_.emplace(params, join_name(prefix, "conv_shortcut"), ci_, co_, 1, 1, 0, opt.conv_shortcut_bias);
+    check(conv_shortcut_ || ci_ == co_, "in_channels (", ci_, ") != out_channels (", co_,
+          ") needs the conv_shortcut");
+  }
+
+  // x: [N, Ci, H, W]; temb: [N, temb_channels] (empty view when temb_channels == 0,
+  // or to skip the time embedding in default mode). -> [N, Co, H, W].
+  ConstTensorView<T> forward(ConstTensorView<T> x, ConstTensorView<T> temb = {}) {
+    check(x.rank() == 4 && x.dim(1) == ci_, "expected input [N, ", ci_, ", H, W], got ", x.shape().str());
+    const index_t N = x.dim(0), HW = x.dim(2) * x.dim(3);
+    has_temb_ = temb.data() != nullptr;
+    if (has_temb_) {
+      check(time_emb_proj_.has_value(), "a time embedding was given but temb_channels is 0");
+      check_shape("temb", temb.shape(), {N, temb_ch_});
+    }
+    check(has_temb_ || !scale_shift_, "scale_shift needs a time embedding");
+
+    ConstTensorView<T> h = conv1_.forward(silu1_.forward(norm1_.forward(x)));
+    ConstTensorView<T> e;
+    if (has_temb_) e = time_emb_proj_->forward(silu_t_.forward(temb));
+    if (has_temb_ && !scale_shift_) {
+      ensure_shape(hsum_, h.shape());
+      for (index_t n = 0; n < N; ++n)
+        for (index_t c = 0; c < co_; ++c) {
+          const T ec = e[n * co_ + c];
+          const index_t base = (n * co_ + c) * HW;
+          for (index_t s = 0; s < HW; ++s) hsum_[base + s] = h[base + s] + ec;
+        }
+      h = hsum_.view();
+    }
+    h = norm2_.forward(h);
+    if (scale_shift_) {
+      ensure_shape(mod_, h.shape());
+      for (index_t n = 0; n < N; ++n)
+        for (index_t c = 0; c < co_; ++c) {
+          const T sc = T{1} + e[n * 2 * co_ + c], sh = e[n * 2 * co_ + co_ + c];
+          const index_t base = (n * co_ + c) * HW;
+          for (index_t s = 0; s < HW; ++s) mod_[base + s] = h[base + s] * sc + sh;
+        }
+      h = mod_.view();
+    }
+    h = conv2_.forward(silu2_.forward(h));
+    const ConstTensorView<T> sc = conv_shortcut_ ? conv_shortcut_->forward(x) : x;
+    ensure_shape(y_, h.shape());
+    const T inv = static_cast<T>(1.0 / osf_);
+    for (index_t i = 0; i < y_.numel(); ++i) y_[i] = osf_ == 1.0 ? sc[i] + h[i] : (sc[i] + h[i]) * inv;
+    have_forward_ = mode_ == Mode::Training;
+    return y_.view();
+  }
+
+  // Returns dx; the time embedding's gradient is temb_grad().
+  ConstTensorView<T> backward(ConstTensorView<T> dy) {
+    check_backward(have_forward_);
+    check_shape("output gradient", dy.shape(), y_.shape());
+    const index_t N = y_.dim(0), HW = y_.dim(2) * y_.dim(3);
+    const T inv = static_cast<T>(1.0 / osf_);
+    ensure_shape(dh_, y_.shape());
+    for (index_t i = 0; i < dy.numel(); ++i) dh_[i] = dy[i] * inv;  // d(shortcut) = d(h) = dy / osf
+
+    ConstTensorView<T> g = silu2_.backward(conv2_.backward(dh_.view()));
+    if (scale_shift_) {
+      // g = d mod; d norm2-out = g * (1 + scale); d scale = sum g * n2; d shift = sum g.
+      const ConstTensorView<T> n2 = norm2_.output();
+      const ConstTensorView<T> e = time_emb_proj_->output();
+      ensure_shape(de_, {N, 2 * co_});
+      ensure_shape(dmod_, g.shape());
+      for (index_t n = 0; n < N; ++n)
+        for (index_t c = 0; c < co_; ++c) {
+          const T sc = T{1} + e[n * 2 * co_ + c];
+          const index_t base = (n * co_ + c) * HW;
+          T dscale{}, dshift{};
+          for (index_t s = 0; s < HW; ++s) {
+            dscale += g[base + s] * n2[base + s];
+            dshift += g[base + s];
+            dmod_[base + s] = g[base + s] * sc;
+          }
+          de_[n * 2 * co_ + c] = dscale;
+          de_[n * 2 * co_ + co_ + c] = dshift;
+        }
+      g = norm2_.backward(dmod_.view());
+    } else {
+      g = norm2_.backward(g);
+      if (has_temb_) {
+        ensure_shape(de_, {N, co_});
+        for (index_t n = 0; n < N; ++n)
+          for (index_t c = 0; c < co_; ++c) {
+            T acc{};
+            for (index_t s = 0; s < HW; ++s) acc += g[(n * co_ + c) * HW + s];
+            de_[n * co_ + c] = acc;
+          }
+      }
+    }
+    if (has_temb_) {
+      const ConstTensorView<T> dt = silu_t_.backward(time_emb_proj_->backward(de_.view()));
+      ensure_shape(dtemb_, dt.shape());
+      std::copy(dt.begin(), dt.end(), dtemb_.begin());
+    }
+    const ConstTensorView<T> dx_main = norm1_.backward(silu1_.backward(conv1_.backward(g)));
+    const ConstTensorView<T> dx_sc = conv_shortcut_ ? conv_shortcut_->backward(dh_.view()) : ConstTensorView<T>(dh_.view());
+    ensure_shape(dx_, dx_main.shape());
+    for (index_t i = 0; i < dx_.numel(); ++i) dx_[i] = dx_main[i] + dx_sc[i];
+    return dx_.view();
+  }
+
+  // dL/dtemb of the last backward, [N, temb_channels] (empty without a time embedding).
+  ConstTensorView<T> temb_grad() const { return has_temb_ ? ConstTensorView<T>(dtemb_.view()) : ConstTensorView<T>{}; }
+
+  void init(Rng& rng) {
+    norm1_.init(rng);
+    conv1_.init(rng);
+    if (time_emb_proj_) time_emb_proj_->init(rng);
+    norm2_.init(rng);
+    conv2_.init(rng);
+    if (conv_shortcut_) conv_shortcut_->init(rng);
+  }
+  void set_mode(Mode m) {
+    mode_ = m;
+    norm1_.set_mode(m);
+    conv1_.set_mode(m);
+    if (time_emb_proj_) time_emb_proj_->set_mode(m);
+    norm2_.set_mode(m);
+    conv2_.set_mode(m);
+    if (conv_shortcut_) conv_shortcut_->set_mode(m);
+    silu1_.set_mode(m);
+    silu2_.set_mode(m);
+    silu_t_.set_mode(m);
+  }
+
+  index_t in_channels() const { return ci_; }
+  index_t out_channels() const { return co_; }
+  bool has_conv_shortcut() const { return conv_shortcut_.has_value(); }
+  bool has_time_emb_proj() const { return time_emb_proj_.has_value(); }
+
+ private:
+  index_t ci_, co_, temb_ch_;
+  bool scale_shift_;
+  double osf_;
+  GroupNorm<T, B> norm1_;
+  Conv2d<T, B> conv1_;
+  GroupNorm<T, B> norm2_;
+  Conv2d<T, B> conv2_;
+  std::optional<Linear<T, B>> time_emb_proj_;
+  std::optional<Conv2d<T, B>> conv_shortcut_;
+  SiLU<T, B> silu1_, silu2_, silu_t_;
+  bool has_temb_ = false, have_forward_ = false;
+  Buffer hsum_, mod_, y_, dh_, de_, dmod_, dtemb_, dx_;
+};
+
+}  // namespace ddpm::nn

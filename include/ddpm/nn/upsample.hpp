@@ -1,0 +1,71 @@
+#pragma once
+// diffusers' Upsample2D (as UNet2DModel uses it): nearest-neighbour 2x
+// upsampling of NCHW, then (use_conv) a 3x3 convolution with padding 1.
+// Parameters (use_conv): "<prefix>.conv.weight" [Co, C, 3, 3], "<prefix>.conv.bias" [Co].
+#include <optional>
+#include <string>
+
+#include "ddpm/backend/backend.hpp"
+#include "ddpm/core/random.hpp"
+#include "ddpm/core/tensor.hpp"
+#include "ddpm/nn/conv2d.hpp"
+#include "ddpm/nn/layer_base.hpp"
+#include "ddpm/nn/parameters.hpp"
+
+namespace ddpm::nn {
+
+template <Scalar T, backend::Backend B>
+class Upsample2D : public LayerBase {
+ public:
+  using Buffer = Tensor<T, typename B::memory_space>;
+
+  // out_channels 0: same as channels (must equal channels without conv).
+  Upsample2D(Parameters<T>& params, const std::string& prefix, index_t channels, bool use_conv = true,
+             index_t out_channels = 0)
+      : LayerBase(prefix), c_(channels) {
+    const index_t co = out_channels > 0 ? out_channels : channels;
+    check(channels > 0, "channels must be > 0, got ", channels);
+    check(use_conv || co == channels, "out_channels (", co, ") differs from channels (", channels,
+          ") but there is no conv");
+    if (use_conv) conv_.emplace(params, join_name(prefix, "conv"), channels, co, 3, 1, 1);
+  }
+
+  // x: [N, C, H, W] -> [N, Co, 2H, 2W].
+  ConstTensorView<T> forward(ConstTensorView<T> x) {
+    check(x.rank() == 4 && x.dim(1) == c_, "expected input [N, ", c_, ", H, W], got ", x.shape().str());
+    ensure_shape(up_, {x.dim(0), c_, 2 * x.dim(2), 2 * x.dim(3)});
+    B::upsample_nearest2x_forward(x, TensorView<T>(up_.view()));
+    x_shape_ = x.shape();
+    have_forward_ = mode_ == Mode::Training;
+    return conv_ ? conv_->forward(up_.view()) : ConstTensorView<T>(up_.view());
+  }
+
+  ConstTensorView<T> backward(ConstTensorView<T> dy) {
+    check_backward(have_forward_);
+    const ConstTensorView<T> dup = conv_ ? conv_->backward(dy) : dy;
+    check_shape("output gradient", dup.shape(), up_.shape());
+    ensure_shape(dx_, x_shape_);
+    B::upsample_nearest2x_backward(dup, TensorView<T>(dx_.view()));
+    return dx_.view();
+  }
+
+  void init(Rng& rng) {
+    if (conv_) conv_->init(rng);
+  }
+  void set_mode(Mode m) {
+    mode_ = m;
+    if (conv_) conv_->set_mode(m);
+  }
+
+  bool has_conv() const { return conv_.has_value(); }
+  Conv2d<T, B>& conv() { return *conv_; }
+
+ private:
+  index_t c_;
+  std::optional<Conv2d<T, B>> conv_;
+  Shape x_shape_;
+  bool have_forward_ = false;
+  Buffer up_, dx_;
+};
+
+}  // namespace ddpm::nn
