@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -30,8 +31,20 @@ namespace unet_json_detail {
 
 using json = nlohmann::json;
 
+// A value for an error message, at most 80 characters. dump() recurses once per
+// nesting level, so a hostile file nested a million deep would overflow the
+// stack: such values are only described (found by tests/fuzz/fuzz_unet_config).
 inline std::string shown(const json& v) {
-  std::string s = v.dump();
+  constexpr int kMaxDepth = 32;
+  std::vector<std::pair<const json*, int>> todo{{&v, 0}};
+  while (!todo.empty()) {
+    const auto [p, depth] = todo.back();
+    todo.pop_back();
+    if (!p->is_structured()) continue;
+    if (depth == kMaxDepth) return v.is_array() ? "[...] (nested too deep)" : "{...} (nested too deep)";
+    for (const auto& e : *p) todo.emplace_back(&e, depth + 1);
+  }
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
   return s.size() > 80 ? s.substr(0, 77) + "..." : s;
 }
 

@@ -1,0 +1,196 @@
+#pragma once
+// MLPDenoiser<T, B>: a small denoiser for vector data (the arcsin example):
+//
+//   h = [x, sinusoidal(t), cond]          cond concatenated (cond_mode Concat)
+//   h = SiLU(layers.0(h) [+ cond_proj(cond)])   (cond_mode Add: projected and added)
+//   h = SiLU(layers.i(h))                  i = 1 .. depth - 1
+//   y = out(h)                             [N, data_dim]
+//
+// x [N, data_dim], t one per row (fractional allowed), cond [N, cond_dim] when
+// cond_dim > 0. Parameter names: layers.<i>.{weight,bias}, cond_proj.{weight,
+// bias} (Add only), out.{weight,bias}. Save/load: io/mlp_denoiser.hpp.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ddpm/backend/backend.hpp"
+#include "ddpm/core/error.hpp"
+#include "ddpm/core/random.hpp"
+#include "ddpm/core/tensor.hpp"
+#include "ddpm/nn/activation.hpp"
+#include "ddpm/nn/conditioning.hpp"
+#include "ddpm/nn/linear.hpp"
+#include "ddpm/nn/numerics.hpp"
+#include "ddpm/nn/parameters.hpp"
+#include "ddpm/nn/timestep_embedding.hpp"
+
+namespace ddpm::nn {
+
+enum class CondMode { Concat, Add };
+
+struct MLPDenoiserConfig {
+  int data_dim = 1;
+  int cond_dim = 0;  // 0: unconditional
+  CondMode cond_mode = CondMode::Concat;
+  int hidden = 128;
+  int depth = 3;  // hidden layers (each Linear + SiLU)
+  int time_embed_dim = 32;
+  bool flip_sin_to_cos = true;
+  double freq_shift = 0.0;
+
+  void validate() const {
+    require(data_dim > 0, "MLPDenoiserConfig: data_dim = ", data_dim, " must be > 0");
+    require(cond_dim >= 0, "MLPDenoiserConfig: cond_dim = ", cond_dim, " must be >= 0");
+    require(hidden > 0, "MLPDenoiserConfig: hidden = ", hidden, " must be > 0");
+    require(depth > 0, "MLPDenoiserConfig: depth = ", depth, " must be > 0");
+    require(time_embed_dim >= 2, "MLPDenoiserConfig: time_embed_dim = ", time_embed_dim, " must be >= 2");
+    require(static_cast<double>(time_embed_dim / 2) != freq_shift, "MLPDenoiserConfig: freq_shift = ", freq_shift,
+            " must differ from time_embed_dim / 2");
+  }
+  index_t input_width() const {
+    return data_dim + time_embed_dim + (cond_mode == CondMode::Concat ? cond_dim : 0);
+  }
+};
+
+template <Scalar T, backend::Backend B>
+class MLPDenoiser {
+ public:
+  using scalar_type = T;
+  using Buffer = Tensor<T, typename B::memory_space>;
+
+  explicit MLPDenoiser(MLPDenoiserConfig config, Numerics numerics = Numerics::Exact)
+      : config_(std::move(config)), params_(std::make_unique<Parameters<T>>()) {
+    config_.validate();
+    net_ = std::make_unique<Net>(*params_, config_, numerics);
+  }
+  MLPDenoiser(MLPDenoiser&&) noexcept = default;
+  MLPDenoiser& operator=(MLPDenoiser&&) noexcept = default;
+
+  const MLPDenoiserConfig& config() const { return config_; }
+  Parameters<T>& parameters() { return *params_; }
+  const Parameters<T>& parameters() const { return *params_; }
+  index_t num_parameters() const { return params_->numel(); }
+  void set_mode(Mode m) { net_->set_mode(m); }
+  void init(Rng& rng) { net_->init(rng); }
+
+  // x [N, data_dim]; t: N values or one for all; cond [N, cond_dim] or empty.
+  ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const double> t, ConstTensorView<T> cond = {}) {
+    return net_->forward(x, t, cond, config_);
+  }
+  // The Denoiser interface (nn/conditioning.hpp).
+  ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const T> t, const Conditioning<T>& c) {
+    require(c.class_labels.empty(), "MLPDenoiser: class labels are not supported (use a conditioning vector)");
+    t_.assign(t.begin(), t.end());
+    return forward(x, std::span<const double>(t_), c.vector);
+  }
+  // dL/dy -> dL/dx; parameter gradients ACCUMULATE. dL/dcond: cond_grad().
+  ConstTensorView<T> backward(ConstTensorView<T> dy) { return net_->backward(dy, config_); }
+  ConstTensorView<T> cond_grad() const { return net_->dcond.view(); }
+
+ private:
+  struct Net {
+    std::unique_ptr<SinusoidalTimestepEmbedding<T, B>> time_proj;
+    std::vector<std::unique_ptr<Linear<T, B>>> layers;
+    std::vector<std::unique_ptr<SiLU<T, B>>> acts;
+    std::unique_ptr<Linear<T, B>> cond_proj, out;
+    Buffer input, sum, dx, dcond;
+    std::vector<double> t_batch;
+    bool with_cond = false;
+
+    Net(Parameters<T>& p, const MLPDenoiserConfig& c, Numerics numerics) {
+      TimestepEmbeddingOptions te;
+      te.dim = c.time_embed_dim;
+      te.flip_sin_to_cos = c.flip_sin_to_cos;
+      te.freq_shift = c.freq_shift;
+      te.numerics = numerics;
+      time_proj = std::make_unique<SinusoidalTimestepEmbedding<T, B>>(te, "time_proj");
+      for (int i = 0; i < c.depth; ++i) {
+        const index_t in = i == 0 ? c.input_width() : c.hidden;
+        layers.push_back(std::make_unique<Linear<T, B>>(p, "layers." + std::to_string(i), in, c.hidden));
+        acts.push_back(std::make_unique<SiLU<T, B>>("act." + std::to_string(i)));
+      }
+      if (c.cond_dim > 0 && c.cond_mode == CondMode::Add)
+        cond_proj = std::make_unique<Linear<T, B>>(p, "cond_proj", c.cond_dim, c.hidden);
+      out = std::make_unique<Linear<T, B>>(p, "out", c.hidden, c.data_dim);
+    }
+    void init(Rng& rng) {
+      for (auto& l : layers) l->init(rng);
+      if (cond_proj) cond_proj->init(rng);
+      out->init(rng);
+    }
+    void set_mode(Mode m) {
+      time_proj->set_mode(m);
+      for (auto& l : layers) l->set_mode(m);
+      for (auto& a : acts) a->set_mode(m);
+      if (cond_proj) cond_proj->set_mode(m);
+      out->set_mode(m);
+    }
+
+    ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const double> t, ConstTensorView<T> cond,
+                               const MLPDenoiserConfig& c) {
+      require(x.rank() == 2 && x.dim(1) == c.data_dim, "MLPDenoiser: expected x [N, ", c.data_dim, "], got ",
+              x.shape().str());
+      const index_t N = x.dim(0), D = c.data_dim, E = c.time_embed_dim, C = c.cond_dim;
+      require(t.size() == static_cast<std::size_t>(N) || t.size() == 1, "MLPDenoiser: ", t.size(),
+              " timesteps for a batch of ", N);
+      with_cond = C > 0;
+      if (with_cond)
+        require(cond.data() != nullptr && cond.rank() == 2 && cond.dim(0) == N && cond.dim(1) == C,
+                "MLPDenoiser: expected a conditioning vector [", N, ", ", C, "], got ",
+                cond.data() ? cond.shape().str() : std::string("none"));
+      else
+        require(cond.data() == nullptr, "MLPDenoiser: a conditioning vector was given but cond_dim is 0");
+      t_batch.assign(static_cast<std::size_t>(N), t[0]);
+      if (t.size() == static_cast<std::size_t>(N)) std::copy(t.begin(), t.end(), t_batch.begin());
+      const ConstTensorView<T> temb = time_proj->forward(std::span<const double>(t_batch));
+      const bool concat = with_cond && c.cond_mode == CondMode::Concat;
+      const index_t W = c.input_width();
+      ensure_shape(input, {N, W});
+      for (index_t n = 0; n < N; ++n) {
+        T* row = input.data() + n * W;
+        std::copy_n(x.data() + n * D, D, row);
+        std::copy_n(temb.data() + n * E, E, row + D);
+        if (concat) std::copy_n(cond.data() + n * C, C, row + D + E);
+      }
+      ConstTensorView<T> h = layers[0]->forward(input.view());
+      if (cond_proj) {
+        const ConstTensorView<T> pc = cond_proj->forward(cond);
+        ensure_shape(sum, h.shape());
+        for (index_t i = 0; i < h.numel(); ++i) sum[i] = h[i] + pc[i];
+        h = sum.view();
+      }
+      h = acts[0]->forward(h);
+      for (std::size_t i = 1; i < layers.size(); ++i) h = acts[i]->forward(layers[i]->forward(h));
+      return out->forward(h);
+    }
+
+    ConstTensorView<T> backward(ConstTensorView<T> dy, const MLPDenoiserConfig& c) {
+      ConstTensorView<T> g = out->backward(dy);
+      for (std::size_t i = layers.size(); i-- > 1;) g = layers[i]->backward(acts[i]->backward(g));
+      g = acts[0]->backward(g);
+      const index_t D = c.data_dim, E = c.time_embed_dim, C = c.cond_dim, N = g.dim(0);
+      if (with_cond) ensure_shape(dcond, {N, C});
+      if (cond_proj) {
+        const ConstTensorView<T> dc = cond_proj->backward(g);
+        std::copy(dc.begin(), dc.end(), dcond.begin());
+      }
+      const ConstTensorView<T> din = layers[0]->backward(g);
+      const index_t W = c.input_width();
+      ensure_shape(dx, {N, D});
+      for (index_t n = 0; n < N; ++n) {
+        std::copy_n(din.data() + n * W, D, dx.data() + n * D);
+        if (with_cond && !cond_proj) std::copy_n(din.data() + n * W + D + E, C, dcond.data() + n * C);
+      }
+      return dx.view();
+    }
+  };
+
+  MLPDenoiserConfig config_;
+  std::unique_ptr<Parameters<T>> params_;
+  std::unique_ptr<Net> net_;
+  std::vector<double> t_;
+};
+
+}  // namespace ddpm::nn

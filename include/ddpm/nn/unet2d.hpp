@@ -1,0 +1,289 @@
+#pragma once
+// UNet2D<T, B>: diffusers' UNet2DModel, built at run time from a UNet2DConfig,
+// with diffusers' parameter names, shapes and state_dict order.
+//
+//   nn::UNet2D<float, backend::Eigen> unet(config);       // zero weights
+//   unet.init(rng);                                        // or io::load_unet2d_weights(unet, dir)
+//   auto y = unet.forward(x, timesteps, class_labels);     // x [N, C, H, W]; y a view, valid until
+//                                                          // the next forward
+//   unet.parameters().zero_grad();
+//   auto dx = unet.backward(dy);                           // grads accumulate in parameters().grads()
+//
+// forward follows UNet2DModel.forward (diffusers 0.40):
+//   center_input_sample (x -> 2x - 1), sinusoidal time embedding of the
+//   timesteps (one per batch element, or one for all; fractional allowed;
+//   float32 as diffusers, or exact in T with Numerics::Exact), time MLP
+//   (linear_1, SiLU, linear_2), + class embedding, conv_in, down blocks
+//   pushing skips, mid block, up blocks popping skips and concatenating
+//   [hidden, skip], conv_norm_out, SiLU, conv_out.
+// Dropout is not applied (diffusers' eval mode); backward refuses a config
+// with dropout > 0, since training it would differ from diffusers.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ddpm/backend/backend.hpp"
+#include "ddpm/core/random.hpp"
+#include "ddpm/core/tensor.hpp"
+#include "ddpm/nn/activation.hpp"
+#include "ddpm/nn/conditioning.hpp"
+#include "ddpm/nn/conv2d.hpp"
+#include "ddpm/nn/embedding.hpp"
+#include "ddpm/nn/group_norm.hpp"
+#include "ddpm/nn/linear.hpp"
+#include "ddpm/nn/numerics.hpp"
+#include "ddpm/nn/parameters.hpp"
+#include "ddpm/nn/timestep_embedding.hpp"
+#include "ddpm/nn/unet2d_config.hpp"
+#include "ddpm/nn/unet_blocks.hpp"
+
+namespace ddpm::nn {
+
+template <Scalar T, backend::Backend B>
+class UNet2D {
+ public:
+  using scalar_type = T;
+  using backend_type = B;
+  using Buffer = Tensor<T, typename B::memory_space>;
+
+  // Validates the config and registers every parameter (zero-initialised;
+  // GroupNorm weights 1). Numerics::Diffusers computes the timestep embedding
+  // and the attention softmax in float32 as diffusers does even for double;
+  // Numerics::Exact computes them in T.
+  explicit UNet2D(UNet2DConfig config, Numerics numerics = Numerics::Diffusers)
+      : config_(std::move(config)), numerics_(numerics), params_(std::make_unique<Parameters<T>>()) {
+    config_.validate();
+    net_ = std::make_unique<Net>(*params_, config_, numerics_);
+  }
+
+  UNet2D(UNet2D&&) noexcept = default;
+  UNet2D& operator=(UNet2D&&) noexcept = default;
+
+  const UNet2DConfig& config() const { return config_; }
+  Numerics numerics() const { return numerics_; }
+  Parameters<T>& parameters() { return *params_; }
+  const Parameters<T>& parameters() const { return *params_; }
+  index_t num_parameters() const { return params_->numel(); }
+  Mode mode() const { return mode_; }
+
+  void set_mode(Mode m) {
+    mode_ = m;
+    net_->set_mode(m);
+  }
+
+  // PyTorch's default initialisation of every layer (as UNet2DModel(**config)).
+  void init(Rng& rng) { net_->init(rng); }
+
+  // x [N, in_channels, H, W] (H, W divisible by 2^(levels - 1)); timesteps:
+  // N values, or one for the whole batch; class_labels: N labels in
+  // [0, num_class_embeds) when the config has a class embedding, else empty.
+  ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const double> timesteps,
+                             std::span<const std::int64_t> class_labels = {}) {
+    return net_->forward(x, timesteps, class_labels, config_);
+  }
+  ConstTensorView<T> forward(ConstTensorView<T> x, double timestep, std::span<const std::int64_t> class_labels = {}) {
+    return forward(x, std::span<const double>(&timestep, 1), class_labels);
+  }
+  // The Denoiser interface (nn/conditioning.hpp): timesteps in T.
+  ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const T> timesteps, const Conditioning<T>& cond) {
+    require(cond.vector.data() == nullptr,
+            "UNet2D: a conditioning vector was given, but UNet2DModel takes only class labels");
+    if constexpr (std::is_same_v<T, double>) {
+      return forward(x, timesteps, cond.class_labels);
+    } else {
+      t_double_.assign(timesteps.begin(), timesteps.end());
+      return forward(x, std::span<const double>(t_double_), cond.class_labels);
+    }
+  }
+
+  // dL/doutput for the last forward -> dL/dx. ACCUMULATES the parameter
+  // gradients into parameters().grads() (zero them first with zero_grad()).
+  ConstTensorView<T> backward(ConstTensorView<T> dout) {
+    require(config_.dropout == 0.0, "UNet2D: dropout = ", config_.dropout,
+            " is not implemented for training (forward runs as diffusers' eval mode)");
+    require(mode_ == Mode::Training, "UNet2D: backward needs a forward in training mode (set_mode(Mode::Training))");
+    return net_->backward(dout, config_);
+  }
+
+  // The outputs of the named stages of the last forward (as diffusers' forward
+  // hooks name them: t_emb, time_embedding_out, class_emb, conv_in_out,
+  // down_blocks.<i>.out, mid_block.out, up_blocks.<i>.out, conv_norm_out.out).
+  // Views into the layers' buffers, valid until the next forward.
+  const std::map<std::string, ConstTensorView<T>>& intermediates() const { return net_->stages; }
+
+ private:
+  // Every layer, in diffusers' module (and state_dict) order. Held by pointer
+  // so that the model can move while the layers keep views of each other's
+  // buffers and a pointer to the parameters.
+  struct Net {
+    std::unique_ptr<Conv2d<T, B>> conv_in;
+    std::unique_ptr<SinusoidalTimestepEmbedding<T, B>> time_proj;
+    std::unique_ptr<Linear<T, B>> linear_1, linear_2;
+    SiLU<T, B> time_act{"time_embedding.act"};
+    std::unique_ptr<Embedding<T, B>> class_embedding;
+    std::vector<std::unique_ptr<UNetDownBlock<T, B>>> down;
+    std::vector<std::unique_ptr<UNetUpBlock<T, B>>> up;
+    std::unique_ptr<UNetMidBlock<T, B>> mid;
+    std::unique_ptr<GroupNorm<T, B>> norm_out;
+    SiLU<T, B> act_out{"conv_act"};
+    std::unique_ptr<Conv2d<T, B>> conv_out;
+
+    SkipStack<T> skips;
+    Buffer centered, emb_sum, demb, dconv_in, dx;
+    std::vector<double> t_batch;
+    std::map<std::string, ConstTensorView<T>> stages;
+    bool centered_input = false;
+
+    Net(Parameters<T>& p, const UNet2DConfig& c, Numerics numerics) {
+      const auto& ch = c.block_out_channels;
+      const index_t c0 = ch[0], temb = c.time_embed_dim();
+      const UNetBlockContext ctx{c, temb, numerics};
+      conv_in = std::make_unique<Conv2d<T, B>>(p, "conv_in", c.in_channels, c0, 3, 1, 1);
+      TimestepEmbeddingOptions te;
+      te.dim = c0;
+      te.flip_sin_to_cos = c.flip_sin_to_cos;
+      te.freq_shift = c.freq_shift;
+      te.numerics = numerics;
+      time_proj = std::make_unique<SinusoidalTimestepEmbedding<T, B>>(te, "time_proj");
+      linear_1 = std::make_unique<Linear<T, B>>(p, "time_embedding.linear_1", c0, temb);
+      linear_2 = std::make_unique<Linear<T, B>>(p, "time_embedding.linear_2", temb, temb);
+      if (c.num_class_embeds)
+        class_embedding = std::make_unique<Embedding<T, B>>(p, "class_embedding", *c.num_class_embeds, temb);
+      index_t out = c0;
+      for (int i = 0; i < c.levels(); ++i) {
+        const index_t in = out;
+        out = ch[static_cast<std::size_t>(i)];
+        down.push_back(std::make_unique<UNetDownBlock<T, B>>(p, ctx, i, in, out));
+      }
+      // diffusers registers up_blocks before mid_block (mid_block is assigned later).
+      const std::vector<int> rev(ch.rbegin(), ch.rend());
+      out = rev[0];
+      for (int i = 0; i < c.levels(); ++i) {
+        const index_t prev = out;
+        out = rev[static_cast<std::size_t>(i)];
+        const index_t skip_in = rev[static_cast<std::size_t>(std::min(i + 1, c.levels() - 1))];
+        up.push_back(std::make_unique<UNetUpBlock<T, B>>(p, ctx, i, prev, out, skip_in));
+      }
+      if (c.has_mid_block()) mid = std::make_unique<UNetMidBlock<T, B>>(p, ctx, ch.back());
+      unet_detail::check_groups("conv_norm_out", c.norm_num_groups, c0, "norm_num_groups");
+      norm_out = std::make_unique<GroupNorm<T, B>>(p, "conv_norm_out", c.norm_num_groups, c0, c.norm_eps);
+      conv_out = std::make_unique<Conv2d<T, B>>(p, "conv_out", c0, c.out_channels, 3, 1, 1);
+    }
+
+    template <class F>
+    void each_parametric(F&& f) {
+      f(*conv_in);
+      f(*linear_1);
+      f(*linear_2);
+      if (class_embedding) f(*class_embedding);
+      for (auto& b : down) f(*b);
+      for (auto& b : up) f(*b);
+      if (mid) f(*mid);
+      f(*norm_out);
+      f(*conv_out);
+    }
+    void init(Rng& rng) {
+      each_parametric([&](auto& l) { l.init(rng); });
+    }
+    void set_mode(Mode m) {
+      each_parametric([&](auto& l) { l.set_mode(m); });
+      time_proj->set_mode(m);
+      time_act.set_mode(m);
+      act_out.set_mode(m);
+    }
+
+    ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const double> t, std::span<const std::int64_t> labels,
+                               const UNet2DConfig& c) {
+      require(x.rank() == 4 && x.dim(1) == c.in_channels, "UNet2D: expected x [N, ", c.in_channels,
+              ", H, W], got ", x.shape().str());
+      const index_t N = x.dim(0), f = index_t{1} << (c.levels() - 1);
+      require(x.dim(2) % f == 0 && x.dim(3) % f == 0, "UNet2D: height and width (", x.dim(2), " x ", x.dim(3),
+              ") must be divisible by ", f, " (2^(levels - 1)) for the skip connections to line up");
+      require(t.size() == static_cast<std::size_t>(N) || t.size() == 1, "UNet2D: ", t.size(),
+              " timesteps for a batch of ", N, " (give one per batch element, or one for all)");
+      t_batch.assign(static_cast<std::size_t>(N), t.empty() ? 0.0 : t[0]);
+      if (t.size() == static_cast<std::size_t>(N)) std::copy(t.begin(), t.end(), t_batch.begin());
+      stages.clear();
+
+      // 1. input and embeddings
+      ConstTensorView<T> xin = x;
+      centered_input = c.center_input_sample;
+      if (centered_input) {
+        ensure_shape(centered, x.shape());
+        for (index_t i = 0; i < x.numel(); ++i) centered[i] = T{2} * x[i] - T{1};
+        xin = centered.view();
+      }
+      const ConstTensorView<T> t_emb = time_proj->forward(std::span<const double>(t_batch));
+      stages["t_emb"] = t_emb;
+      ConstTensorView<T> emb = linear_2->forward(time_act.forward(linear_1->forward(t_emb)));
+      stages["time_embedding_out"] = emb;
+      if (class_embedding) {
+        require(labels.size() == static_cast<std::size_t>(N), "UNet2D: this model has a class embedding (",
+                "num_class_embeds = ", *c.num_class_embeds, ") and needs ", N, " class labels, got ", labels.size());
+        const ConstTensorView<T> ce = class_embedding->forward(labels);
+        stages["class_emb"] = ce;
+        emb = unet_detail::add(emb_sum, emb, ce);
+      } else {
+        require(labels.empty(), "UNet2D: class labels were given but the model has no class embedding ",
+                "(num_class_embeds is null)");
+      }
+
+      // 2. conv_in, 3. down
+      ConstTensorView<T> h = conv_in->forward(xin);
+      stages["conv_in_out"] = h;
+      skips.values.assign(1, h);
+      for (std::size_t i = 0; i < down.size(); ++i) {
+        h = down[i]->forward(h, emb, skips);
+        stages["down_blocks." + std::to_string(i) + ".out"] = h;
+      }
+      // 4. mid
+      if (mid) {
+        h = mid->forward(h, emb);
+        stages["mid_block.out"] = h;
+      }
+      // 5. up
+      std::size_t top = skips.values.size();
+      for (std::size_t i = 0; i < up.size(); ++i) {
+        h = up[i]->forward(h, emb, skips, top);
+        stages["up_blocks." + std::to_string(i) + ".out"] = h;
+      }
+      require(top == 0, "UNet2D: ", top, " skip connections left unused");
+      // 6. output
+      h = norm_out->forward(h);
+      stages["conv_norm_out.out"] = h;
+      return conv_out->forward(act_out.forward(h));
+    }
+
+    ConstTensorView<T> backward(ConstTensorView<T> dout, const UNet2DConfig&) {
+      ConstTensorView<T> g = norm_out->backward(act_out.backward(conv_out->backward(dout)));
+      const ConstTensorView<T> emb_in = class_embedding ? ConstTensorView<T>(emb_sum.view())
+                                                         : ConstTensorView<T>(stages.at("time_embedding_out"));
+      ensure_shape(demb, emb_in.shape());
+      demb.fill(T{0});
+      skips.grads.assign(skips.values.size(), ConstTensorView<T>{});
+      for (std::size_t i = up.size(); i-- > 0;) g = up[i]->backward(g, skips, demb);
+      if (mid) g = mid->backward(g, demb);
+      for (std::size_t i = down.size(); i-- > 0;) g = down[i]->backward(g, skips, demb);
+      g = conv_in->backward(unet_detail::add(dconv_in, g, skips.grads.at(0)));
+      // Embeddings: the class table and the time MLP (the timesteps take no gradient).
+      if (class_embedding) class_embedding->backward(demb.view());
+      linear_1->backward(time_act.backward(linear_2->backward(demb.view())));
+      if (!centered_input) return g;
+      ensure_shape(dx, g.shape());
+      for (index_t i = 0; i < g.numel(); ++i) dx[i] = T{2} * g[i];
+      return dx.view();
+    }
+  };
+
+  UNet2DConfig config_;
+  Numerics numerics_;
+  Mode mode_ = Mode::Training;
+  std::unique_ptr<Parameters<T>> params_;
+  std::unique_ptr<Net> net_;
+  std::vector<double> t_double_;
+};
+
+}  // namespace ddpm::nn

@@ -1,0 +1,150 @@
+// UNet2D: end-to-end gradient check in double on tiny configs, input checks,
+// and diffusers model folders (io/diffusers.hpp).
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+
+#include "ddpm/backend/reference.hpp"
+#include "ddpm/io/diffusers.hpp"
+#include "ddpm/nn/unet2d.hpp"
+#include "support/gradcheck.hpp"
+
+using namespace ddpm;
+using UNet = nn::UNet2D<double, backend::Reference>;
+namespace fs = std::filesystem;
+
+namespace {
+
+nn::UNet2DConfig tiny(bool scale_shift, bool classes) {
+  nn::UNet2DConfig c;
+  c.in_channels = 2;
+  c.out_channels = 2;
+  c.block_out_channels = {4, 8};
+  c.down_block_types = {"DownBlock2D", "AttnDownBlock2D"};
+  c.up_block_types = {"AttnUpBlock2D", "UpBlock2D"};
+  c.layers_per_block = 1;
+  c.norm_num_groups = 2;
+  c.attention_head_dim = 4;
+  c.center_input_sample = scale_shift;
+  c.resnet_time_scale_shift = scale_shift ? "scale_shift" : "default";
+  c.mid_block_scale_factor = scale_shift ? 1.0 : 0.7;
+  c.downsample_padding = scale_shift ? 1 : 0;
+  if (classes) c.num_class_embeds = 3;
+  c.sample_size = {4};
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("UNet2D gradients match central differences (double)", "[models]") {
+  for (bool ss : {false, true}) {
+    UNet net(tiny(ss, ss), nn::Numerics::Exact);
+    Rng rng(3, 4);
+    net.init(rng);
+    // Make the GroupNorm affine parameters non-trivial.
+    for (auto& v : net.parameters().values()) v += 0.05 * rng.normal();
+    Tensor<double> x({2, 2, 4, 4});
+    test::randomize(x.view(), rng);
+    const std::vector<double> t{3.0, 711.25};
+    const std::vector<std::int64_t> labels{2, 0};
+    const std::span<const std::int64_t> lab = ss ? std::span<const std::int64_t>(labels) : std::span<const std::int64_t>{};
+    ConstTensorView<double> dx;
+    test::GradCheckOptions opt;
+    opt.max_elements = 6;
+    const auto r = test::gradcheck(
+        std::string("unet2d ") + (ss ? "scale_shift+classes+center" : "default"),
+        [&] { return net.forward(x.view(), std::span<const double>(t), lab); },
+        [&](ConstTensorView<double> dy) { dx = net.backward(dy); }, {{"x", x.view(), [&] { return dx; }}},
+        &net.parameters(), opt);
+    CHECK(r.worst < 1e-6);
+  }
+}
+
+TEST_CASE("UNet2D checks its inputs and config", "[models]") {
+  UNet net(tiny(true, true));
+  Tensor<double> x({2, 2, 4, 4}), odd({2, 2, 5, 4}), wrong_c({2, 3, 4, 4});
+  const std::vector<double> t{1, 2};
+  const std::vector<std::int64_t> labels{0, 1}, bad_labels{0, 3};
+  CHECK_THROWS_WITH(net.forward(x.view(), std::span<const double>(t)), Catch::Contains("class labels"));
+  CHECK_THROWS_AS(net.forward(x.view(), std::span<const double>(t), bad_labels), Error);
+  CHECK_THROWS_WITH(net.forward(odd.view(), std::span<const double>(t), labels), Catch::Contains("divisible"));
+  CHECK_THROWS_AS(net.forward(wrong_c.view(), std::span<const double>(t), labels), Error);
+  CHECK_NOTHROW(net.forward(x.view(), 5.0, labels));  // one timestep for the batch
+  static_assert(nn::Denoiser<UNet, double>);
+  static_assert(nn::Denoiser<nn::UNet2D<float, backend::Reference>, float>);
+
+  UNet plain(tiny(false, false));
+  CHECK_THROWS_WITH(plain.forward(x.view(), std::span<const double>(t), labels), Catch::Contains("no class embedding"));
+
+  auto bad = tiny(false, false);
+  bad.norm_num_groups = 3;
+  CHECK_THROWS_WITH(UNet(bad), Catch::Contains("norm_num_groups"));
+  bad = tiny(false, false);
+  bad.attention_head_dim = 3;
+  CHECK_THROWS_WITH(UNet(bad), Catch::Contains("attention_head_dim"));
+  bad = tiny(false, false);
+  bad.dropout = 0.1;
+  UNet drop(bad);
+  drop.forward(x.view(), std::span<const double>(t));
+  Tensor<double> dy({2, 2, 4, 4}, 1.0);
+  CHECK_THROWS_WITH(drop.backward(dy.view()), Catch::Contains("dropout"));
+}
+
+TEST_CASE("UNet2D without mid block and with time_embedding_dim builds and runs", "[models]") {
+  auto c = tiny(false, false);
+  c.mid_block_type.reset();
+  c.time_embedding_dim = 12;
+  UNet net(c);
+  CHECK(!net.parameters().contains("mid_block.resnets.0.conv1.weight"));
+  CHECK(net.parameters().info(net.parameters().id("time_embedding.linear_2.weight")).shape == Shape({12, 12}));
+  Tensor<double> x({1, 2, 4, 4}, 0.5);
+  CHECK(net.forward(x.view(), 10.0).shape() == Shape({1, 2, 4, 4}));
+}
+
+TEST_CASE("diffusers folders: save, load, and all-or-nothing failures", "[models]") {
+  const fs::path dir = fs::path(DDPM_TEST_TMP_DIR) / "unet2d_folder";
+  fs::remove_all(dir);
+  UNet net(tiny(true, true));
+  Rng rng(9, 9);
+  net.init(rng);
+  io::save_unet2d(net, dir);
+  CHECK(fs::exists(dir / "config.json"));
+  CHECK(fs::exists(dir / "diffusion_pytorch_model.safetensors"));
+  auto back = io::load_unet2d<double, backend::Reference>(dir);
+  CHECK(std::equal(back.parameters().values().begin(), back.parameters().values().end(),
+                   net.parameters().values().begin()));
+  // A float model from the double file, and a pipeline folder (unet/ subfolder).
+  fs::create_directories(dir / "pipe");
+  io::save_unet2d(net, dir / "pipe" / "unet");
+  auto f = io::load_unet2d<float, backend::Reference>(dir / "pipe");
+  CHECK(f.num_parameters() == net.num_parameters());
+
+  // Weights of another config: one error listing the problems; the model is unchanged.
+  auto other_cfg = tiny(false, false);
+  other_cfg.block_out_channels = {4, 4};
+  UNet other(other_cfg);
+  const fs::path odir = dir / "other";
+  io::save_unet2d(other, odir);
+  const std::vector<double> before(net.parameters().values().begin(), net.parameters().values().end());
+  try {
+    io::load_unet2d_weights(net, odir);
+    FAIL("expected an error");
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    INFO(msg);
+    CHECK(msg.find("missing") != std::string::npos);      // class_embedding.weight
+    CHECK(msg.find("class_embedding.weight") != std::string::npos);
+    CHECK(msg.find("wrong shape") != std::string::npos);  // 8 vs 4 channels
+    CHECK(msg.find("nothing was loaded") != std::string::npos);
+  }
+  CHECK(std::equal(before.begin(), before.end(), net.parameters().values().begin()));
+
+  // Formats this library does not read get a clear message.
+  const fs::path bin = dir / "bin";
+  fs::create_directories(bin);
+  io::write_unet2d_config(bin / "config.json", net.config());
+  io::write_text_file(bin / "diffusion_pytorch_model.bin", "pickle");
+  const auto load = [](const fs::path& p) { return io::load_unet2d<double, backend::Reference>(p); };
+  CHECK_THROWS_WITH(load(bin), Catch::Contains("safetensors"));
+  CHECK_THROWS_WITH(load(dir / "nope"), Catch::Contains("not a folder"));
+}
