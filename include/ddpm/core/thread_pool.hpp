@@ -24,10 +24,6 @@
 #include <utility>
 #include <vector>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
 namespace ddpm {
 
 class ThreadPool {
@@ -95,8 +91,8 @@ class ThreadPool {
     return flag;
   }
   static void pause() {
-#if defined(__x86_64__) || defined(__i386__)
-    _mm_pause();
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_ia32_pause();
 #else
     std::this_thread::yield();
 #endif

@@ -4,7 +4,17 @@
 //
 // Everything here lives in ddpm::backend::eigen_detail and names Eigen's
 // namespace as ::Eigen (ddpm::backend::Eigen is the backend struct).
+// GCC 12 reports -Wmaybe-uninitialized false positives inside Eigen's AVX-512
+// packet transposes (in the intrinsics headers it includes) when they are
+// inlined into user code; the state at those header lines is what counts.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <Eigen/Core>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #include <algorithm>
 #include <array>
@@ -95,7 +105,9 @@ inline int threads_for(double work, double per_thread_min = 4e4) {
 // ---- scratch --------------------------------------------------------------------
 // Per-OS-thread growable buffers, one per slot, 64-byte aligned. They only grow,
 // so steady-state calls with the same shapes never allocate.
-enum Slot : int { kCol = 0, kPartial = 1, kAttn = 2, kStats = 3, kSlots = 4 };
+enum Slot : int {
+  kCol, kPartial, kAttn, kStats, kPackA, kPackB, kPackA2, kWideDy, kWideDx, kPartial2, kSlots
+};
 
 template <class T>
 T* scratch(Slot slot, std::size_t n) {

@@ -1,0 +1,241 @@
+#pragma once
+// A packed GEMM micro-kernel for the convolution hot path of backend::Eigen
+// (AVX2 + FMA builds; elsewhere the convolution uses Eigen's GEMM only).
+//
+//   C[m, n] (row-major, ldc) (+)= A[m, k] * B[k, n]
+//
+// with A packed in blocks of kMR rows, k-major ([m/MR][k][MR], zero-padded)
+// and B packed in panels of kNR columns ([n/NR][k][NR], zero-padded). The
+// weights of a convolution are packed once per call and shared by all
+// threads; im2col tiles are repacked into panels that stay in L1.
+// The 6 x 16 (float) / 6 x 8 (double) register tile holds 12 accumulators.
+#include <algorithm>
+#include <cstddef>
+
+#include "ddpm/backend/eigen/common.hpp"  // first: Eigen's intrinsics includes sit in its warning guard
+#include "ddpm/core/tensor.hpp"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define DDPM_EIGEN_PACKED_KERNEL 1
+#else
+#define DDPM_EIGEN_PACKED_KERNEL 0
+#endif
+
+namespace ddpm::backend::eigen_detail {
+
+inline constexpr index_t kMR = 6;
+template <class T>
+inline constexpr index_t kNR = 64 / static_cast<index_t>(sizeof(T));  // two 256-bit vectors
+template <class T>
+inline constexpr index_t kKC = 1536 / static_cast<index_t>(sizeof(T));  // max depth block: B panel <= 24 KiB
+
+// Depth block for depth k: equal blocks of at most kKC (no thin last block).
+template <class T>
+index_t depth_block(index_t k) {
+  const index_t blocks = (k + kKC<T> - 1) / kKC<T>;
+  return blocks <= 1 ? k : (k + blocks - 1) / blocks;
+}
+
+// A[m, k] (row-major, lda) -> blocks of kMR rows: Ap[(i/MR)*k*MR + p*MR + i%MR].
+// `trans`: A is given transposed, as At[k, m] (row-major, lda).
+template <class T>
+void pack_a(index_t m, index_t k, const T* A, index_t lda, bool trans, T* Ap) {
+  for (index_t i0 = 0; i0 < m; i0 += kMR) {
+    const index_t mr = std::min(kMR, m - i0);
+    T* dst = Ap + i0 * k;
+    for (index_t p = 0; p < k; ++p) {
+      for (index_t r = 0; r < mr; ++r) dst[p * kMR + r] = trans ? A[p * lda + i0 + r] : A[(i0 + r) * lda + p];
+      for (index_t r = mr; r < kMR; ++r) dst[p * kMR + r] = T{};
+    }
+  }
+}
+
+// B[k, n] (row-major, ldb) -> panels of kNR columns: Bp[(j/NR)*k*NR + p*NR + j%NR].
+template <class T>
+void pack_b(index_t k, index_t n, const T* B, index_t ldb, T* Bp) {
+  constexpr index_t NR = kNR<T>;
+  for (index_t j0 = 0; j0 < n; j0 += NR) {
+    const index_t nr = std::min(NR, n - j0);
+    T* dst = Bp + j0 * k;
+    if (nr == NR) {
+      for (index_t p = 0; p < k; ++p) std::copy(B + p * ldb + j0, B + p * ldb + j0 + NR, dst + p * NR);
+    } else {
+      for (index_t p = 0; p < k; ++p) {
+        std::copy(B + p * ldb + j0, B + p * ldb + j0 + nr, dst + p * NR);
+        std::fill(dst + p * NR + nr, dst + (p + 1) * NR, T{});
+      }
+    }
+  }
+}
+
+// Bt[n, k] (row-major, ldb), i.e. B transposed -> panels of kNR columns of B.
+template <class T>
+void pack_bt(index_t k, index_t n, const T* Bt, index_t ldb, T* Bp) {
+  constexpr index_t NR = kNR<T>;
+  for (index_t j0 = 0; j0 < n; j0 += NR) {
+    const index_t nr = std::min(NR, n - j0);
+    T* dst = Bp + j0 * k;
+    for (index_t c = 0; c < nr; ++c) {
+      const T* src = Bt + (j0 + c) * ldb;
+      for (index_t p = 0; p < k; ++p) dst[p * NR + c] = src[p];
+    }
+    for (index_t c = nr; c < NR; ++c)
+      for (index_t p = 0; p < k; ++p) dst[p * NR + c] = T{};
+  }
+}
+
+inline index_t packed_a_size(index_t m, index_t k) { return (m + kMR - 1) / kMR * kMR * k; }
+template <class T>
+index_t packed_b_size(index_t k, index_t n) {
+  return (n + kNR<T> - 1) / kNR<T> * kNR<T> * k;
+}
+
+#if DDPM_EIGEN_PACKED_KERNEL
+
+namespace simd {
+inline __m256 load(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256d load(const double* p) { return _mm256_loadu_pd(p); }
+inline __m256 bcast(const float* p) { return _mm256_broadcast_ss(p); }
+inline __m256d bcast(const double* p) { return _mm256_broadcast_sd(p); }
+inline __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+inline __m256d fma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
+inline __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+inline __m256d add(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
+inline void store(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+inline void store(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
+inline __m256 zero(float) { return _mm256_setzero_ps(); }
+inline __m256d zero(double) { return _mm256_setzero_pd(); }
+
+// dst[i * ld + j] = src[j][q + i] for i, j < lanes: a register-block transpose
+// (8 x 8 floats / 4 x 4 doubles) of `lanes` rows read from `lanes` pointers.
+inline void transpose_block(const float* const* src, index_t q, float* dst, index_t ld) {
+  const __m256 r0 = _mm256_loadu_ps(src[0] + q), r1 = _mm256_loadu_ps(src[1] + q), r2 = _mm256_loadu_ps(src[2] + q),
+               r3 = _mm256_loadu_ps(src[3] + q), r4 = _mm256_loadu_ps(src[4] + q), r5 = _mm256_loadu_ps(src[5] + q),
+               r6 = _mm256_loadu_ps(src[6] + q), r7 = _mm256_loadu_ps(src[7] + q);
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+               t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+               t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+               u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+               u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+               u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(dst + 0 * ld, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(dst + 1 * ld, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ld, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ld, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ld, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ld, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ld, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ld, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+inline void transpose_block(const double* const* src, index_t q, double* dst, index_t ld) {
+  const __m256d r0 = _mm256_loadu_pd(src[0] + q), r1 = _mm256_loadu_pd(src[1] + q), r2 = _mm256_loadu_pd(src[2] + q),
+                r3 = _mm256_loadu_pd(src[3] + q);
+  const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1), t2 = _mm256_unpacklo_pd(r2, r3),
+                t3 = _mm256_unpackhi_pd(r2, r3);
+  _mm256_storeu_pd(dst + 0 * ld, _mm256_permute2f128_pd(t0, t2, 0x20));
+  _mm256_storeu_pd(dst + 1 * ld, _mm256_permute2f128_pd(t1, t3, 0x20));
+  _mm256_storeu_pd(dst + 2 * ld, _mm256_permute2f128_pd(t0, t2, 0x31));
+  _mm256_storeu_pd(dst + 3 * ld, _mm256_permute2f128_pd(t1, t3, 0x31));
+}
+}  // namespace simd
+
+// One kMR x kNR tile of C (mr x nr valid) over depth kc.
+template <class T>
+inline void micro_kernel(index_t kc, const T* __restrict A, const T* __restrict B, T* __restrict C, index_t ldc,
+                         bool accumulate, index_t mr, index_t nr) {
+  constexpr index_t L = 32 / static_cast<index_t>(sizeof(T)), NR = kNR<T>;
+  using V = decltype(simd::zero(T{}));
+  V c0[kMR], c1[kMR];
+#pragma GCC unroll 6
+  for (int r = 0; r < kMR; ++r) c0[r] = c1[r] = simd::zero(T{});
+  for (index_t p = 0; p < kc; ++p) {
+    const V b0 = simd::load(B), b1 = simd::load(B + L);
+#pragma GCC unroll 6
+    for (int r = 0; r < kMR; ++r) {
+      const V a = simd::bcast(A + r);
+      c0[r] = simd::fma(a, b0, c0[r]);
+      c1[r] = simd::fma(a, b1, c1[r]);
+    }
+    A += kMR;
+    B += NR;
+  }
+  if (mr == kMR && nr == NR) {
+#pragma GCC unroll 6
+    for (int r = 0; r < kMR; ++r) {
+      T* c = C + r * ldc;
+      if (accumulate) {
+        simd::store(c, simd::add(simd::load(c), c0[r]));
+        simd::store(c + L, simd::add(simd::load(c + L), c1[r]));
+      } else {
+        simd::store(c, c0[r]);
+        simd::store(c + L, c1[r]);
+      }
+    }
+    return;
+  }
+  alignas(64) T tmp[kMR * NR];
+#pragma GCC unroll 6
+  for (int r = 0; r < kMR; ++r) {
+    simd::store(tmp + r * NR, c0[r]);
+    simd::store(tmp + r * NR + L, c1[r]);
+  }
+  for (index_t r = 0; r < mr; ++r)
+    for (index_t j = 0; j < nr; ++j) C[r * ldc + j] = accumulate ? C[r * ldc + j] + tmp[r * NR + j] : tmp[r * NR + j];
+}
+
+// C[m, n] (ldc) = (or += when accumulate) Ap * Bp, both packed over the same depth k.
+template <class T>
+void packed_gemm(index_t m, index_t n, index_t k, const T* Ap, const T* Bp, T* C, index_t ldc, bool accumulate) {
+  constexpr index_t NR = kNR<T>;
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    if (!accumulate)
+      for (index_t i = 0; i < m; ++i) std::fill(C + i * ldc, C + i * ldc + n, T{});
+    return;
+  }
+  const index_t KC = depth_block<T>(k);
+  for (index_t k0 = 0; k0 < k; k0 += KC) {
+    const index_t kc = std::min(KC, k - k0);
+    const bool acc = accumulate || k0 > 0;
+    for (index_t j0 = 0; j0 < n; j0 += NR) {
+      const T* b = Bp + j0 * k + k0 * NR;
+      for (index_t i0 = 0; i0 < m; i0 += kMR)
+        micro_kernel(kc, Ap + i0 * k + k0 * kMR, b, C + i0 * ldc + j0, ldc, acc, std::min(kMR, m - i0),
+                     std::min(NR, n - j0));
+    }
+  }
+}
+
+// C[m, n] (ldc) (+)= Ap * B with B's panels made on demand, each used for all
+// of A while it sits in L1: pack(j0, nr, k0, kc, dst) writes rows k0..k0+kc of
+// columns j0..j0+nr of B as kc rows of kNR (columns from nr on: any finite
+// value; they are computed and dropped).
+template <class T, class Pack>
+void packed_gemm_lazy(index_t m, index_t n, index_t k, const T* Ap, Pack&& pack, T* C, index_t ldc,
+                      bool accumulate) {
+  constexpr index_t NR = kNR<T>;
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    if (!accumulate)
+      for (index_t i = 0; i < m; ++i) std::fill(C + i * ldc, C + i * ldc + n, T{});
+    return;
+  }
+  alignas(64) T panel[kKC<T> * NR];
+  const index_t KC = depth_block<T>(k);
+  for (index_t k0 = 0; k0 < k; k0 += KC) {
+    const index_t kc = std::min(KC, k - k0);
+    const bool acc = accumulate || k0 > 0;
+    for (index_t j0 = 0; j0 < n; j0 += NR) {
+      const index_t nr = std::min(NR, n - j0);
+      pack(j0, nr, k0, kc, panel);
+      for (index_t i0 = 0; i0 < m; i0 += kMR)
+        micro_kernel(kc, Ap + i0 * k + k0 * kMR, panel, C + i0 * ldc + j0, ldc, acc, std::min(kMR, m - i0), nr);
+    }
+  }
+}
+
+#endif  // DDPM_EIGEN_PACKED_KERNEL
+
+}  // namespace ddpm::backend::eigen_detail

@@ -1,0 +1,490 @@
+// backend::Eigen against backend::Reference, op by op, on random shapes
+// (odd sizes, strides, asymmetric padding, absent bias/grads), in float and
+// double, on 1 and 2 threads; plus the += convention for parameter gradients
+// and run-to-run determinism. The [.bench] case (hidden by default) prints
+// GFLOP/s: backend_test_eigen_vs_reference "[.bench]".
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "ddpm/backend/eigen.hpp"
+#include "ddpm/backend/reference.hpp"
+#include "ddpm/core/random.hpp"
+
+using ddpm::ConstTensorView;
+using ddpm::index_t;
+using ddpm::Rng;
+using ddpm::Shape;
+using ddpm::Tensor;
+using ddpm::TensorView;
+using E = ddpm::backend::Eigen;
+using R = ddpm::backend::Reference;
+using ddpm::backend::Conv2dParams;
+using ddpm::backend::Trans;
+
+namespace {
+
+template <class T>
+Tensor<T> rnd(Shape s, Rng& rng, double scale = 1.0) {
+  Tensor<T> t(s);
+  for (auto& v : t) v = static_cast<T>(scale * rng.normal());
+  return t;
+}
+
+template <class T>
+Tensor<T> nans(Shape s) {
+  return Tensor<T>(s, std::numeric_limits<T>::quiet_NaN());
+}
+
+// Relative tolerance per unit of sqrt(reduction length).
+template <class T>
+double base_tol() {
+  return std::is_same_v<T, float> ? 1e-5 : 1e-12;
+}
+
+// max |got - want| <= tol * max(1, max |want|), NaN anywhere fails.
+template <class T>
+void expect_close(const Tensor<T>& got, const Tensor<T>& want, double tol, const std::string& what) {
+  INFO(what << " shape " << want.shape().str());
+  REQUIRE(got.shape() == want.shape());
+  double err = 0, mag = 1;
+  bool finite = true;
+  for (index_t i = 0; i < want.numel(); ++i) {
+    if (!std::isfinite(static_cast<double>(got[i]))) finite = false;
+    err = std::max(err, std::abs(static_cast<double>(got[i]) - static_cast<double>(want[i])));
+    mag = std::max(mag, std::abs(static_cast<double>(want[i])));
+  }
+  INFO("max abs err " << err << ", magnitude " << mag << ", tol " << tol);
+  CHECK(finite);
+  CHECK(err <= tol * mag);
+}
+
+template <class T>
+bool identical(const Tensor<T>& a, const Tensor<T>& b) {
+  return a.shape() == b.shape() && std::equal(a.begin(), a.end(), b.begin());
+}
+
+const int kThreadCounts[] = {1, 2};
+
+struct ThreadGuard {
+  int saved = E::num_threads();
+  ~ThreadGuard() { E::set_num_threads(saved); }
+};
+
+}  // namespace
+
+TEST_CASE("eigen: identity and thread setting", "[backend]") {
+  STATIC_REQUIRE(ddpm::backend::Backend<E>);
+  CHECK(E::name() == "eigen");
+  ThreadGuard guard;
+  CHECK(E::num_threads() >= 1);
+  E::set_num_threads(3);
+  CHECK(E::num_threads() == 3);
+  E::set_num_threads(0);
+  CHECK(E::num_threads() == 1);
+}
+
+// ---- GEMM -------------------------------------------------------------------------
+TEMPLATE_TEST_CASE("eigen: gemm matches reference", "[backend]", float, double) {
+  using T = TestType;
+  ThreadGuard guard;
+  Rng rng(1);
+  struct Case {
+    index_t m, n, k;
+    double alpha, beta;
+  };
+  const Case cases[] = {{1, 1, 1, 1, 0},     {7, 5, 3, 2, 1},        {33, 17, 65, -0.5, 0.25},
+                        {130, 150, 71, 1, 0}, {9, 260, 40, 1.5, -1}, {200, 3, 300, 1, 1}};
+  for (int th : kThreadCounts) {
+    E::set_num_threads(th);
+    for (const auto& c : cases)
+      for (Trans ta : {Trans::No, Trans::Yes})
+        for (Trans tb : {Trans::No, Trans::Yes}) {
+          // Stored with leading dims wider than the logical rows.
+          const index_t ar = ta == Trans::No ? c.m : c.k, ac = ta == Trans::No ? c.k : c.m;
+          const index_t br = tb == Trans::No ? c.k : c.n, bc = tb == Trans::No ? c.n : c.k;
+          const index_t lda = ac + 3, ldb = bc + 1, ldc = c.n + 2;
+          auto A = rnd<T>({ar, lda}, rng), B = rnd<T>({br, ldb}, rng);
+          auto C0 = c.beta == 0 ? nans<T>({c.m, ldc}) : rnd<T>({c.m, ldc}, rng);
+          auto Ce = C0, Cr = C0;
+          E::gemm(ta, tb, c.m, c.n, c.k, T(c.alpha), A.data(), lda, B.data(), ldb, T(c.beta), Ce.data(), ldc);
+          R::gemm(ta, tb, c.m, c.n, c.k, T(c.alpha), A.data(), lda, B.data(), ldb, T(c.beta), Cr.data(), ldc);
+          // Compare the logical m x n block only; padding columns must be untouched.
+          Tensor<T> ge({c.m, c.n}), gr({c.m, c.n});
+          bool pad_kept = true;
+          for (index_t i = 0; i < c.m; ++i)
+            for (index_t j = 0; j < ldc; ++j) {
+              if (j < c.n) {
+                ge[i * c.n + j] = Ce[i * ldc + j];
+                gr[i * c.n + j] = Cr[i * ldc + j];
+              } else if (!(Ce[i * ldc + j] == C0[i * ldc + j] ||
+                           (std::isnan(Ce[i * ldc + j]) && std::isnan(C0[i * ldc + j])))) {
+                pad_kept = false;
+              }
+            }
+          INFO("threads " << th << " m,n,k " << c.m << "," << c.n << "," << c.k << " ta " << int(ta) << " tb "
+                          << int(tb));
+          CHECK(pad_kept);
+          expect_close(ge, gr, base_tol<T>() * std::sqrt(double(c.k)) * 4, "gemm");
+        }
+  }
+}
+
+// ---- Linear ---------------------------------------------------------------------
+TEMPLATE_TEST_CASE("eigen: linear forward/backward match reference", "[backend]", float, double) {
+  using T = TestType;
+  ThreadGuard guard;
+  Rng rng(2);
+  struct Case {
+    Shape x;
+    index_t out;
+  };
+  const Case cases[] = {{{1, 1}, 1}, {{3, 7}, 5}, {{4, 6, 33}, 17}, {{64, 128}, 512}, {{37, 300}, 150}};
+  for (int th : kThreadCounts) {
+    E::set_num_threads(th);
+    for (const auto& c : cases) {
+      const index_t in = c.x.dim(-1);
+      INFO("threads " << th << " x " << c.x.str() << " out " << c.out);
+      auto x = rnd<T>(c.x, rng), w = rnd<T>({c.out, in}, rng), b = rnd<T>({c.out}, rng);
+      Shape ys = c.x;
+      ys[c.x.rank() - 1] = c.out;
+      const double tol = base_tol<T>() * std::sqrt(double(in + c.out + x.numel() / in)) * 4;
+      for (bool with_bias : {true, false}) {
+        auto ye = nans<T>(ys), yr = nans<T>(ys);
+        ConstTensorView<T> bv = with_bias ? ConstTensorView<T>(b) : ConstTensorView<T>{};
+        E::linear_forward<T>(x, w, bv, ye);
+        R::linear_forward<T>(x, w, bv, yr);
+        expect_close(ye, yr, tol, with_bias ? "linear y" : "linear y (no bias)");
+      }
+      auto dy = rnd<T>(ys, rng);
+      auto dxe = nans<T>(c.x), dxr = nans<T>(c.x);
+      auto dw0 = rnd<T>({c.out, in}, rng), db0 = rnd<T>({c.out}, rng);  // += onto existing values
+      auto dwe = dw0, dwr = dw0, dbe = db0, dbr = db0;
+      E::linear_backward<T>(x, w, dy, dxe, dwe, dbe);
+      R::linear_backward<T>(x, w, dy, dxr, dwr, dbr);
+      expect_close(dxe, dxr, tol, "linear dx");
+      expect_close(dwe, dwr, tol, "linear dw");
+      expect_close(dbe, dbr, tol, "linear db");
+      // Absent dx and db: dw alone, accumulated once more.
+      E::linear_backward<T>(x, w, dy, TensorView<T>{}, dwe, TensorView<T>{});
+      R::linear_backward<T>(x, w, dy, TensorView<T>{}, dwr, TensorView<T>{});
+      expect_close(dwe, dwr, tol, "linear dw twice");
+    }
+  }
+}
+
+// ---- Conv2d ---------------------------------------------------------------------
+namespace {
+struct ConvCase {
+  index_t N, Ci, H, W, Co, KH, KW;
+  Conv2dParams p;
+};
+
+const ConvCase kConvCases[] = {
+    {1, 1, 1, 1, 1, 1, 1, Conv2dParams::symmetric(1, 0)},     // 1x1 pointwise, tiny
+    {2, 3, 5, 7, 4, 3, 3, Conv2dParams::symmetric(1, 1)},     // 3x3 same
+    {3, 13, 15, 11, 17, 3, 3, Conv2dParams::symmetric(1, 1)}, // batch not a multiple of the threads
+    {1, 13, 31, 31, 9, 3, 3, Conv2dParams::symmetric(1, 1)},  // batch 1, several pixel tiles
+    {2, 5, 9, 7, 6, 3, 3, Conv2dParams::symmetric(2, 1)},     // stride 2, pad 1
+    {3, 10, 16, 16, 12, 3, 3, {2, 0, 1, 0, 1}},               // diffusers downsample_padding=0
+    {2, 10, 15, 13, 7, 3, 3, {2, 0, 1, 0, 1}},                // same, odd sizes
+    {3, 6, 8, 9, 5, 3, 3, Conv2dParams::symmetric(1, 0)},     // 3x3 valid
+    {3, 24, 12, 10, 20, 1, 1, Conv2dParams::symmetric(1, 0)}, // 1x1 pointwise, no im2col
+    {1, 40, 14, 14, 72, 1, 1, Conv2dParams::symmetric(1, 0)}, // pointwise, batch 1
+    {2, 7, 9, 9, 5, 1, 1, Conv2dParams::symmetric(2, 0)},     // 1x1 stride 2
+    {2, 4, 10, 9, 3, 1, 1, Conv2dParams::symmetric(1, 1)},    // 1x1 padded
+    {2, 6, 11, 10, 5, 3, 1, {1, 1, 1, 0, 0}},                 // non-square kernel
+    {2, 3, 7, 8, 4, 2, 2, {2, 0, 0, 1, 0}},                   // even kernel, odd padding
+    {5, 32, 14, 14, 33, 3, 3, Conv2dParams::symmetric(1, 1)}, // mnist-like, threaded
+    {1, 1, 28, 28, 32, 3, 3, Conv2dParams::symmetric(1, 1)},  // one input channel
+};
+}  // namespace
+
+TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]", float, double) {
+  using T = TestType;
+  ThreadGuard guard;
+  Rng rng(3);
+  // Three paths: packed AVX2 kernel without im2col (stride 1), packed kernel
+  // on im2col tiles, Eigen's GEMM on im2col tiles.
+  auto& packed = ddpm::backend::eigen_detail::conv_use_packed_kernel;
+  auto& wide = ddpm::backend::eigen_detail::conv_use_wide;
+  const bool packed_default = packed, wide_default = wide;
+  for (int th : kThreadCounts)
+  for (int path : {0, 1, 2}) {
+    E::set_num_threads(th);
+    packed = path < 2 && packed_default;
+    wide = path == 0;
+    for (const auto& c : kConvCases) {
+      const index_t OH = c.p.out_h(c.H, c.KH), OW = c.p.out_w(c.W, c.KW);
+      INFO("packed kernel " << packed << " wide " << wide << " threads " << th << " N,Ci,H,W " << c.N << "," << c.Ci << "," << c.H << "," << c.W << " Co " << c.Co
+                      << " k " << c.KH << "x" << c.KW << " stride " << c.p.stride << " pad t/b/l/r " << c.p.pad_top
+                      << "/" << c.p.pad_bottom << "/" << c.p.pad_left << "/" << c.p.pad_right);
+      auto x = rnd<T>({c.N, c.Ci, c.H, c.W}, rng), w = rnd<T>({c.Co, c.Ci, c.KH, c.KW}, rng), b = rnd<T>({c.Co}, rng);
+      const double K = double(c.Ci * c.KH * c.KW);
+      const double tol = base_tol<T>() * std::sqrt(K + double(c.N * OH * OW) + double(c.Co * c.KH * c.KW)) * 2;
+      const Shape ys{c.N, c.Co, OH, OW};
+      for (bool with_bias : {true, false}) {
+        auto ye = nans<T>(ys), yr = nans<T>(ys);
+        ConstTensorView<T> bv = with_bias ? ConstTensorView<T>(b) : ConstTensorView<T>{};
+        E::conv2d_forward<T>(x, w, bv, c.p, ye);
+        R::conv2d_forward<T>(x, w, bv, c.p, yr);
+        expect_close(ye, yr, tol, with_bias ? "conv y" : "conv y (no bias)");
+      }
+      auto dy = rnd<T>(ys, rng);
+      auto dw0 = rnd<T>(w.shape(), rng), db0 = rnd<T>(b.shape(), rng);
+      auto dxe = nans<T>(x.shape()), dxr = nans<T>(x.shape());
+      auto dwe = dw0, dwr = dw0, dbe = db0, dbr = db0;
+      E::conv2d_backward<T>(x, w, dy, c.p, dxe, dwe, dbe);
+      R::conv2d_backward<T>(x, w, dy, c.p, dxr, dwr, dbr);
+      expect_close(dxe, dxr, tol, "conv dx");
+      expect_close(dwe, dwr, tol, "conv dw (+=)");
+      expect_close(dbe, dbr, tol, "conv db (+=)");
+      // Absent dx (first layer), then dx alone.
+      E::conv2d_backward<T>(x, w, dy, c.p, TensorView<T>{}, dwe, dbe);
+      R::conv2d_backward<T>(x, w, dy, c.p, TensorView<T>{}, dwr, dbr);
+      expect_close(dwe, dwr, tol, "conv dw, no dx");
+      expect_close(dbe, dbr, tol, "conv db, no dx");
+      auto dx2 = nans<T>(x.shape());
+      E::conv2d_backward<T>(x, w, dy, c.p, dx2, TensorView<T>{}, TensorView<T>{});
+      expect_close(dx2, dxr, tol, "conv dx alone");
+    }
+  }
+  packed = packed_default;
+  wide = wide_default;
+}
+
+// ---- GroupNorm -----------------------------------------------------------------
+TEMPLATE_TEST_CASE("eigen: group_norm forward/backward match reference", "[backend]", float, double) {
+  using T = TestType;
+  ThreadGuard guard;
+  Rng rng(4);
+  struct Case {
+    Shape x;
+    int groups;
+  };
+  const Case cases[] = {{{1, 1, 1, 1}, 1},   {{2, 12, 5, 7}, 3},  {{3, 32, 4, 4}, 32}, {{5, 64, 14, 14}, 8},
+                        {{2, 6, 9}, 2},      {{1, 24, 3, 3}, 24}, {{3, 10, 7, 5}, 5}};
+  for (int th : kThreadCounts) {
+    E::set_num_threads(th);
+    for (const auto& c : cases) {
+      INFO("threads " << th << " x " << c.x.str() << " groups " << c.groups);
+      const index_t C = c.x[1], G = c.groups, N = c.x[0];
+      auto x = rnd<T>(c.x, rng, 2.0);
+      for (auto& v : x) v += T(0.5);  // a non-zero mean
+      auto gamma = rnd<T>({C}, rng), beta = rnd<T>({C}, rng);
+      const double tol = base_tol<T>() * std::sqrt(double(x.numel() / (N * G)) + 1) * 4;
+      for (bool affine : {true, false}) {
+        ConstTensorView<T> gv = affine ? ConstTensorView<T>(gamma) : ConstTensorView<T>{};
+        ConstTensorView<T> bv = affine ? ConstTensorView<T>(beta) : ConstTensorView<T>{};
+        auto ye = nans<T>(c.x), yr = nans<T>(c.x);
+        auto me = nans<T>({N * G}), mr = nans<T>({N * G}), re = nans<T>({N * G}), rr = nans<T>({N * G});
+        E::group_norm_forward<T>(x, c.groups, T(1e-5), gv, bv, ye, me, re);
+        R::group_norm_forward<T>(x, c.groups, T(1e-5), gv, bv, yr, mr, rr);
+        expect_close(ye, yr, tol, "gn y");
+        expect_close(me, mr, tol, "gn mean");
+        expect_close(re, rr, tol, "gn rstd");
+        auto dy = rnd<T>(c.x, rng);
+        auto dg0 = rnd<T>({C}, rng), db0 = rnd<T>({C}, rng);
+        auto dxe = nans<T>(c.x), dxr = nans<T>(c.x);
+        auto dge = dg0, dgr = dg0, dbe = db0, dbr = db0;
+        E::group_norm_backward<T>(x, c.groups, gv, mr, rr, dy, dxe, dge, dbe);
+        R::group_norm_backward<T>(x, c.groups, gv, mr, rr, dy, dxr, dgr, dbr);
+        expect_close(dxe, dxr, tol, "gn dx");
+        expect_close(dge, dgr, tol, "gn dgamma (+=)");
+        expect_close(dbe, dbr, tol, "gn dbeta (+=)");
+        // Absent dx, absent dbeta.
+        E::group_norm_backward<T>(x, c.groups, gv, mr, rr, dy, TensorView<T>{}, dge, TensorView<T>{});
+        R::group_norm_backward<T>(x, c.groups, gv, mr, rr, dy, TensorView<T>{}, dgr, TensorView<T>{});
+        expect_close(dge, dgr, tol, "gn dgamma, no dx");
+      }
+    }
+  }
+}
+
+// ---- SiLU, upsampling -------------------------------------------------------------
+TEMPLATE_TEST_CASE("eigen: silu and upsample match reference", "[backend]", float, double) {
+  using T = TestType;
+  ThreadGuard guard;
+  Rng rng(5);
+  const double tol = base_tol<T>() * 4;
+  for (int th : kThreadCounts) {
+    E::set_num_threads(th);
+    for (index_t n : {index_t{1}, index_t{17}, index_t{1000}, index_t{100003}}) {
+      INFO("threads " << th << " n " << n);
+      auto x = rnd<T>({n}, rng, 4.0);
+      if (n >= 4) x[0] = T(-120), x[1] = T(120), x[2] = T(-1000), x[3] = T(0);  // saturation
+      auto ye = nans<T>({n}), yr = nans<T>({n});
+      E::silu_forward<T>(x, ye);
+      R::silu_forward<T>(x, yr);
+      expect_close(ye, yr, tol, "silu y");
+      auto dy = rnd<T>({n}, rng);
+      auto dxe = nans<T>({n}), dxr = nans<T>({n});
+      E::silu_backward<T>(x, dy, dxe);
+      R::silu_backward<T>(x, dy, dxr);
+      expect_close(dxe, dxr, tol, "silu dx");
+    }
+    for (Shape s : {Shape{1, 1, 1, 1}, Shape{2, 3, 5, 7}, Shape{4, 16, 14, 14}, Shape{2, 64, 7, 7}}) {
+      INFO("threads " << th << " upsample " << s.str());
+      auto x = rnd<T>(s, rng);
+      const Shape ys{s[0], s[1], 2 * s[2], 2 * s[3]};
+      auto ye = nans<T>(ys), yr = nans<T>(ys);
+      E::upsample_nearest2x_forward<T>(x, ye);
+      R::upsample_nearest2x_forward<T>(x, yr);
+      CHECK(identical(ye, yr));
+      auto dy = rnd<T>(ys, rng);
+      auto dxe = nans<T>(s), dxr = nans<T>(s);
+      E::upsample_nearest2x_backward<T>(dy, dxe);
+      R::upsample_nearest2x_backward<T>(dy, dxr);
+      expect_close(dxe, dxr, tol, "upsample dx");
+    }
+  }
+}
+
+// ---- Attention -------------------------------------------------------------------
+TEMPLATE_TEST_CASE("eigen: attention forward/backward match reference", "[backend]", float, double) {
+  using T = TestType;
+  ThreadGuard guard;
+  Rng rng(6);
+  struct Case {
+    index_t N, L, C;
+    int heads;
+  };
+  const Case cases[] = {{1, 1, 1, 1},   {2, 5, 6, 3},    {2, 49, 64, 2}, {1, 17, 24, 3},
+                        {3, 40, 48, 1}, {1, 100, 32, 1}, {1, 64, 64, 2}, {4, 16, 20, 5}};
+  for (int th : kThreadCounts) {
+    E::set_num_threads(th);
+    for (const auto& c : cases) {
+      INFO("threads " << th << " N,L,C " << c.N << "," << c.L << "," << c.C << " heads " << c.heads);
+      const Shape s{c.N, c.L, c.C}, ps{c.N, c.heads, c.L, c.L};
+      auto q = rnd<T>(s, rng), k = rnd<T>(s, rng), v = rnd<T>(s, rng);
+      const index_t d = c.C / c.heads;
+      const T scale = T(1) / std::sqrt(T(d));
+      const double tol = base_tol<T>() * std::sqrt(double(c.L + d)) * 8;
+      auto oe = nans<T>(s), orf = nans<T>(s), pe = nans<T>(ps), pr = nans<T>(ps);
+      E::attention_forward<T>(q, k, v, c.heads, scale, oe, pe);
+      R::attention_forward<T>(q, k, v, c.heads, scale, orf, pr);
+      expect_close(oe, orf, tol, "attn out");
+      expect_close(pe, pr, tol, "attn probs");
+      auto dout = rnd<T>(s, rng);
+      auto dqe = nans<T>(s), dke = nans<T>(s), dve = nans<T>(s);
+      auto dqr = nans<T>(s), dkr = nans<T>(s), dvr = nans<T>(s);
+      E::attention_backward<T>(q, k, v, pr, c.heads, scale, dout, dqe, dke, dve);
+      R::attention_backward<T>(q, k, v, pr, c.heads, scale, dout, dqr, dkr, dvr);
+      expect_close(dqe, dqr, tol, "attn dq");
+      expect_close(dke, dkr, tol, "attn dk");
+      expect_close(dve, dvr, tol, "attn dv");
+      // Absent gradients are skipped, the others unchanged.
+      auto dq2 = nans<T>(s), dv2 = nans<T>(s), dk2 = nans<T>(s);
+      E::attention_backward<T>(q, k, v, pr, c.heads, scale, dout, dq2, TensorView<T>{}, TensorView<T>{});
+      expect_close(dq2, dqr, tol, "attn dq alone");
+      E::attention_backward<T>(q, k, v, pr, c.heads, scale, dout, TensorView<T>{}, TensorView<T>{}, dv2);
+      expect_close(dv2, dvr, tol, "attn dv alone");
+      E::attention_backward<T>(q, k, v, pr, c.heads, scale, dout, TensorView<T>{}, dk2, TensorView<T>{});
+      expect_close(dk2, dkr, tol, "attn dk alone");
+    }
+  }
+}
+
+// ---- determinism -----------------------------------------------------------------
+TEST_CASE("eigen: results are identical across runs with the same thread count", "[backend]") {
+  using T = float;
+  ThreadGuard guard;
+  Rng rng(7);
+  for (int th : {1, 2, 3}) {
+    E::set_num_threads(th);
+    INFO("threads " << th);
+    const Conv2dParams p = Conv2dParams::symmetric(1, 1);
+    auto x = rnd<T>({5, 24, 14, 14}, rng), w = rnd<T>({40, 24, 3, 3}, rng), b = rnd<T>({40}, rng);
+    auto dy = rnd<T>({5, 40, 14, 14}, rng);
+    auto q = rnd<T>({3, 49, 64}, rng), k = rnd<T>({3, 49, 64}, rng), v = rnd<T>({3, 49, 64}, rng);
+    auto run = [&] {
+      std::vector<Tensor<T>> r;
+      Tensor<T> y({5, 40, 14, 14}), dx(x.shape()), dw(w.shape()), db(b.shape());
+      E::conv2d_forward<T>(x, w, b, p, y);
+      E::conv2d_backward<T>(x, w, dy, p, dx, dw, db);
+      Tensor<T> gy(x.shape()), mean({5 * 8}), rstd({5 * 8}), gdx(x.shape()), dg({24}), dbe({24});
+      E::group_norm_forward<T>(x, 8, 1e-5f, ConstTensorView<T>(w.data(), {24}), ConstTensorView<T>{}, gy, mean, rstd);
+      E::group_norm_backward<T>(x, 8, ConstTensorView<T>(w.data(), {24}), mean, rstd, x, gdx, dg, dbe);
+      Tensor<T> o(q.shape()), pr({3, 2, 49, 49}), dq(q.shape()), dk(q.shape()), dv(q.shape());
+      E::attention_forward<T>(q, k, v, 2, 0.125f, o, pr);
+      E::attention_backward<T>(q, k, v, pr, 2, 0.125f, o, dq, dk, dv);
+      Tensor<T> c({70, 90});
+      E::gemm(Trans::No, Trans::Yes, 70, 90, 336, 1.0f, x.data(), 336, dy.data(), 336, 0.0f, c.data(), 90);
+      for (auto* t : {&y, &dx, &dw, &db, &gy, &gdx, &dg, &dbe, &o, &pr, &dq, &dk, &dv, &c}) r.push_back(*t);
+      return r;
+    };
+    const auto a = run(), bb = run();
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      INFO("output " << i);
+      CHECK(identical(a[i], bb[i]));
+    }
+  }
+}
+
+// ---- timing (hidden: run with "[.bench]") -------------------------------------------
+// Prints the median wall-clock rate and, because the machine is usually shared,
+// the best rate per second of process CPU time (what the kernels do when they
+// have the cores to themselves, summed over threads).
+namespace {
+struct Timing {
+  double wall, cpu;  // median wall seconds, best CPU seconds
+};
+double process_cpu_seconds() { return static_cast<double>(std::clock()) / CLOCKS_PER_SEC; }
+template <class F>
+Timing time_it(F&& f, int reps) {
+  f();  // warm-up (workspaces, pool)
+  std::vector<double> ws, cs;
+  for (int i = 0; i < reps; ++i) {
+    const double c0 = process_cpu_seconds();
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    ws.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    cs.push_back(process_cpu_seconds() - c0);
+  }
+  std::sort(ws.begin(), ws.end());
+  return {ws[ws.size() / 2], *std::min_element(cs.begin(), cs.end())};
+}
+}  // namespace
+
+TEST_CASE("eigen: GFLOP/s of gemm and conv3x3", "[.bench]") {
+  using T = float;
+  ThreadGuard guard;
+  Rng rng(8);
+  for (int th : {1, 2}) {
+    E::set_num_threads(th);
+    {
+      const index_t n = 1024;
+      auto A = rnd<T>({n, n}, rng), B = rnd<T>({n, n}, rng);
+      Tensor<T> C({n, n});
+      const auto t = time_it(
+          [&] { E::gemm(Trans::No, Trans::No, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n); }, 9);
+      const double fl = 2.0 * n * n * n;
+      std::printf("threads %d  gemm 1024^3 float: %6.1f GFLOP/s wall (%6.1f per CPU-second)\n", th, fl / t.wall * 1e-9,
+                  fl / t.cpu * 1e-9);
+    }
+    struct Shp {
+      index_t N, C, H;
+    };
+    for (Shp s : {Shp{32, 64, 14}, Shp{32, 32, 28}, Shp{32, 64, 7}, Shp{32, 128, 32}}) {
+      const Conv2dParams p = Conv2dParams::symmetric(1, 1);
+      auto x = rnd<T>({s.N, s.C, s.H, s.H}, rng), w = rnd<T>({s.C, s.C, 3, 3}, rng), b = rnd<T>({s.C}, rng);
+      Tensor<T> y(x.shape()), dy = rnd<T>(x.shape(), rng), dx(x.shape()), dw(w.shape()), db(b.shape());
+      const double fl = 2.0 * s.N * s.C * s.C * 9 * s.H * s.H;
+      const int reps = s.C >= 128 ? 3 : 15;
+      const auto f = time_it([&] { E::conv2d_forward<T>(x, w, b, p, y); }, reps);
+      const auto bw = time_it([&] { E::conv2d_backward<T>(x, w, dy, p, dx, dw, db); }, reps);
+      std::printf(
+          "threads %d  conv3x3 N=%td C=%td %tdx%td: forward %6.1f GFLOP/s wall (%6.1f per CPU-s, %.2f ms), "
+          "backward %6.1f GFLOP/s wall (%6.1f per CPU-s, %.2f ms)\n",
+          th, s.N, s.C, s.H, s.H, fl / f.wall * 1e-9, fl / f.cpu * 1e-9, f.wall * 1e3, 2 * fl / bw.wall * 1e-9,
+          2 * fl / bw.cpu * 1e-9, bw.wall * 1e3);
+    }
+  }
+}
