@@ -19,6 +19,7 @@
 
 #include "ddpm/core/tensor.hpp"
 #include "ddpm/io/file.hpp"
+#include "ddpm/io/json.hpp"
 #include "ddpm/io/safetensors.hpp"
 
 namespace ddpm::test {
@@ -41,11 +42,12 @@ inline fs::path golden_dir() {
   return dir;
 }
 
+// diffusers' JSON may hold Python's -Infinity / NaN literals (io/json.hpp).
 inline json load_json(const fs::path& p) {
   try {
-    return json::parse(io::read_text_file(p));
-  } catch (const json::exception& e) {
-    FAIL(p << ": invalid JSON: " << e.what());
+    return io::parse_python_json(io::read_text_file(p), p.string());
+  } catch (const Error& e) {
+    FAIL(e.what());
   }
   return {};
 }

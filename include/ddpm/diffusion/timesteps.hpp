@@ -77,14 +77,14 @@ inline std::vector<double> spaced_values(index_t num_train_timesteps, index_t la
   return v;
 }
 
-inline std::vector<double> finish_integer(std::vector<double> v, index_t num_train_timesteps, const TimestepConfig& c) {
+// Rounds and offsets. As in diffusers, steps_offset may push a leading timestep
+// to T (e.g. T = n = 1000, offset 1): listing it is allowed, stepping from it
+// is the error (the step checks its timestep).
+inline std::vector<double> finish_integer(std::vector<double> v, const TimestepConfig& c) {
   for (double& t : v) {
     t = numerics::round_half_even(t);
     if (c.spacing == TimestepSpacing::leading) t += static_cast<double>(c.steps_offset);
     if (c.spacing == TimestepSpacing::trailing) t -= 1;
-    require(t >= 0 && t < static_cast<double>(num_train_timesteps), "timesteps: ", to_string(c.spacing),
-            " spacing with steps_offset ", c.steps_offset, " gives timestep ", t, ", outside [0, ",
-            num_train_timesteps, ")");
   }
   return v;
 }
@@ -97,7 +97,7 @@ inline std::vector<double> spaced_timesteps(index_t num_train_timesteps, index_t
   detail::check_inference_steps(num_train_timesteps, num_inference_steps);
   return detail::finish_integer(detail::spaced_values(num_train_timesteps, num_train_timesteps, num_inference_steps,
                                                       num_inference_steps, c.spacing),
-                                num_train_timesteps, c);
+                                c);
 }
 
 // DPMSolverMultistepScheduler.set_timesteps: n + 1 points with the last dropped.
@@ -109,7 +109,7 @@ inline std::vector<double> dpm_solver_timesteps(index_t num_train_timesteps, ind
           " of ", num_train_timesteps, " training timesteps");
   return detail::finish_integer(detail::spaced_values(num_train_timesteps, last_timestep, num_inference_steps + 1,
                                                       num_inference_steps, c.spacing),
-                                num_train_timesteps, c);
+                                c);
 }
 
 // EulerDiscreteScheduler.set_timesteps: float32 timesteps; `linspace` is not rounded.
@@ -123,9 +123,6 @@ inline std::vector<double> euler_timesteps(index_t num_train_timesteps, index_t 
     t = static_cast<float>(t);
     if (c.spacing == TimestepSpacing::leading) t = static_cast<float>(t + static_cast<double>(c.steps_offset));
     if (c.spacing == TimestepSpacing::trailing) t = static_cast<float>(t - 1);
-    require(t >= 0 && t <= static_cast<double>(num_train_timesteps - 1), "timesteps: ", to_string(c.spacing),
-            " spacing with steps_offset ", c.steps_offset, " gives timestep ", t, ", outside [0, ",
-            num_train_timesteps - 1, "]");
   }
   return v;
 }
