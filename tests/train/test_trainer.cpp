@@ -108,7 +108,9 @@ TEST_CASE("N steps equal N/2 steps, save, resume, N/2 steps, bit for bit", "[tra
   // A checkpoint from another seed is refused.
   ToyDenoiser<float> d(3);
   train::Trainer<float, ToyDenoiser<float>> td(d, schedule, config(4));
+  const std::vector<float> before(d.parameters().values().begin(), d.parameters().values().end());
   CHECK_THROWS_WITH(td.resume(ckpt), Catch::Contains("seed"));
+  for (std::size_t i = 0; i < before.size(); ++i) CHECK(d.parameters().values()[i] == before[i]);
 }
 
 TEST_CASE("a batch split in two gives the full batch's gradients", "[trainer][data-parallel]") {

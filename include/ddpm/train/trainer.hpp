@@ -137,11 +137,15 @@ class Trainer {
                            {step_, Rng(config_.seed).state()}, metadata);
   }
   // Restores weights, optimizer, EMA and step; the run then continues
-  // exactly as if it had not stopped.
+  // exactly as if it had not stopped. Everything (names, shapes, dtypes,
+  // metadata, seed) is checked first: on error nothing has changed.
   void resume(const std::filesystem::path& path) {
-    const auto progress = load_training_state<T>(path, model_.parameters(), adam_, ema_ ? &*ema_ : nullptr);
-    require(progress.rng.seed == config_.seed, path.string(), ": checkpoint was trained with seed ",
-            progress.rng.seed, ", this run uses seed ", config_.seed);
+    const auto progress = load_training_state<T>(path, model_.parameters(), adam_, ema_ ? &*ema_ : nullptr,
+                                                 [&](const TrainingProgress& p) {
+                                                   require(p.rng.seed == config_.seed, path.string(),
+                                                           ": checkpoint was trained with seed ", p.rng.seed,
+                                                           ", this run uses seed ", config_.seed);
+                                                 });
     step_ = progress.step;
   }
 

@@ -15,6 +15,7 @@
 #include <bit>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -40,14 +41,16 @@ inline std::uint64_t parse_u64(const std::map<std::string, std::string>& meta, c
                                const std::string& file) {
   auto it = meta.find(key);
   require(it != meta.end(), file, ": training checkpoint metadata lacks '", key, "'");
-  try {
-    std::size_t used = 0;
-    const auto v = std::stoull(it->second, &used);
-    require(used == it->second.size(), file, ": metadata '", key, "' = '", it->second, "' is not an integer");
-    return v;
-  } catch (const std::logic_error&) {
-    fail(file, ": metadata '", key, "' = '", it->second, "' is not an unsigned integer");
+  // Digits only: std::stoull alone would accept "-1" (as 2^64 - 1), "+5" and " 5".
+  const std::string& s = it->second;
+  const bool digits = !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+  if (digits) {
+    try {
+      return std::stoull(s);
+    } catch (const std::out_of_range&) {
+    }
   }
+  fail(file, ": metadata '", key, "' = '", s, "' is not an unsigned integer below 2^64");
 }
 
 // Copies the tensors under `prefix` into `dst` (flat, in registration order)
@@ -116,9 +119,12 @@ void save_training_state(const std::filesystem::path& path, const nn::Parameters
 
 // Loads a checkpoint written by save_training_state into existing objects.
 // Everything is validated first; on error nothing has been modified.
+// `check`, when given, sees the checkpoint's progress before anything is
+// modified and may throw to refuse it (Trainer::resume checks the seed).
 template <Scalar T>
 TrainingProgress load_training_state(const std::filesystem::path& path, nn::Parameters<T>& params, Adam<T>& adam,
-                                     EMA<T>* ema) {
+                                     EMA<T>* ema,
+                                     const std::function<void(const TrainingProgress&)>& check = {}) {
   const auto st = io::SafeTensors::load(path);
   const auto& meta = st.metadata();
   const std::string file = path.string();
@@ -138,6 +144,9 @@ TrainingProgress load_training_state(const std::filesystem::path& path, nn::Para
   progress.rng.counter = detail::parse_u64(meta, "ddpm.rng.counter", file);
   progress.rng.has_spare = detail::parse_u64(meta, "ddpm.rng.has_spare", file) != 0;
   progress.rng.spare = std::bit_cast<double>(detail::parse_u64(meta, "ddpm.rng.spare_bits", file));
+  require(progress.step >= 0 && adam_step >= 0 && ema_updates >= 0, file,
+          ": metadata step counts (ddpm.step, ddpm.adam_step, ddpm.ema_updates) must be below 2^63");
+  if (check) check(progress);
   // All checks passed: now modify.
   detail::read_group<T>(st, params, "params/", params.values());
   detail::read_group<T>(st, params, "adam.exp_avg/", adam.exp_avg());
