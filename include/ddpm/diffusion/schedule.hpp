@@ -48,7 +48,7 @@ struct ScheduleConfig {
   double beta_start = 0.0001;
   double beta_end = 0.02;
   BetaSchedule beta_schedule = BetaSchedule::linear;
-  std::vector<double> trained_betas;  // when non-empty, used instead of beta_schedule (as diffusers does)
+  std::vector<double> trained_betas{};  // when non-empty, used instead of beta_schedule (as diffusers does)
   bool rescale_betas_zero_snr = false;  // Lin et al. 2023, Algorithm 1
 };
 
