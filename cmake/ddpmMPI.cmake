@@ -66,6 +66,7 @@ if(DDPM_BUILD_TESTS)
   add_executable(mpi_data_parallel ${_ddpm_mpi_sources})
   target_link_libraries(mpi_data_parallel PRIVATE ddpm::mpi Catch2::Catch2 ddpm_dev_flags)
   target_compile_definitions(mpi_data_parallel PRIVATE DDPM_TEST_TMP_DIR="${_ddpm_mpi_tmp}")
+  target_include_directories(mpi_data_parallel PRIVATE ${_ddpm_root}/tests)
   ddpm_add_mpi_test(mpi/data_parallel mpi_data_parallel)
 
   if(DDPM_CHECK_HEADERS)

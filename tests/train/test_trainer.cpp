@@ -7,47 +7,15 @@
 #include <filesystem>
 #include <memory>
 
-#include "ddpm/backend/reference.hpp"
-#include "ddpm/nn/linear.hpp"
+#include "support/toy_denoiser.hpp"
 #include "ddpm/train/trainer.hpp"
 
 using namespace ddpm;
 namespace fs = std::filesystem;
 
 namespace {
-// y = W [x, t / 1000] + b: the smallest model that satisfies nn::Denoiser.
 template <Scalar T>
-class ToyDenoiser {
- public:
-  explicit ToyDenoiser(index_t dim, std::uint64_t seed = 1)
-      : params_(std::make_unique<nn::Parameters<T>>()), lin_(*params_, "lin", dim + 1, dim) {
-    Rng rng(seed);
-    lin_.init(rng);
-  }
-  nn::Parameters<T>& parameters() { return *params_; }
-  ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const T> t, const nn::Conditioning<T>&) {
-    const index_t n = x.dim(0), d = x.dim(1);
-    in_.resize({n, d + 1});
-    for (index_t i = 0; i < n; ++i) {
-      for (index_t j = 0; j < d; ++j) in_[i * (d + 1) + j] = x[i * d + j];
-      in_[i * (d + 1) + d] = t[static_cast<std::size_t>(i)] / T(1000);
-    }
-    return lin_.forward(in_.cview());
-  }
-  ConstTensorView<T> backward(ConstTensorView<T> dy) {
-    auto din = lin_.backward(dy);
-    const index_t n = dy.dim(0), d = dy.dim(1);
-    dx_.resize({n, d});
-    for (index_t i = 0; i < n; ++i)
-      for (index_t j = 0; j < d; ++j) dx_[i * d + j] = din[i * (d + 1) + j];
-    return dx_.cview();
-  }
-
- private:
-  std::unique_ptr<nn::Parameters<T>> params_;
-  nn::Linear<T, backend::Reference> lin_;
-  Tensor<T> in_, dx_;
-};
+using ToyDenoiser = test::Toy<T>;
 
 template <Scalar T>
 Tensor<T> data(index_t n, index_t d, std::uint64_t seed) {
@@ -95,7 +63,7 @@ TEST_CASE("N steps equal N/2 steps, save, resume, N/2 steps, bit for bit", "[tra
     for (int s = 0; s < 5; ++s) tb.step(x0.cview());
     tb.save(ckpt);
   }
-  ToyDenoiser<float> c(3, 777);  // different initial weights: all must come from the checkpoint
+  ToyDenoiser<float> c(3, 0, 777);  // different initial weights: all must come from the checkpoint
   train::Trainer<float, ToyDenoiser<float>> tc(c, schedule, config());
   tc.resume(ckpt);
   CHECK(tc.steps_done() == 5);
