@@ -41,7 +41,8 @@ class Toy {
     const auto y = lin_.forward(in_.cview());
     labels_.assign(c.class_labels.begin(), c.class_labels.end());
     out_.resize({n, d});
-    const auto emb = params_->value(emb_);
+    const auto emb = emb_ >= 0 ? params_->value(emb_) : ConstTensorView<T>{};
+    require(labels_.empty() || emb_ >= 0, "Toy: class labels given to a model without class embedding");
     for (index_t i = 0; i < n; ++i)
       for (index_t j = 0; j < d; ++j)
         out_[i * d + j] = y[i * d + j] + (labels_.empty() ? T(0) : emb[labels_[static_cast<std::size_t>(i)] * d + j]);
