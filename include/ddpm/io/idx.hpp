@@ -59,7 +59,8 @@ inline constexpr std::uint64_t kIdxMaxElements = std::uint64_t{1} << 32;
 inline IdxArray read_idx(const std::filesystem::path& path) {
   const std::string file = path.string();
   std::error_code ec;
-  require(std::filesystem::is_regular_file(path, ec), file, ": file not found");
+  require(std::filesystem::exists(path, ec), file, ": file not found");
+  require(std::filesystem::is_regular_file(path, ec), file, ": not a regular file");
   detail::GzHandle f(gzopen(file.c_str(), "rb"));
   require(f != nullptr, file, ": cannot open");
   unsigned char magic[4];

@@ -6,7 +6,9 @@
 #include <stb_image_write.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -22,9 +24,99 @@ struct Image {
   std::vector<std::uint8_t> pixels;         // row-major, interleaved
 };
 
-// Largest image accepted on load (per side); decoders are not asked to
-// allocate more than this for a header that lies.
+// Largest image accepted on load, per side and in pixels (64 Mpx, e.g.
+// 8192 x 8192): checked on the header before decoding, so a small file whose
+// header lies cannot make a decoder allocate gigabytes (a 16-bit RGBA PNG
+// header claiming 16384 x 16384 made stb_image request ~2^64 bytes: found by
+// tests/fuzz/fuzz_image).
 inline constexpr int kMaxImageSide = 16384;
+inline constexpr std::int64_t kMaxImagePixels = std::int64_t{1} << 26;
+
+// The most pixels a file of `n` bytes starting with `p` can really hold: the
+// best compression its format allows, with margin, and at least 65536. A
+// header claiming more would have the decoder fill the rest with garbage
+// (stb_image's HDR reader took minutes and 1.3 GB for a 60-byte file
+// claiming 8192 x 8192: found by tests/fuzz/fuzz_image).
+inline std::int64_t max_plausible_pixels(const unsigned char* p, std::size_t n) {
+  const auto starts = [&](const char* magic, std::size_t k) { return n >= k && std::memcmp(p, magic, k) == 0; };
+  std::int64_t per_byte = 256;                        // BMP, TGA, PNM, HDR, PSD, PIC: run-length coding at best
+  if (starts("\x89PNG", 4)) per_byte = 16384;        // deflate (1032:1) of 1-bit rows
+  else if (starts("GIF8", 4)) per_byte = 4096;        // LZW
+  else if (starts("\xFF\xD8", 2)) per_byte = 1024;  // JPEG: at least a bit per 8 x 8 block
+  return std::max<std::int64_t>(std::int64_t{1} << 16, per_byte * static_cast<std::int64_t>(n));
+}
+
+// The largest symbol count among the JPEG Huffman tables (DHT segments) stb_image
+// would read, or 0 for a file that is not a JPEG. stb_image 2.27 (Debian's
+// libstb) writes past a 257-byte array when a table declares more than 256
+// symbols (fixed upstream in 2.28; found by tests/fuzz/fuzz_image), so such a
+// file must not reach it. Walks the marker segments as stb_image does, skipping
+// entropy-coded data, so tables between progressive scans are checked too.
+inline int jpeg_max_huffman_symbols(const unsigned char* p, std::size_t n) {
+  if (n < 2 || p[0] != 0xFF || p[1] != 0xD8) return 0;
+  int most = 0;
+  std::size_t i = 2;
+  while (i + 1 < n) {
+    if (p[i] != 0xFF || p[i + 1] == 0xFF) {  // entropy-coded data, junk or fill bytes
+      ++i;
+      continue;
+    }
+    const unsigned m = p[i + 1];
+    if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) {  // stuffed 0xFF, TEM, RSTn: no length
+      i += 2;
+      continue;
+    }
+    if (m == 0xD9 || i + 3 >= n) break;  // EOI
+    const std::size_t len = (std::size_t{p[i + 2]} << 8) | p[i + 3];
+    if (m == 0xC4) {
+      std::ptrdiff_t left = static_cast<std::ptrdiff_t>(len) - 2;
+      std::size_t q = i + 4;
+      while (left > 0 && q + 17 <= n) {
+        int count = 0;
+        for (std::size_t k = 1; k <= 16; ++k) count += p[q + k];
+        most = std::max(most, count);
+        q += 17 + static_cast<std::size_t>(count);
+        left -= 17 + count;
+      }
+    }
+    i += 2 + len;
+  }
+  return most;
+}
+
+// False for a binary PNM (P5, P6) whose width, height or maximum value has
+// more than 8 digits: stb_image 2.27 accumulates them in an int without an
+// overflow check (undefined behaviour; found by tests/fuzz/fuzz_image).
+inline bool pnm_header_numbers_fit(const unsigned char* p, std::size_t n) {
+  if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return true;
+  std::size_t i = 2;
+  for (int field = 0; field < 3; ++field) {
+    while (i < n && (std::isspace(p[i]) || p[i] == '#')) {  // whitespace and comments, as stb_image skips them
+      if (p[i] == '#')
+        while (i < n && p[i] != '\n' && p[i] != '\r') ++i;
+      else
+        ++i;
+    }
+    std::size_t digits = 0;
+    for (; i < n && p[i] >= '0' && p[i] <= '9'; ++i) ++digits;
+    if (digits > 8) return false;
+  }
+  return true;
+}
+
+// False for a PNG with a chunk whose length runs past the end of the file:
+// stb_image 2.27 allocates an IDAT chunk's claimed length (up to 1 GiB) before
+// reading it (found by tests/fuzz/fuzz_image).
+inline bool png_chunks_fit(const unsigned char* p, std::size_t n) {
+  if (n < 8 || std::memcmp(p, "\x89PNG\r\n\x1a\n", 8) != 0) return true;
+  for (std::size_t i = 8; i + 8 <= n;) {
+    const std::size_t len = (std::size_t{p[i]} << 24) | (std::size_t{p[i + 1]} << 16) | (std::size_t{p[i + 2]} << 8) | p[i + 3];
+    if (len > n - i - 8) return false;  // 8 bytes of length and type, then the data
+    if (std::memcmp(p + i + 4, "IEND", 4) == 0) break;
+    i += 12 + len;  // length, type, data, CRC
+  }
+  return true;
+}
 
 inline void write_png(const std::filesystem::path& path, const Image& img) {
   require(img.width > 0 && img.height > 0 && (img.channels == 1 || img.channels == 3 || img.channels == 4),
@@ -49,10 +141,20 @@ inline Image load_image(const std::filesystem::path& path, int channels = 1) {
   require(bytes.size() <= static_cast<std::size_t>(INT32_MAX), path.string(), ": file too large");
   int w = 0, h = 0, c = 0;
   const auto* buf = reinterpret_cast<const stbi_uc*>(bytes.data());
+  const int huffman = jpeg_max_huffman_symbols(buf, bytes.size());
+  require(huffman <= 256, path.string(), ": corrupt JPEG: a Huffman table (DHT) declares ", huffman,
+          " symbols, expected at most 256");
+  require(pnm_header_numbers_fit(buf, bytes.size()), path.string(),
+          ": corrupt PNM header: width, height or maximum value has more than 8 digits");
+  require(png_chunks_fit(buf, bytes.size()), path.string(), ": corrupt PNG: a chunk claims more bytes than the file holds");
   require(stbi_info_from_memory(buf, static_cast<int>(bytes.size()), &w, &h, &c) != 0, path.string(),
           ": not an image stb_image can read (", stbi_failure_reason(), ")");
   require(w > 0 && h > 0 && w <= kMaxImageSide && h <= kMaxImageSide, path.string(), ": image is ", w, "x", h,
           ", expected sides in [1, ", kMaxImageSide, "]");
+  require(std::int64_t{w} * h <= kMaxImagePixels, path.string(), ": image is ", w, "x", h, " = ", std::int64_t{w} * h,
+          " pixels, more than the ", kMaxImagePixels, " allowed");
+  require(std::int64_t{w} * h <= max_plausible_pixels(buf, bytes.size()), path.string(), ": image header claims ", w,
+          "x", h, " pixels, more than a file of ", bytes.size(), " bytes can hold (truncated or corrupt file?)");
   stbi_uc* data = stbi_load_from_memory(buf, static_cast<int>(bytes.size()), &w, &h, &c, channels);
   require(data != nullptr, path.string(), ": cannot decode image (", stbi_failure_reason(), ")");
   Image img{w, h, channels, {data, data + static_cast<std::size_t>(w) * h * channels}};
