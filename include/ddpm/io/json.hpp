@@ -5,6 +5,8 @@
 // turned into the strings "NaN", "Infinity", "-Infinity" first, and readers
 // that expect a number accept those strings.
 #include <string>
+#include <utility>
+#include <vector>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -51,6 +53,24 @@ inline nlohmann::json parse_python_json(std::string_view text, const std::string
   } catch (const nlohmann::json::exception& e) {
     fail(origin, ": invalid JSON: ", e.what());
   }
+}
+
+// A JSON value for an error message: at most 80 characters, and never a
+// recursive dump of a value nested deeper than 32 levels (a hostile file can
+// nest hundreds of thousands deep; walking it recursively would overflow the
+// stack). The depth check is iterative.
+inline std::string describe_json(const nlohmann::json& v) {
+  constexpr int kMaxDepth = 32;
+  std::vector<std::pair<const nlohmann::json*, int>> todo{{&v, 0}};
+  while (!todo.empty()) {
+    const auto [p, depth] = todo.back();
+    todo.pop_back();
+    if (!p->is_structured()) continue;
+    if (depth == kMaxDepth) return v.is_array() ? "[...] (nested too deep)" : "{...} (nested too deep)";
+    for (const auto& e : *p) todo.emplace_back(&e, depth + 1);
+  }
+  std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
 }
 
 }  // namespace ddpm::io

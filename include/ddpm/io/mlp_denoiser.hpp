@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ddpm/io/file.hpp"
+#include "ddpm/io/json.hpp"
 #include "ddpm/io/state_dict.hpp"
 #include "ddpm/io/unet_config_json.hpp"
 #include "ddpm/nn/mlp_denoiser.hpp"
@@ -35,7 +36,7 @@ inline nlohmann::json mlp_denoiser_config_to_json(const nn::MLPDenoiserConfig& c
 inline nn::MLPDenoiserConfig parse_mlp_denoiser_config(const nlohmann::json& j, const std::string& origin) {
   require(j.is_object(), origin, ": an MLPDenoiser config must be a JSON object");
   if (auto it = j.find("_class_name"); it != j.end())
-    require(*it == "MLPDenoiser", origin, ": key \"_class_name\" = ", it->dump(), ": expected \"MLPDenoiser\"");
+    require(*it == "MLPDenoiser", origin, ": key \"_class_name\" = ", describe_json(*it), ": expected \"MLPDenoiser\"");
   static const char* known[] = {"data_dim", "cond_dim", "cond_mode", "hidden", "depth", "time_embed_dim",
                                 "flip_sin_to_cos", "freq_shift"};
   for (auto& [k, v] : j.items())

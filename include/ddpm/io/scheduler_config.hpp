@@ -39,21 +39,17 @@ namespace scheduler_json_detail {
 
 using json = nlohmann::json;
 
-inline std::string shown(const json& v) {
-  std::string s = v.dump();
-  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
-}
 
 // Reads the keys of one config object, remembering which were read, so that
 // every key left over at the end is reported.
 class Reader {
  public:
   Reader(const json& j, std::string origin, std::string cls) : j_(j), origin_(std::move(origin)), cls_(std::move(cls)) {
-    if (!j_.is_object()) fail(origin_, ": expected a JSON object, got ", shown(j_));
+    if (!j_.is_object()) fail(origin_, ": expected a JSON object, got ", describe_json(j_));
   }
 
   [[noreturn]] void bad(const std::string& key, const json& v, const std::string& expected) const {
-    fail(origin_, ": ", cls_, " key \"", key, "\" = ", shown(v), ": expected ", expected);
+    fail(origin_, ": ", cls_, " key \"", key, "\" = ", describe_json(v), ": expected ", expected);
   }
 
   const json* find(const std::string& key) {
@@ -105,7 +101,7 @@ class Reader {
   // A key the library implements for one value only.
   void require_value(const std::string& key, const json& supported, const std::string& why) {
     const json* v = find(key);
-    if (v && *v != supported) bad(key, *v, shown(supported) + " (" + why + ")");
+    if (v && *v != supported) bad(key, *v, describe_json(supported) + " (" + why + ")");
   }
   // Keys that cannot change the numerics here.
   void ignore(std::initializer_list<const char*> keys) {
@@ -115,7 +111,7 @@ class Reader {
   void finish() const {
     for (auto it = j_.begin(); it != j_.end(); ++it) {
       if (it.key().starts_with("_") || seen_.count(it.key())) continue;
-      fail(origin_, ": ", cls_, " key \"", it.key(), "\" = ", shown(it.value()),
+      fail(origin_, ": ", cls_, " key \"", it.key(), "\" = ", describe_json(it.value()),
            ": not a key ddpm knows for this scheduler; remove it or use a supported scheduler");
     }
   }

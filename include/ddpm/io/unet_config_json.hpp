@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ddpm/core/error.hpp"
+#include "ddpm/io/json.hpp"
 #include "ddpm/io/file.hpp"
 #include "ddpm/nn/unet2d_config.hpp"
 
@@ -31,30 +32,13 @@ namespace unet_json_detail {
 
 using json = nlohmann::json;
 
-// A value for an error message, at most 80 characters. dump() recurses once per
-// nesting level, so a hostile file nested a million deep would overflow the
-// stack: such values are only described (found by tests/fuzz/fuzz_unet_config).
-inline std::string shown(const json& v) {
-  constexpr int kMaxDepth = 32;
-  std::vector<std::pair<const json*, int>> todo{{&v, 0}};
-  while (!todo.empty()) {
-    const auto [p, depth] = todo.back();
-    todo.pop_back();
-    if (!p->is_structured()) continue;
-    if (depth == kMaxDepth) return v.is_array() ? "[...] (nested too deep)" : "{...} (nested too deep)";
-    for (const auto& e : *p) todo.emplace_back(&e, depth + 1);
-  }
-  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
-  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
-}
-
 // Reads one key of the object with the type check; `origin` names the file.
 class KeyReader {
  public:
   KeyReader(const json& j, std::string origin) : j_(j), origin_(std::move(origin)) {}
 
   [[noreturn]] void bad(const std::string& key, const json& v, const std::string& expected) const {
-    fail(origin_, ": key \"", key, "\" = ", shown(v), ": expected ", expected);
+    fail(origin_, ": key \"", key, "\" = ", describe_json(v), ": expected ", expected);
   }
 
   // The value, or nullptr when absent (the default applies).
@@ -156,10 +140,10 @@ inline const std::vector<std::string>& unet2d_keys() {
 inline nn::UNet2DConfig parse_unet2d_config(const nlohmann::json& j, const std::string& origin = "config.json",
                                             std::vector<std::string>* ignored = nullptr) {
   using namespace unet_json_detail;
-  require(j.is_object(), origin, ": a UNet2DModel config must be a JSON object, got ", shown(j));
+  require(j.is_object(), origin, ": a UNet2DModel config must be a JSON object, got ", describe_json(j));
   if (auto it = j.find("_class_name"); it != j.end())
     require(it->is_string() && it->get<std::string>() == "UNet2DModel", origin, ": key \"_class_name\" = ",
-            shown(*it), ": expected \"UNet2DModel\" (the only model class this reader supports)");
+            describe_json(*it), ": expected \"UNet2DModel\" (the only model class this reader supports)");
   const KeyReader r(j, origin);
   nn::UNet2DConfig c;
   if (auto* v = r.find("sample_size")) {
