@@ -8,7 +8,8 @@
 // and B packed in panels of kNR columns ([n/NR][k][NR], zero-padded). The
 // weights of a convolution are packed once per call and shared by all
 // threads; im2col tiles are repacked into panels that stay in L1.
-// The 6 x 16 (float) / 6 x 8 (double) register tile holds 12 accumulators.
+// The kMR x 16 (float) / kMR x 8 (double) register tile holds 2 kMR accumulators
+// (kMR = 6, or 8 with AVX-512VL's 32 registers).
 #include <algorithm>
 #include <cstddef>
 
@@ -24,7 +25,17 @@
 
 namespace ddpm::backend::eigen_detail {
 
+// Rows of the register tile: 6 with AVX2's 16 vector registers (12
+// accumulators); 8 when AVX-512VL gives 32 (16 accumulators, still 256-bit
+// FMAs): 8 divides the usual channel counts (32, 64, 128, 256), where 6
+// computed up to 12.5% padding rows, and loads one B panel row per 16 FMAs
+// instead of per 12. Every C element sums its products in the same order
+// either way (only the row blocking changes), so results do not depend on it.
+#if defined(__AVX512VL__) && defined(__AVX512F__)
+inline constexpr index_t kMR = 8;
+#else
 inline constexpr index_t kMR = 6;
+#endif
 template <class T>
 inline constexpr index_t kNR = 64 / static_cast<index_t>(sizeof(T));  // two 256-bit vectors
 template <class T>
@@ -148,11 +159,11 @@ inline void micro_kernel(index_t kc, const T* __restrict A, const T* __restrict 
   constexpr index_t L = 32 / static_cast<index_t>(sizeof(T)), NR = kNR<T>;
   using V = decltype(simd::zero(T{}));
   V c0[kMR], c1[kMR];
-#pragma GCC unroll 6
+#pragma GCC unroll 8
   for (int r = 0; r < kMR; ++r) c0[r] = c1[r] = simd::zero(T{});
   for (index_t p = 0; p < kc; ++p) {
     const V b0 = simd::load(B), b1 = simd::load(B + L);
-#pragma GCC unroll 6
+#pragma GCC unroll 8
     for (int r = 0; r < kMR; ++r) {
       const V a = simd::bcast(A + r);
       c0[r] = simd::fma(a, b0, c0[r]);
@@ -162,7 +173,7 @@ inline void micro_kernel(index_t kc, const T* __restrict A, const T* __restrict 
     B += NR;
   }
   if (mr == kMR && nr == NR) {
-#pragma GCC unroll 6
+#pragma GCC unroll 8
     for (int r = 0; r < kMR; ++r) {
       T* c = C + r * ldc;
       if (accumulate) {
@@ -176,7 +187,7 @@ inline void micro_kernel(index_t kc, const T* __restrict A, const T* __restrict 
     return;
   }
   alignas(64) T tmp[kMR * NR];
-#pragma GCC unroll 6
+#pragma GCC unroll 8
   for (int r = 0; r < kMR; ++r) {
     simd::store(tmp + r * NR, c0[r]);
     simd::store(tmp + r * NR + L, c1[r]);

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: ddpm_bench (A) against shared/reference/bench_torch.py
+(B), alternated A B A B ... in one run so that both see the same machine load,
+then the median over rounds of the per-round speed-up (torch time / ours).
+
+    examples/bench/compare.py ../shared/bench/mnist.json --ours build/bin/ddpm_bench \
+        --threads 2 --rounds 5 [--repeat 5] [--ddim-steps 20] [--markdown out.md]
+
+--repeat, --batch, --sample-batch and --ddim-steps go to both programs
+unchanged (bench_torch.py's own options). bench_torch.py runs as it is, with
+Debian's python3-torch (/usr/bin/python3). Each process's peak resident
+memory is taken from the kernel (wait4), the same way for both. Prints a
+markdown table and, last, one JSON object with every round's results.
+"""
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_TORCH = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "reference", "bench_torch.py"))
+
+
+def run_rss(cmd):
+    t0 = time.time()
+    with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
+        p = subprocess.Popen(cmd, stdout=fo, stderr=fe, text=True)
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.time() - t0
+        fo.seek(0)
+        fe.seek(0)
+        out, err = fo.read(), fe.read()
+    if p.returncode != 0:
+        sys.exit(f"compare.py: {' '.join(cmd)} failed ({p.returncode}):\n{err}")
+    lines = [l for l in out.strip().splitlines() if l.strip()]
+    res = json.loads(lines[-1])
+    res["proc_peak_rss_mb"] = ru.ru_maxrss / 1024.0
+    res["wall_s"] = wall
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config")
+    ap.add_argument("--ours", required=True, help="the ddpm_bench binary")
+    ap.add_argument("--torch", default=DEFAULT_TORCH, help="bench_torch.py")
+    ap.add_argument("--python", default="/usr/bin/python3")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--repeat", type=int)
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--sample-batch", type=int)
+    ap.add_argument("--ddim-steps", type=int)
+    ap.add_argument("--gemm-rate", help="the gemm_rate binary: also run it every round (C), so that every "
+                    "figure can be quoted as a fraction of the GEMM rate measured under the same load")
+    ap.add_argument("--markdown", help="also write the table here")
+    ap.add_argument("--machine", default="")
+    args = ap.parse_args()
+
+    shared = ["--threads", str(args.threads)]
+    for k in ("repeat", "batch", "sample_batch", "ddim_steps"):
+        v = getattr(args, k)
+        if v is not None:
+            shared += ["--" + k.replace("_", "-"), str(v)]
+    # A private copy of our binary: a rebuild during the run cannot change it.
+    tmpdir = tempfile.mkdtemp(prefix="ddpm_compare_")
+    ours_bin = os.path.join(tmpdir, "ddpm_bench")
+    shutil.copy2(args.ours, ours_bin)
+    ours_cmd = [ours_bin, args.config] + shared
+    torch_cmd = [args.python, args.torch, args.config] + shared
+
+    rounds = []
+    for r in range(args.rounds):
+        a = run_rss(ours_cmd)
+        b = run_rss(torch_cmd)
+        rnd = {"ours": a, "torch": b}
+        if args.gemm_rate:
+            out = subprocess.run([args.gemm_rate, "--threads", str(args.threads), "--size", "2048", "--repeat", "3"],
+                                 check=True, capture_output=True, text=True).stdout
+            rnd["gemm"] = json.loads(out.strip().splitlines()[-1])
+        rounds.append(rnd)
+        print(f"round {r + 1}/{args.rounds}: ours {a['wall_s']:.0f} s, torch {b['wall_s']:.0f} s", file=sys.stderr)
+        for k in ("forward_ms_b1", "train_step_ms", "ddim_ms"):
+            print(f"  {k}: ours {a[k]:.1f}  torch {b[k]:.1f}  x{b[k] / a[k]:.2f}", file=sys.stderr)
+    shutil.rmtree(tmpdir, ignore_errors=True)
+
+    sb = rounds[0]["ours"]["sample_batch"]
+    time_keys = ["forward_ms_b1", f"forward_ms_b{sb}", "train_step_ms", "ddim_ms"]
+    rate_keys = ["train_images_per_s", "sample_images_per_s"]
+    med = lambda xs: statistics.median(xs)
+    summary = {}
+    for k in time_keys:
+        summary[k] = {
+            "speedup": med([x["torch"][k] / x["ours"][k] for x in rounds]),
+            "ours_ms": med([x["ours"][k] for x in rounds]),
+            "torch_ms": med([x["torch"][k] for x in rounds]),
+        }
+    for k in rate_keys:
+        summary[k] = {"speedup": med([x["ours"][k] / x["torch"][k] for x in rounds])}
+    summary["peak_rss_mb"] = {
+        "ours": med([x["ours"]["proc_peak_rss_mb"] for x in rounds]),
+        "torch": med([x["torch"]["proc_peak_rss_mb"] for x in rounds]),
+    }
+    gf = rounds[0]["ours"]["forward_gflop_per_image"]
+    # Achieved GFLOP/s of both, per round (same flop count for both), median.
+    batch = rounds[0]["ours"]["batch"]
+    steps = rounds[0]["ours"]["ddim_steps"]
+    flops = {"forward_ms_b1": gf, f"forward_ms_b{sb}": gf * sb, "train_step_ms": 3 * gf * batch,
+             "ddim_ms": gf * sb * steps}
+    for k, f in flops.items():
+        summary[k]["ours_gflops"] = med([f / x["ours"][k] * 1e3 for x in rounds])
+        summary[k]["torch_gflops"] = med([f / x["torch"][k] * 1e3 for x in rounds])
+
+    if args.gemm_rate:
+        for k in flops:
+            summary[k]["ours_frac_gemm"] = med([flops[k] / x["ours"][k] * 1e3 / x["gemm"]["machine_gflops"] for x in rounds])
+            summary[k]["torch_frac_gemm"] = med([flops[k] / x["torch"][k] * 1e3 / x["gemm"]["machine_gflops"]
+                                                 for x in rounds])
+        summary["gemm_gflops"] = {g: med([x["gemm"][g] for x in rounds])
+                                  for g in rounds[0]["gemm"] if isinstance(rounds[0]["gemm"][g], float)}
+
+    cfg = os.path.basename(args.config)
+    when = datetime.date.today().isoformat()
+    md = [f"`{cfg}`, {args.threads} threads, {args.rounds} alternating rounds"
+          f"{' (' + ' '.join(shared[2:]) + ')' if len(shared) > 2 else ''}, {args.machine} {when}",
+          "",
+          "| metric | ddpm (median ms) | PyTorch (median ms) | speed-up (median of per-round ratios) | ddpm GFLOP/s | PyTorch GFLOP/s |",
+          "|---|---:|---:|---:|---:|---:|"]
+    for k in time_keys:
+        s = summary[k]
+        md.append(f"| {k} | {s['ours_ms']:.1f} | {s['torch_ms']:.1f} | {s['speedup']:.2f}x | "
+                  f"{s['ours_gflops']:.1f} | {s['torch_gflops']:.1f} |")
+    md.append(f"| peak RSS (MiB, whole process) | {summary['peak_rss_mb']['ours']:.0f} | "
+              f"{summary['peak_rss_mb']['torch']:.0f} | | | |")
+    if args.gemm_rate:
+        md += ["", "As a fraction of the machine's fp32 GEMM rate (best of OpenBLAS / Eigen on 2048^3, measured every "
+               "round under the same load; median " + ", ".join(f"{g} {v:.1f}" for g, v in summary["gemm_gflops"].items())
+               + " GFLOP/s):", "", "| metric | ddpm | PyTorch |", "|---|---:|---:|"]
+        md += [f"| {k} | {summary[k]['ours_frac_gemm']:.2f} | {summary[k]['torch_frac_gemm']:.2f} |" for k in flops]
+    text = "\n".join(md)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text + "\n")
+    print(json.dumps({"config": cfg, "threads": args.threads, "rounds": rounds, "summary": summary}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+// ddpm_bench: times nn::UNet2D<float, backend::Eigen> on a diffusers
+// config.json with the same cases and definitions as
+// shared/reference/bench_torch.py, for side-by-side comparison.
+//
+//   ddpm_bench ../shared/bench/mnist.json --threads 2 [--repeat 5] [--batch 32]
+//              [--sample-batch 16] [--ddim-steps 20] [--only fwd1,fwdS,train,ddim]
+//
+// The last line printed is one JSON object:
+//   params, forward_ms_b1, forward_ms_b{S}, train_step_ms, ddim_ms,
+//   train_images_per_s, sample_images_per_s   (as bench_torch.py)
+//   forward_gflop_per_image   the forward cost of one image (2 x multiply-adds
+//                             of every conv, linear and attention GEMM, counted
+//                             by running the model on a counting backend)
+//   gflops_forward_b1, gflops_forward_b{S}    achieved rate of those forwards
+//   gflops_train              3 x forward cost x batch / train_step_ms
+//                             (backward = 2 forwards, the usual convention)
+//   gflops_ddim               ddim_steps x S x forward cost / ddim_ms
+//   peak_rss_mb               the process's peak resident memory (getrusage)
+// Every time is the median of --repeat timed runs after one warm-up; ddim_ms
+// uses max(1, repeat / 2) runs, exactly as bench_torch.py does.
+//
+//   forward_ms_*   UNet2D forward in Mode::Inference (nothing saved for backward)
+//   train_step_ms  zero_grad, forward, MSE loss (train/loss.hpp), backward,
+//                  Adam (train/adam.hpp, lr 1e-4) at batch --batch: what
+//                  torch's opt.zero_grad / mse_loss / backward / opt.step do
+//   ddim_ms        a whole --ddim-steps DDIM (eta 0) loop at batch S, the
+//                  timesteps 999, 949, ... and the update of bench_torch.py
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ddpm/backend/eigen.hpp"
+#include "ddpm/core/random.hpp"
+#include "ddpm/io/unet_config_json.hpp"
+#include "ddpm/nn/unet2d.hpp"
+#include "ddpm/train/adam.hpp"
+#include "ddpm/train/loss.hpp"
+
+namespace {
+
+using ddpm::index_t;
+using ddpm::backend::Trans;
+
+// A backend that computes nothing and counts the flops (2 per multiply-add) of
+// the GEMM-like ops: conv2d, linear, gemm, attention.
+struct FlopCounter {
+  using memory_space = ddpm::Host;
+  static inline double flops = 0;
+  static constexpr std::string_view name() { return "flop-counter"; }
+  static void set_num_threads(int) {}
+  static int num_threads() { return 1; }
+  template <class T>
+  static void gemm(Trans, Trans, index_t m, index_t n, index_t k, T, const T*, index_t, const T*, index_t, T, T*,
+                   index_t) {
+    flops += 2.0 * double(m) * double(n) * double(k);
+  }
+  template <class T>
+  static void linear_forward(ddpm::ConstTensorView<T> x, ddpm::ConstTensorView<T> w, ddpm::ConstTensorView<T>,
+                             ddpm::TensorView<T>) {
+    flops += 2.0 * double(x.numel() / x.dim(x.rank() - 1)) * double(w.numel());
+  }
+  template <class T>
+  static void linear_backward(ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>,
+                              ddpm::TensorView<T>, ddpm::TensorView<T>, ddpm::TensorView<T>) {}
+  template <class T>
+  static void conv2d_forward(ddpm::ConstTensorView<T> x, ddpm::ConstTensorView<T> w, ddpm::ConstTensorView<T>,
+                             ddpm::backend::Conv2dParams p, ddpm::TensorView<T>) {
+    const double P = double(p.out_h(x.dim(2), w.dim(2))) * double(p.out_w(x.dim(3), w.dim(3)));
+    flops += 2.0 * double(x.dim(0)) * double(w.numel()) * P;
+  }
+  template <class T>
+  static void conv2d_backward(ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>,
+                              ddpm::backend::Conv2dParams, ddpm::TensorView<T>, ddpm::TensorView<T>,
+                              ddpm::TensorView<T>) {}
+  template <class T>
+  static void group_norm_forward(ddpm::ConstTensorView<T>, int, T, ddpm::ConstTensorView<T>,
+                                 ddpm::ConstTensorView<T>, ddpm::TensorView<T>, ddpm::TensorView<T>,
+                                 ddpm::TensorView<T>) {}
+  template <class T>
+  static void group_norm_backward(ddpm::ConstTensorView<T>, int, ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>,
+                                  ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::TensorView<T>,
+                                  ddpm::TensorView<T>, ddpm::TensorView<T>) {}
+  template <class T>
+  static void silu_forward(ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
+  template <class T>
+  static void silu_backward(ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
+  template <class T>
+  static void upsample_nearest2x_forward(ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
+  template <class T>
+  static void upsample_nearest2x_backward(ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
+  template <class T>
+  static void attention_forward(ddpm::ConstTensorView<T> q, ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, int,
+                                T, ddpm::TensorView<T>, ddpm::TensorView<T>) {
+    // q k^T and probs v: 2 x (N * L * L * C) multiply-adds
+    flops += 4.0 * double(q.dim(0)) * double(q.dim(1)) * double(q.dim(1)) * double(q.dim(2));
+  }
+  template <class T>
+  static void attention_backward(ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>,
+                                 ddpm::ConstTensorView<T>, int, T, ddpm::ConstTensorView<T>, ddpm::TensorView<T>,
+                                 ddpm::TensorView<T>, ddpm::TensorView<T>) {}
+};
+static_assert(ddpm::backend::Backend<FlopCounter>);
+
+double forward_flops_per_image(const ddpm::nn::UNet2DConfig& c, index_t size) {
+  ddpm::nn::UNet2D<float, FlopCounter> m(c);
+  m.set_mode(ddpm::nn::Mode::Inference);
+  ddpm::Tensor<float> x({1, c.in_channels, size, size});
+  std::vector<std::int64_t> labels(c.num_class_embeds ? 1 : 0, 0);
+  FlopCounter::flops = 0;
+  m.forward(x.view(), 500.0, labels);
+  return FlopCounter::flops;
+}
+
+struct Options {
+  std::string config;
+  int threads = 2;
+  index_t batch = 32, sample_batch = 16;
+  int ddim_steps = 20, repeat = 5;
+  std::string only = "fwd1,fwdS,train,ddim";
+};
+
+double median_ms(const std::function<void()>& fn, int repeat) {
+  fn();  // warm-up
+  std::vector<double> t;
+  for (int i = 0; i < repeat; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  const std::size_t n = t.size();
+  return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
+[[noreturn]] void usage(const char* argv0, int code) {
+  std::fprintf(code ? stderr : stdout,
+               "usage: %s CONFIG.json [--threads N] [--repeat R] [--batch B] [--sample-batch S] [--ddim-steps K]\n"
+               "       [--only fwd1,fwdS,train,ddim]\n",
+               argv0);
+  std::exit(code);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) usage(argv[0], 2);
+      return argv[++i];
+    };
+    if (a == "--threads") o.threads = std::stoi(next());
+    else if (a == "--repeat") o.repeat = std::stoi(next());
+    else if (a == "--batch") o.batch = std::stol(next());
+    else if (a == "--sample-batch") o.sample_batch = std::stol(next());
+    else if (a == "--ddim-steps") o.ddim_steps = std::stoi(next());
+    else if (a == "--only") o.only = next();
+    else if (a == "-h" || a == "--help") usage(argv[0], 0);
+    else if (!a.empty() && a[0] != '-' && o.config.empty()) o.config = a;
+    else usage(argv[0], 2);
+  }
+  if (o.config.empty()) usage(argv[0], 2);
+  auto want = [&](const char* k) { return ("," + o.only + ",").find(std::string(",") + k + ",") != std::string::npos; };
+
+  ddpm::backend::Eigen::set_num_threads(o.threads);
+  const ddpm::nn::UNet2DConfig config = ddpm::io::read_unet2d_config(o.config);
+  const index_t c = config.in_channels, s = config.sample_size.at(0);
+  const bool has_labels = config.num_class_embeds.has_value();
+  using UNet = ddpm::nn::UNet2D<float, ddpm::backend::Eigen>;
+  UNet model(config);
+  ddpm::Rng rng(0);
+  model.init(rng);
+  const double fpi = forward_flops_per_image(config, s);
+
+  auto randn = [&](index_t n) {
+    ddpm::Tensor<float> x({n, c, s, s});
+    rng.fill_normal(std::span<float>(x.data(), static_cast<std::size_t>(x.numel())));
+    return x;
+  };
+  auto randt = [&](index_t n) {
+    std::vector<double> t(static_cast<std::size_t>(n));
+    for (auto& v : t) v = static_cast<double>(rng.uniform_int(1000));
+    return t;
+  };
+  auto labels = [&](index_t n) { return std::vector<std::int64_t>(has_labels ? static_cast<std::size_t>(n) : 0, 0); };
+
+  auto forward_ms = [&](index_t n) {
+    const auto x = randn(n);
+    const auto t = randt(n);
+    const auto y = labels(n);
+    model.set_mode(ddpm::nn::Mode::Inference);
+    return median_ms([&] { model.forward(x.view(), t, y); }, o.repeat);
+  };
+
+  const index_t S = o.sample_batch;
+  const std::string fS = "forward_ms_b" + std::to_string(S);
+  double f1 = NAN, fs = NAN, train = NAN, ddim = NAN;
+  if (want("fwd1")) f1 = forward_ms(1);
+  if (want("fwdS")) fs = forward_ms(S);
+
+  if (want("train")) {
+    ddpm::train::Adam<float> adam(model.num_parameters(), ddpm::train::AdamConfig{});
+    const auto xb = randn(o.batch), target = randn(o.batch);
+    const auto tb = randt(o.batch);
+    const auto yb = labels(o.batch);
+    ddpm::Tensor<float> dpred({o.batch, config.out_channels, s, s});
+    model.set_mode(ddpm::nn::Mode::Training);
+    train = median_ms(
+        [&] {
+          auto& p = model.parameters();
+          p.zero_grad();
+          const auto pred = model.forward(xb.view(), tb, yb);
+          ddpm::train::weighted_mse<float>(pred, target.view(), {}, dpred.view());
+          model.backward(dpred.view());
+          adam.step(p.values(), p.grads(), 1e-4);
+        },
+        o.repeat);
+  }
+
+  if (want("ddim")) {
+    std::vector<float> abar(1000);
+    double prod = 1;
+    for (int i = 0; i < 1000; ++i) {
+      prod *= 1.0 - (1e-4 + (0.02 - 1e-4) * i / 999.0);
+      abar[static_cast<std::size_t>(i)] = static_cast<float>(prod);
+    }
+    std::vector<int> steps;
+    for (int t = 999; t > -1 && static_cast<int>(steps.size()) < o.ddim_steps; t -= 1000 / o.ddim_steps)
+      steps.push_back(t);
+    const auto y = labels(S);
+    ddpm::Tensor<float> x({S, c, s, s});
+    model.set_mode(ddpm::nn::Mode::Inference);
+    ddim = median_ms(
+        [&] {
+          rng.fill_normal(std::span<float>(x.data(), static_cast<std::size_t>(x.numel())));
+          for (std::size_t i = 0; i < steps.size(); ++i) {
+            const int t = steps[i];
+            const float prev = i + 1 < steps.size() ? abar[static_cast<std::size_t>(steps[i + 1])] : 1.0f;
+            const float at = abar[static_cast<std::size_t>(t)];
+            const auto eps = model.forward(x.view(), static_cast<double>(t), y);
+            const float s1 = std::sqrt(1 - at), r = 1 / std::sqrt(at), sp = std::sqrt(prev),
+                        sq = std::sqrt(1 - prev);
+            for (index_t j = 0; j < x.numel(); ++j) {
+              const float x0 = (x[j] - s1 * eps[j]) * r;
+              x[j] = sp * x0 + sq * eps[j];
+            }
+          }
+        },
+        std::max(1, o.repeat / 2));
+  }
+
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  auto num = [](double v) -> std::string {
+    if (std::isnan(v)) return "null";
+    char b[64];
+    std::snprintf(b, sizeof b, "%.6g", v);
+    return b;
+  };
+  const double gf = fpi / 1e9;
+  std::string j = "{";
+  auto kv = [&](const std::string& k, const std::string& v) { j += (j.size() > 1 ? ", \"" : "\"") + k + "\": " + v; };
+  kv("impl", "\"ddpm eigen\"");
+  kv("config", "\"" + o.config.substr(o.config.find_last_of('/') + 1) + "\"");
+  kv("threads", std::to_string(o.threads));
+  kv("params", std::to_string(model.num_parameters()));
+  kv("forward_ms_b1", num(f1));
+  kv(fS, num(fs));
+  kv("train_step_ms", num(train));
+  kv("ddim_ms", num(ddim));
+  kv("batch", std::to_string(o.batch));
+  kv("sample_batch", std::to_string(S));
+  kv("ddim_steps", std::to_string(o.ddim_steps));
+  kv("train_images_per_s", num(double(o.batch) / train * 1e3));
+  kv("sample_images_per_s", num(double(S) / ddim * 1e3));
+  kv("forward_gflop_per_image", num(gf));
+  kv("gflops_forward_b1", num(gf / f1 * 1e3));
+  kv("gflops_forward_b" + std::to_string(S), num(gf * double(S) / fs * 1e3));
+  kv("gflops_train", num(3 * gf * double(o.batch) / train * 1e3));
+  kv("gflops_ddim", num(gf * double(S) * o.ddim_steps / ddim * 1e3));
+  kv("peak_rss_mb", num(double(ru.ru_maxrss) / 1024.0));
+  j += "}";
+  std::printf("%s\n", j.c_str());
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "ddpm_bench: %s\n", e.what());
+  return 1;
+}

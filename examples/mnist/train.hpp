@@ -1,0 +1,159 @@
+#pragma once
+// `mnist_diffusion train`: the library's training step (train/trainer.hpp)
+// on MNIST-style digits, class-conditional with label dropout for
+// classifier-free guidance, EMA weights, periodic checkpoints (resumable
+// bit for bit) and sample grids.
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "ddpm/core/random.hpp"
+#include "ddpm/diffusion/schedule.hpp"
+#include "ddpm/io/diffusers.hpp"
+#include "ddpm/io/image.hpp"
+#include "ddpm/train/trainer.hpp"
+#include "../common/progress.hpp"
+#include "generate.hpp"
+#include "mnist_data.hpp"
+
+namespace mnist {
+
+struct TrainOptions {
+  fs::path data = "data/mnist";
+  fs::path out = "out/mnist_train";
+  int width = 16;
+  std::int64_t steps = 2000;
+  ddpm::index_t batch = 64;
+  double lr = 1.5e-3;
+  std::int64_t warmup = 100;
+  double ema_decay = 0.999;
+  double label_dropout = 0.1;
+  std::int64_t checkpoint_every = 200;
+  std::int64_t sample_every = 500;
+  std::uint64_t seed = 0;
+  bool resume = false;
+};
+
+// Data order: epoch e visits the training set in the order of a
+// Fisher-Yates shuffle drawn from Rng(seed, 2^40 + e), so batch s is a pure
+// function of (seed, s) and a resumed run sees the same batches.
+class EpochOrder {
+ public:
+  EpochOrder(ddpm::index_t n, std::uint64_t seed) : n_(n), seed_(seed) {}
+  void batch(std::int64_t step, ddpm::index_t size, std::vector<ddpm::index_t>& out) {
+    out.resize(static_cast<std::size_t>(size));
+    for (ddpm::index_t k = 0; k < size; ++k) {
+      const std::int64_t p = step * size + k;
+      const std::int64_t e = p / n_;
+      if (e != epoch_) shuffle(e);
+      out[static_cast<std::size_t>(k)] = perm_[static_cast<std::size_t>(p % n_)];
+    }
+  }
+
+ private:
+  void shuffle(std::int64_t e) {
+    epoch_ = e;
+    perm_.resize(static_cast<std::size_t>(n_));
+    for (ddpm::index_t i = 0; i < n_; ++i) perm_[static_cast<std::size_t>(i)] = i;
+    ddpm::Rng rng(seed_, (std::uint64_t{1} << 40) + static_cast<std::uint64_t>(e));
+    for (ddpm::index_t i = n_ - 1; i > 0; --i)
+      std::swap(perm_[static_cast<std::size_t>(i)],
+                perm_[static_cast<std::size_t>(rng.uniform_int(static_cast<std::uint64_t>(i + 1)))]);
+  }
+  ddpm::index_t n_;
+  std::uint64_t seed_;
+  std::int64_t epoch_ = -1;
+  std::vector<ddpm::index_t> perm_;
+};
+
+// Saves the EMA weights (what sampling uses) as a diffusers folder.
+template <class Trainer>
+void export_ema(UNet& unet, Trainer& trainer, const fs::path& dir) {
+  auto values = unet.parameters().values();
+  const std::vector<float> live(values.begin(), values.end());
+  if (trainer.ema()) trainer.ema()->copy_to(values);
+  ddpm::io::save_unet2d(unet, dir);
+  std::copy(live.begin(), live.end(), values.begin());
+}
+
+// A grid of `per_class` samples of every digit, one row per digit.
+inline void sample_grid(UNet& unet, const fs::path& png, int per_class, GenerateOptions o) {
+  std::vector<std::int64_t> labels;
+  for (int d = 0; d < kNumClasses; ++d)
+    for (int k = 0; k < per_class; ++k) labels.push_back(d);
+  const auto images = generate(unet, labels, o);
+  ddpm::io::write_png(png, ddpm::io::make_grid(images.cview(), per_class));
+}
+
+inline int train(const TrainOptions& o) {
+  const Dataset data = load_split(o.data, "train");
+  std::fprintf(stderr, "training on %lld digits from %s\n", static_cast<long long>(data.size()), o.data.string().c_str());
+
+  // 1. The network (PyTorch's default initialisation) and the noise schedule
+  //    (diffusers' defaults: 1000 steps, linear betas 1e-4 .. 0.02).
+  UNet unet(unet_config(o.width));
+  ddpm::Rng init_rng(o.seed, 0xC0FFEE);
+  unet.init(init_rng);
+  std::fprintf(stderr, "U-Net: %lld parameters\n", static_cast<long long>(unet.num_parameters()));
+  const ddpm::NoiseSchedule<float> schedule(ddpm::ScheduleConfig{});
+
+  // 2. The training step: epsilon prediction, Adam with warm-up and cosine
+  //    decay, gradient clipping, EMA, and label dropout to the null label.
+  ddpm::train::TrainConfig tc;
+  tc.lr = {o.lr, std::min(o.warmup, o.steps / 10), o.steps, o.lr * 0.05};
+  tc.ema_decay = o.ema_decay;
+  tc.label_dropout = o.label_dropout;
+  tc.null_label = kNullLabel;
+  tc.seed = o.seed;
+  ddpm::train::Trainer<float, UNet> trainer(unet, schedule, tc);
+
+  fs::create_directories(o.out);
+  const fs::path ckpt = o.out / "checkpoint.safetensors";
+  if (o.resume) {
+    ddpm::require(fs::exists(ckpt), "--resume: no checkpoint at ", ckpt.string());
+    trainer.resume(ckpt);
+    std::fprintf(stderr, "resumed from %s at step %lld\n", ckpt.string().c_str(),
+                 static_cast<long long>(trainer.steps_done()));
+  }
+
+  EpochOrder order(data.size(), o.seed);
+  std::vector<ddpm::index_t> idx;
+  ddpm::Tensor<float> x0;
+  std::vector<std::int64_t> labels;
+  GenerateOptions preview{.sampler = "dpm++", .steps = 20, .guidance = 3.0, .seed = 1, .progress = false};
+  examples::Progress bar("train", o.steps, trainer.steps_done(), 30.0);
+  double smooth = -1;
+  while (trainer.steps_done() < o.steps) {
+    // 3. One step on the next batch; the bar shows a running mean of the loss.
+    order.batch(trainer.steps_done(), o.batch, idx);
+    gather(data, idx, x0, labels);
+    unet.set_mode(ddpm::nn::Mode::Training);
+    const auto st = trainer.step(x0.cview(), {labels, {}});
+    smooth = smooth < 0 ? st.loss : 0.98 * smooth + 0.02 * st.loss;
+    const std::int64_t done = st.step + 1;
+    bar.update(done, smooth);
+    // 4. Checkpoint (weights, Adam, EMA, step: --resume continues from here)
+    //    and the EMA weights as a diffusers folder.
+    if (done % o.checkpoint_every == 0 || done == o.steps) {
+      trainer.save(ckpt, {{"example", "mnist_diffusion"}});
+      export_ema(unet, trainer, o.out / "model");
+    }
+    // 5. A sample grid from the EMA weights now and then.
+    if (o.sample_every > 0 && (done % o.sample_every == 0 || done == o.steps)) {
+      auto values = unet.parameters().values();
+      const std::vector<float> live(values.begin(), values.end());
+      if (trainer.ema()) trainer.ema()->copy_to(values);
+      char name[64];
+      std::snprintf(name, sizeof name, "samples_%06lld.png", static_cast<long long>(done));
+      sample_grid(unet, o.out / name, 2, preview);
+      std::copy(live.begin(), live.end(), values.begin());
+    }
+  }
+  const double secs = bar.finish();
+  std::fprintf(stderr, "trained %lld steps in %s; EMA model in %s\n", static_cast<long long>(o.steps),
+               examples::format_duration(secs).c_str(), (o.out / "model").string().c_str());
+  return 0;
+}
+
+}  // namespace mnist

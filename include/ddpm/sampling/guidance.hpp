@@ -1,0 +1,136 @@
+#pragma once
+// Classifier-free guidance (Ho & Salimans 2022) as a wrapper around a
+// class-conditional model callable. The sampler and the sampling loop are
+// unchanged: they see an ordinary model callable (x_t, t) -> prediction.
+//
+//   auto unet_fn = [&](ConstTensorView<float> x, double t, std::span<const std::int64_t> labels) {
+//     return unet.forward(x, t, labels);
+//   };
+//   ClassifierFreeGuidance<float, decltype(unet_fn)> guided(unet_fn, labels, {.scale = 3.0, .null_label = 10});
+//   ... sampler.step(guided(x, t), t, x, rng) ...
+//
+// One call evaluates the model once on a batch of 2N: the N inputs with
+// their labels and the same N inputs with the null label, then returns
+//   uncond + scale * (cond - uncond)                          (eq. 6 of the paper, w = scale - 1)
+// scale 1 is the plain conditional model (one forward of N), scale 0 the
+// unconditional one. The model must have been trained with label dropout to
+// `null_label` (train::TrainConfig::label_dropout / null_label).
+//
+// guidance_rescale > 0 (Lin et al. 2023, section 3.4) rescales the guided
+// prediction's per-sample standard deviation towards the conditional one's,
+// which counters over-saturation at large scales.
+#include <cmath>
+#include <concepts>
+#include <cstdint>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "ddpm/core/error.hpp"
+#include "ddpm/core/tensor.hpp"
+#include "ddpm/nn/conditioning.hpp"
+
+namespace ddpm {
+
+// A class-conditional model callable: (x [N, ...], t, labels [N]) -> prediction [N, ...].
+template <class F, class T>
+concept LabelModel = requires(F& f, ConstTensorView<T> x, double t, std::span<const std::int64_t> labels) {
+  { f(x, t, labels) } -> std::convertible_to<ConstTensorView<T>>;
+};
+
+// Adapts any nn::Denoiser (forward(x, span<const T> t, Conditioning)) to a LabelModel.
+template <Scalar T, nn::Denoiser<T> M>
+auto label_model(M& model) {
+  return [&model, t_buf = std::vector<T>()](ConstTensorView<T> x, double t,
+                                            std::span<const std::int64_t> labels) mutable -> ConstTensorView<T> {
+    t_buf.assign(static_cast<std::size_t>(x.dim(0)), static_cast<T>(t));
+    return model.forward(x, std::span<const T>(t_buf), nn::Conditioning<T>{labels, {}});
+  };
+}
+
+struct GuidanceConfig {
+  double scale = 1.0;             // 1: conditional only; > 1: stronger conditioning
+  std::int64_t null_label = -1;   // the label the model was trained with for "no label"
+  double guidance_rescale = 0.0;  // in [0, 1]; 0: off
+
+  void validate() const {
+    require(std::isfinite(scale), "guidance scale must be finite, got ", scale);
+    require(scale == 1.0 || null_label >= 0,
+            "classifier-free guidance with scale ", scale, " needs the null label (the class index the model was",
+            " trained with for 'no label')");
+    require(guidance_rescale >= 0 && guidance_rescale <= 1, "guidance_rescale must be in [0, 1], got ",
+            guidance_rescale);
+  }
+};
+
+template <Scalar T, LabelModel<T> Model>
+class ClassifierFreeGuidance {
+ public:
+  ClassifierFreeGuidance(Model model, std::vector<std::int64_t> labels, GuidanceConfig config)
+      : model_(std::move(model)), labels_(std::move(labels)), config_(config) {
+    config_.validate();
+  }
+
+  const GuidanceConfig& config() const { return config_; }
+  std::span<const std::int64_t> labels() const { return labels_; }
+  void set_labels(std::vector<std::int64_t> labels) { labels_ = std::move(labels); }
+  void set_scale(double scale) {
+    config_.scale = scale;
+    config_.validate();
+  }
+
+  // The guided prediction for x [N, ...] at t: a view valid until the next call.
+  ConstTensorView<T> operator()(ConstTensorView<T> x, double t) {
+    require(x.rank() >= 1 && static_cast<std::size_t>(x.dim(0)) == labels_.size(), "classifier-free guidance: ",
+            labels_.size(), " labels for a batch of ", x.rank() >= 1 ? x.dim(0) : 0);
+    if (config_.scale == 1.0) return model_(x, t, std::span<const std::int64_t>(labels_));
+    const index_t n = x.dim(0), per = x.numel() / std::max<index_t>(n, 1);
+    Shape doubled = x.shape();
+    doubled[0] = 2 * n;
+    if (!(batch_.shape() == doubled)) batch_.resize(doubled);
+    std::copy(x.begin(), x.end(), batch_.begin());
+    std::copy(x.begin(), x.end(), batch_.begin() + n * per);
+    batch_labels_.assign(labels_.begin(), labels_.end());
+    batch_labels_.resize(static_cast<std::size_t>(2 * n), config_.null_label);
+    const ConstTensorView<T> both = model_(batch_.cview(), t, std::span<const std::int64_t>(batch_labels_));
+    require(both.numel() == 2 * n * per, "classifier-free guidance: the model returned ", both.shape().str(),
+            " for an input of ", doubled.str());
+    if (!(out_.shape() == x.shape())) out_.resize(x.shape());
+    const T w = static_cast<T>(config_.scale);
+    for (index_t i = 0; i < n * per; ++i) out_[i] = both[n * per + i] + w * (both[i] - both[n * per + i]);
+    if (config_.guidance_rescale > 0) rescale(both, n, per);
+    return out_.cview();
+  }
+
+ private:
+  // Lin et al. 2023, eq. 15-16, per batch element.
+  void rescale(ConstTensorView<T> both, index_t n, index_t per) {
+    const auto stddev = [per](const T* p) {
+      double mean = 0, sq = 0;
+      for (index_t j = 0; j < per; ++j) mean += p[j];
+      mean /= static_cast<double>(per);
+      for (index_t j = 0; j < per; ++j) sq += (p[j] - mean) * (p[j] - mean);
+      return std::sqrt(sq / static_cast<double>(std::max<index_t>(per - 1, 1)));
+    };
+    const double phi = config_.guidance_rescale;
+    for (index_t i = 0; i < n; ++i) {
+      T* g = out_.data() + i * per;
+      const double s_cond = stddev(both.data() + i * per), s_cfg = stddev(g);
+      if (s_cfg <= 0) continue;
+      const T factor = static_cast<T>(phi * s_cond / s_cfg + (1.0 - phi));
+      for (index_t j = 0; j < per; ++j) g[j] *= factor;
+    }
+  }
+
+  Model model_;
+  std::vector<std::int64_t> labels_, batch_labels_;
+  GuidanceConfig config_;
+  Tensor<T> batch_, out_;
+};
+
+template <Scalar T, LabelModel<T> Model>
+ClassifierFreeGuidance<T, Model> make_guidance(Model model, std::vector<std::int64_t> labels, GuidanceConfig config) {
+  return {std::move(model), std::move(labels), config};
+}
+
+}  // namespace ddpm
