@@ -17,6 +17,10 @@ out="${1:-out/demo}"
 build="${DDPM_DEMO_BUILD_DIR:-build-demo}"
 jobs="${DDPM_DEMO_JOBS:-2}"
 mkdir -p "$out"
+# On a fresh Debian machine: the compilers and libraries (skip with DDPM_SKIP_DEPS=1).
+if [ "${DDPM_SKIP_DEPS:-0}" != 1 ] && command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null; }; then
+  bash cmake/install_deps.sh
+fi
 step() { printf '\n== %s\n' "$*"; }
 timed() { local t0=$SECONDS; "$@"; printf '   (%ds)\n' $((SECONDS - t0)); }
 
