@@ -13,6 +13,12 @@
 #include "ddpm/io/diffusers.hpp"
 #include "ddpm/io/image.hpp"
 #include "ddpm/train/trainer.hpp"
+#ifdef DDPM_EXAMPLES_MPI
+#include <cstdlib>
+#include <optional>
+
+#include "ddpm/distributed/data_parallel.hpp"
+#endif
 #include "../common/progress.hpp"
 #include "generate.hpp"
 #include "mnist_data.hpp"
@@ -34,6 +40,16 @@ struct TrainOptions {
   std::uint64_t seed = 0;
   bool resume = false;
 };
+
+#ifdef DDPM_EXAMPLES_MPI
+// True when an MPI launcher started this process (mpirun / mpiexec / srun set
+// one of these); a plain run never initialises MPI.
+inline bool launched_by_mpi() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
+    if (std::getenv(v)) return true;
+  return false;
+}
+#endif
 
 // Data order: epoch e visits the training set in the order of a
 // Fisher-Yates shuffle drawn from Rng(seed, 2^40 + e), so batch s is a pure
@@ -108,13 +124,40 @@ inline int train(const TrainOptions& o) {
   tc.seed = o.seed;
   ddpm::train::Trainer<float, UNet> trainer(unet, schedule, tc);
 
+  // Under mpirun the same program trains data-parallel: --batch is the
+  // global batch, each rank computes its shard, gradients are averaged with
+  // one allreduce, rank 0 alone writes files (distributed/data_parallel.hpp).
+  // N ranks at batch B give the same weights as one process at batch B.
+#ifdef DDPM_EXAMPLES_MPI
+  std::optional<ddpm::distributed::Environment> mpi;
+  std::optional<ddpm::distributed::DataParallel<float, UNet>> dp;
+  if (launched_by_mpi()) {
+    mpi.emplace();
+    dp.emplace(trainer, ddpm::distributed::Communicator::world());
+  }
+  const bool root = !dp || dp->is_root();
+  if (dp && root)
+    std::fprintf(stderr, "data parallel over %d MPI ranks (global batch %lld)\n", dp->world_size(),
+                 static_cast<long long>(o.batch));
+#else
+  const bool root = true;
+#endif
+
   fs::create_directories(o.out);
   const fs::path ckpt = o.out / "checkpoint.safetensors";
   if (o.resume) {
-    ddpm::require(fs::exists(ckpt), "--resume: no checkpoint at ", ckpt.string());
-    trainer.resume(ckpt);
-    std::fprintf(stderr, "resumed from %s at step %lld\n", ckpt.string().c_str(),
-                 static_cast<long long>(trainer.steps_done()));
+#ifdef DDPM_EXAMPLES_MPI
+    if (dp) {
+      dp->resume(ckpt);  // rank 0 reads and broadcasts
+    } else
+#endif
+    {
+      ddpm::require(fs::exists(ckpt), "--resume: no checkpoint at ", ckpt.string());
+      trainer.resume(ckpt);
+    }
+    if (root)
+      std::fprintf(stderr, "resumed from %s at step %lld\n", ckpt.string().c_str(),
+                   static_cast<long long>(trainer.steps_done()));
   }
 
   EpochOrder order(data.size(), o.seed);
@@ -129,18 +172,27 @@ inline int train(const TrainOptions& o) {
     order.batch(trainer.steps_done(), o.batch, idx);
     gather(data, idx, x0, labels);
     unet.set_mode(ddpm::nn::Mode::Training);
+#ifdef DDPM_EXAMPLES_MPI
+    const auto st = dp ? dp->step(x0.cview(), {labels, {}}) : trainer.step(x0.cview(), {labels, {}});
+#else
     const auto st = trainer.step(x0.cview(), {labels, {}});
+#endif
     smooth = smooth < 0 ? st.loss : 0.98 * smooth + 0.02 * st.loss;
     const std::int64_t done = st.step + 1;
-    bar.update(done, smooth);
+    if (root) bar.update(done, smooth);
     // 4. Checkpoint (weights, Adam, EMA, step: --resume continues from here)
     //    and the EMA weights as a diffusers folder.
     if (done % o.checkpoint_every == 0 || done == o.steps) {
-      trainer.save(ckpt, {{"example", "mnist_diffusion"}});
-      export_ema(unet, trainer, o.out / "model");
+#ifdef DDPM_EXAMPLES_MPI
+      if (dp)
+        dp->save(ckpt, {{"example", "mnist_diffusion"}});
+      else
+#endif
+        trainer.save(ckpt, {{"example", "mnist_diffusion"}});
+      if (root) export_ema(unet, trainer, o.out / "model");
     }
-    // 5. A sample grid from the EMA weights now and then.
-    if (o.sample_every > 0 && (done % o.sample_every == 0 || done == o.steps)) {
+    // 5. A sample grid from the EMA weights now and then (rank 0 only).
+    if (root && o.sample_every > 0 && (done % o.sample_every == 0 || done == o.steps)) {
       auto values = unet.parameters().values();
       const std::vector<float> live(values.begin(), values.end());
       if (trainer.ema()) trainer.ema()->copy_to(values);
@@ -150,7 +202,8 @@ inline int train(const TrainOptions& o) {
       std::copy(live.begin(), live.end(), values.begin());
     }
   }
-  const double secs = bar.finish();
+  const double secs = root ? bar.finish() : 0.0;
+  if (!root) return 0;
   std::fprintf(stderr, "trained %lld steps in %s; EMA model in %s\n", static_cast<long long>(o.steps),
                examples::format_duration(secs).c_str(), (o.out / "model").string().c_str());
   return 0;
