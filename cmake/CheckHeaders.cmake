@@ -1,15 +1,24 @@
-# ddpm_check_headers(<target> <include-root> <link-target>)
-# Compiles one translation unit per public header, each including only that
-# header: proves every header is self-contained. Part of the test build.
+# ddpm_check_headers(<target> <include-root> <link-target> [SUBDIR dir] [EXCLUDE regex])
+# Compiles one translation unit per public header under <include-root>/ddpm
+# (or its SUBDIR), each including only that header: proves every header is
+# self-contained. Part of the test build; cmake/ddpmMPI.cmake uses it for
+# distributed/ with MPI's include path.
 function(ddpm_check_headers target root lib)
-  file(GLOB_RECURSE headers RELATIVE ${root} CONFIGURE_DEPENDS ${root}/ddpm/*.hpp)
-  # distributed/ needs MPI's include path: cmake/ddpmMPI.cmake checks those.
-  list(FILTER headers EXCLUDE REGEX "^ddpm/distributed/")
+  cmake_parse_arguments(arg "" "SUBDIR;EXCLUDE" "" ${ARGN})
+  set(dir ${root}/ddpm)
+  if(arg_SUBDIR)
+    set(dir ${dir}/${arg_SUBDIR})
+  endif()
+  file(GLOB_RECURSE headers RELATIVE ${root} CONFIGURE_DEPENDS ${dir}/*.hpp)
+  if(arg_EXCLUDE)
+    list(FILTER headers EXCLUDE REGEX "${arg_EXCLUDE}")
+  endif()
   set(sources "")
   foreach(h IN LISTS headers)
     string(MAKE_C_IDENTIFIER "${h}" id)
-    set(src ${CMAKE_CURRENT_BINARY_DIR}/header_check/${id}.cpp)
+    set(src ${CMAKE_CURRENT_BINARY_DIR}/${target}/${id}.cpp)
     set(content "#include <${h}>\n#include <${h}> // twice: include guards\n")
+    set(old "")
     if(EXISTS ${src})
       file(READ ${src} old)
     endif()

@@ -22,6 +22,7 @@
 #include "ddpm/core/random.hpp"
 #include "ddpm/distributed/data_parallel.hpp"
 #include "ddpm/nn/unet2d.hpp"
+#include "../mnist/mnist_data.hpp"  // mnist::unet_config: the example's U-Net
 
 namespace {
 
@@ -37,22 +38,6 @@ struct Options {
   double bucket_mb = 0;
   bool allreduce = true;
 };
-
-// mnist_diffusion's U-Net (examples/mnist/mnist_data.hpp).
-ddpm::nn::UNet2DConfig unet_config(int width) {
-  ddpm::nn::UNet2DConfig c;
-  c.sample_size = {28};
-  c.in_channels = 1;
-  c.out_channels = 1;
-  c.block_out_channels = {width, 2 * width, 4 * width};
-  c.down_block_types = {"DownBlock2D", "DownBlock2D", "AttnDownBlock2D"};
-  c.up_block_types = {"AttnUpBlock2D", "UpBlock2D", "UpBlock2D"};
-  c.layers_per_block = 1;
-  c.norm_num_groups = 8;
-  c.attention_head_dim = 32;
-  c.num_class_embeds = 11;
-  return c;
-}
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -131,7 +116,7 @@ int main(int argc, char** argv) {
     const int threads = o.threads > 0 ? o.threads : std::max(1, cores / local);
     ddpm::backend::Eigen::set_num_threads(threads);
 
-    UNet unet(unet_config(o.width));
+    UNet unet(mnist::unet_config(o.width));
     ddpm::Rng init(0, 0xC0FFEE);
     unet.init(init);
     unet.set_mode(ddpm::nn::Mode::Training);

@@ -16,6 +16,8 @@
 #include "ddpm/diffusion/thresholding.hpp"
 #include "ddpm/diffusion/timesteps.hpp"
 
+#include "support/random_tensor.hpp"
+
 using namespace ddpm;
 
 // The tests spell configs with designated initializers naming only the fields
@@ -24,12 +26,7 @@ using namespace ddpm;
 using Catch::Matchers::Contains;
 
 namespace {
-Tensor<double> randn(Shape s, std::uint64_t seed) {
-  Tensor<double> t(s);
-  Rng rng(seed);
-  rng.fill_normal(t.span());
-  return t;
-}
+using test::randn;
 }  // namespace
 
 TEST_CASE("NumPy semantics: round half to even, linspace, arange", "[diffusion]") {

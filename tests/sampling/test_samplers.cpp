@@ -11,6 +11,8 @@
 #include "ddpm/sampling/any_sampler.hpp"
 #include "ddpm/sampling/loop.hpp"
 
+#include "support/random_tensor.hpp"
+
 using namespace ddpm;
 
 // The tests spell configs with designated initializers naming only the fields
@@ -20,12 +22,7 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-Tensor<double> randn(Shape s, std::uint64_t seed) {
-  Tensor<double> t(s);
-  Rng rng(seed);
-  rng.fill_normal(t.span());
-  return t;
-}
+using test::randn;
 
 // For data concentrated at x0, the ideal epsilon model at integer t is
 // (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t); Euler's timesteps may be fractional,
