@@ -199,29 +199,33 @@ int main(int argc, char** argv) {
                           "Learn the inverse of y = sin(x): regression where it is a function, conditional diffusion\n"
                           "where it is not. Writes arcsin_regression.png and arcsin_diffusion.png.");
     opts.add_options()
-        ("periods", "x range of part 2, in periods of sin, centred on 0 (1: [-pi, pi])",
-         cxxopts::value<double>()->default_value("1"))
+        ("periods", "x range of part 2, in periods of sin, centred on 0 (1: [-pi, pi]); in (0, 6]",
+         examples::number("1"))
         ("sampler", "ddpm or ddim (or dpm++)", cxxopts::value<std::string>()->default_value("ddpm"))
-        ("steps", "sampling steps", cxxopts::value<index_t>()->default_value("100"))
-        ("regression-steps", "training steps of each regression MLP", cxxopts::value<int>()->default_value("5000"))
-        ("diffusion-steps", "training steps of the diffusion model", cxxopts::value<int>()->default_value("10000"))
-        ("batch", "training batch size", cxxopts::value<index_t>()->default_value("256"))
-        ("samples", "diffusion samples per probed y", cxxopts::value<index_t>()->default_value("1000"))
-        ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value("0"))
-        ("out", "output folder for the PNGs", cxxopts::value<std::string>()->default_value("out/arcsin"))
-        ("threads", "CPU threads", cxxopts::value<int>()->default_value("2"))
-        ("h,help", "this help");
-    const auto r = opts.parse(argc, argv);
-    if (r.count("help")) {
-      std::fputs(opts.help().c_str(), stdout);
-      return 0;
-    }
-    examples::set_threads(r["threads"].as<int>());
-    const fs::path out = r["out"].as<std::string>();
+        ("steps", "sampling steps, 1 to 1000", examples::number("100"))
+        ("regression-steps", "training steps of each regression MLP, 101 to 10^7 (after 100 warm-up steps)",
+         examples::number("5000"))
+        ("diffusion-steps", "training steps of the diffusion model, 201 to 10^7 (after 200 warm-up steps)",
+         examples::number("10000"))
+        ("batch", "training batch size, 1 to 65536", examples::number("256"))
+        ("samples", "diffusion samples per probed y, 1 to 100000", examples::number("1000"))
+        ("seed", "random seed", examples::number("0"))
+        ("out", "output folder for the PNGs", cxxopts::value<std::string>()->default_value("out/arcsin"));
+    examples::add_threads_help(opts);
+    const auto r = examples::parse_options(opts, argc, argv);
+    if (!r) return 0;
+    // Every value is checked before anything is trained or written.
+    using examples::option_in;
+    const double periods = option_in<double>(*r, "periods", 0, 6, examples::Ends::open_low);
+    const std::string sampler = examples::sampler_option(*r);
+    const index_t steps = option_in<index_t>(*r, "steps", 1, 1000);
+    const int reg_steps = option_in<int>(*r, "regression-steps", 101, 10'000'000);
+    const int diffusion_steps = option_in<int>(*r, "diffusion-steps", 201, 10'000'000);
+    const index_t batch = option_in<index_t>(*r, "batch", 1, 65'536);
+    const index_t per_y = option_in<index_t>(*r, "samples", 1, 100'000);
+    const auto seed = examples::seed_option(*r);
+    const fs::path out = (*r)["out"].as<std::string>();
     fs::create_directories(out);
-    const auto seed = r["seed"].as<std::uint64_t>();
-    const index_t batch = r["batch"].as<index_t>();
-    const int reg_steps = r["regression-steps"].as<int>();
 
     // Part 1 -----------------------------------------------------------------
     std::printf("Part 1: regression of x on y = sin(x), x in [-pi/2, pi/2] (where sin is invertible)\n");
@@ -251,17 +255,15 @@ int main(int argc, char** argv) {
     }
 
     // Part 2 -----------------------------------------------------------------
-    const double half = kPi * r["periods"].as<double>();
+    const double half = kPi * periods;
     const double lo = -half, hi = half;
     std::printf("\nPart 2: x in [%.3f, %.3f]: sin is not invertible there\n", lo, hi);
     Regressor reg_full(64);
     train_regressor(reg_full, lo, hi, reg_steps, batch, seed + 1, "regression (full range)");
     DiffusionSetup setup{half, {}};
     Denoiser net({.data_dim = 1, .cond_dim = 1, .hidden = 128, .depth = 3, .time_embed_dim = 32});
-    train_diffusion(net, setup, lo, hi, r["diffusion-steps"].as<int>(), batch, seed);
+    train_diffusion(net, setup, lo, hi, diffusion_steps, batch, seed);
 
-    const std::string sampler = r["sampler"].as<std::string>();
-    const index_t steps = r["steps"].as<index_t>(), per_y = r["samples"].as<index_t>();
     const std::vector<double> probes{-0.9, -0.5, 0.0, 0.3, 0.7, 0.95};
     std::vector<double> ys;
     for (double y : probes)

@@ -42,6 +42,7 @@
 #include "ddpm/nn/unet2d.hpp"
 #include "ddpm/train/adam.hpp"
 #include "ddpm/train/loss.hpp"
+#include "../common/range.hpp"
 
 namespace {
 
@@ -157,12 +158,23 @@ int main(int argc, char** argv) try {
       if (i + 1 >= argc) usage(argv[0], 2);
       return argv[++i];
     };
-    if (a == "--threads") o.threads = std::stoi(next());
-    else if (a == "--repeat") o.repeat = std::stoi(next());
-    else if (a == "--batch") o.batch = std::stol(next());
-    else if (a == "--sample-batch") o.sample_batch = std::stol(next());
-    else if (a == "--ddim-steps") o.ddim_steps = std::stoi(next());
-    else if (a == "--only") o.only = next();
+    // Each value is range-checked here, before the model is built: a bad one
+    // ends the run with "ddpm_bench: --flag: expected ..., got ...".
+    if (a == "--threads") o.threads = examples::parse_in<int>(a, next(), 1, examples::kMaxThreads);
+    else if (a == "--repeat") o.repeat = examples::parse_in<int>(a, next(), 1, 1000);
+    else if (a == "--batch") o.batch = examples::parse_in<index_t>(a, next(), 1, 4096);
+    else if (a == "--sample-batch") o.sample_batch = examples::parse_in<index_t>(a, next(), 1, 4096);
+    else if (a == "--ddim-steps") o.ddim_steps = examples::parse_in<int>(a, next(), 1, 1000);
+    else if (a == "--only") {
+      o.only = next();
+      for (std::size_t p = 0; p <= o.only.size();) {
+        const auto q = std::min(o.only.find(',', p), o.only.size());
+        const std::string k = o.only.substr(p, q - p);
+        ddpm::require(k == "fwd1" || k == "fwdS" || k == "train" || k == "ddim",
+                      "--only: expected a comma-separated list of fwd1, fwdS, train, ddim, got '", o.only, "'");
+        p = q + 1;
+      }
+    }
     else if (a == "-h" || a == "--help") usage(argv[0], 0);
     else if (!a.empty() && a[0] != '-' && o.config.empty()) o.config = a;
     else usage(argv[0], 2);

@@ -27,6 +27,7 @@
 
 #include "ddpm/backend/eigen.hpp"
 #include "ddpm/core/random.hpp"
+#include "../common/range.hpp"
 
 #if DDPM_HAVE_CBLAS
 #include <cblas.h>
@@ -66,15 +67,21 @@ int main(int argc, char** argv) {
 #endif
   int threads = 2, repeat = 5;
   ddpm::index_t n = 2048;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i];
-    if (a == "--threads") threads = std::atoi(argv[i + 1]);
-    else if (a == "--size") n = std::atol(argv[i + 1]);
-    else if (a == "--repeat") repeat = std::atoi(argv[i + 1]);
-    else {
-      std::fprintf(stderr, "usage: %s [--threads N] [--size N] [--repeat R]\n", argv[0]);
-      return 2;
+  // Each value is range-checked before anything is allocated or timed.
+  try {
+    for (int i = 1; i < argc; i += 2) {
+      const std::string a = argv[i];
+      if (i + 1 < argc && a == "--threads") threads = examples::parse_in<int>(a, argv[i + 1], 1, examples::kMaxThreads);
+      else if (i + 1 < argc && a == "--size") n = examples::parse_in<ddpm::index_t>(a, argv[i + 1], 1, 16384);
+      else if (i + 1 < argc && a == "--repeat") repeat = examples::parse_in<int>(a, argv[i + 1], 1, 1000);
+      else {
+        std::fprintf(stderr, "usage: %s [--threads N] [--size N] [--repeat R]\n", argv[0]);
+        return 2;
+      }
     }
+  } catch (const ddpm::Error& e) {
+    std::fprintf(stderr, "gemm_rate: error: %s\n", e.what());
+    return 1;
   }
   using ddpm::backend::Trans;
   namespace ed = ddpm::backend::eigen_detail;

@@ -29,6 +29,18 @@ struct Command {
   int (*run)(int argc, char** argv);
 };
 
+using examples::Ends;
+using examples::option_in;
+
+// Bounds of the options (the help texts quote them). Every value is checked
+// right after parsing, before any model, data or output is touched.
+inline constexpr ddpm::index_t kMaxSamplingSteps = 1000;  // the schedule's training timesteps
+inline constexpr double kMaxGuidance = 100;
+inline constexpr double kMaxSigma = 100;               // the schedule reaches sigma ~157 at t = 999
+inline constexpr ddpm::index_t kMaxFirst = 10'000'000;  // --first: the data's size is checked once loaded
+inline constexpr ddpm::index_t kMaxRowDigits = 1000;    // --count of denoise/inpaint: PNG columns
+inline constexpr std::int64_t kMaxEvery = 1'000'000'000;
+
 // The shipped model unless --model is given.
 inline fs::path default_model_dir() {
   const fs::path built_in = fs::path(DDPM_EXAMPLES_DIR) / "models" / "mnist_cond";
@@ -47,15 +59,17 @@ inline UNet load_model(const std::string& dir) {
 inline void add_common(cxxopts::Options& opts) {
   opts.add_options("common")
       ("model", "diffusers model folder (default: the shipped examples/models/mnist_cond)",
-       cxxopts::value<std::string>()->default_value(""))
-      ("threads", "CPU threads", cxxopts::value<int>()->default_value("2"))
-      ("h,help", "this help");
+       cxxopts::value<std::string>()->default_value(""));
+  examples::add_threads_help(opts, "common");
 }
 
-inline bool wants_help(cxxopts::Options& opts, const cxxopts::ParseResult& r) {
-  if (!r.count("help")) return false;
-  std::fputs(opts.help().c_str(), stdout);
-  return true;
+// --out: a .png (grid) or .idx/.idx3 (IDX3 unsigned bytes) file name.
+inline fs::path out_option(const cxxopts::ParseResult& r) {
+  const fs::path out = r["out"].as<std::string>();
+  const auto ext = out.extension().string();
+  ddpm::require(ext == ".png" || ext == ".idx" || ext == ".idx3", "--out: expected a .png or .idx file name, got '",
+                out.string(), "'");
+  return out;
 }
 
 inline int cmd_train(int argc, char** argv) {
@@ -66,36 +80,33 @@ inline int cmd_train(int argc, char** argv) {
        cxxopts::value<std::string>()->default_value(d.data.string()))
       ("out", "output folder: checkpoint.safetensors, model/ (EMA weights), samples_*.png",
        cxxopts::value<std::string>()->default_value(d.out.string()))
-      ("steps", "training steps", cxxopts::value<std::int64_t>()->default_value(std::to_string(d.steps)))
-      ("batch", "batch size", cxxopts::value<ddpm::index_t>()->default_value(std::to_string(d.batch)))
-      ("lr", "peak learning rate (warm-up, then cosine decay to 5%)", cxxopts::value<double>()->default_value("0.0015"))
-      ("width", "channels of the first U-Net level (then 2x, 4x)", cxxopts::value<int>()->default_value("16"))
-      ("ema-decay", "EMA decay", cxxopts::value<double>()->default_value("0.999"))
-      ("label-dropout", "probability of training with the null label (for guidance)",
-       cxxopts::value<double>()->default_value("0.1"))
-      ("checkpoint-every", "steps between checkpoints", cxxopts::value<std::int64_t>()->default_value("200"))
-      ("sample-every", "steps between sample grids (0: never)", cxxopts::value<std::int64_t>()->default_value("500"))
-      ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value("0"))
-      ("resume", "continue from <out>/checkpoint.safetensors")
-      ("threads", "CPU threads", cxxopts::value<int>()->default_value("2"))
-      ("h,help", "this help");
-  const auto r = opts.parse(argc, argv);
-  if (wants_help(opts, r)) return 0;
-  examples::set_threads(r["threads"].as<int>());
+      ("steps", "training steps, 1 to 10^7", examples::number(std::to_string(d.steps)))
+      ("batch", "batch size, 1 to 4096", examples::number(std::to_string(d.batch)))
+      ("lr", "peak learning rate in (0, 1] (warm-up, then cosine decay to 5%)", examples::number("0.0015"))
+      ("width", "channels of the first U-Net level (then 2x, 4x): a multiple of 8 in [8, 256]", examples::number("16"))
+      ("ema-decay", "EMA decay in [0, 1)", examples::number("0.999"))
+      ("label-dropout", "probability in [0, 1] of training with the null label (for guidance)", examples::number("0.1"))
+      ("checkpoint-every", "steps between checkpoints (>= 1)", examples::number("200"))
+      ("sample-every", "steps between sample grids (0: never)", examples::number("500"))
+      ("seed", "random seed", examples::number("0"))
+      ("resume", "continue from <out>/checkpoint.safetensors");
+  examples::add_threads_help(opts);
+  const auto r = examples::parse_options(opts, argc, argv);
+  if (!r) return 0;
   TrainOptions o;
-  o.data = r["data"].as<std::string>();
-  o.out = r["out"].as<std::string>();
-  o.steps = r["steps"].as<std::int64_t>();
-  o.batch = r["batch"].as<ddpm::index_t>();
-  o.lr = r["lr"].as<double>();
-  o.width = r["width"].as<int>();
-  o.ema_decay = r["ema-decay"].as<double>();
-  o.label_dropout = r["label-dropout"].as<double>();
-  o.checkpoint_every = r["checkpoint-every"].as<std::int64_t>();
-  o.sample_every = r["sample-every"].as<std::int64_t>();
-  o.seed = r["seed"].as<std::uint64_t>();
-  o.resume = r.count("resume") > 0;
-  ddpm::require(o.steps > 0 && o.batch > 0 && o.checkpoint_every > 0, "--steps, --batch and --checkpoint-every must be > 0");
+  o.data = (*r)["data"].as<std::string>();
+  o.out = (*r)["out"].as<std::string>();
+  o.steps = option_in<std::int64_t>(*r, "steps", 1, 10'000'000);
+  o.batch = option_in<ddpm::index_t>(*r, "batch", 1, 4096);
+  o.lr = option_in<double>(*r, "lr", 0, 1, Ends::open_low);
+  o.width = option_in<int>(*r, "width", 8, 256);
+  ddpm::require(o.width % 8 == 0, "--width: expected a multiple of 8 in [8, 256], got ", o.width);
+  o.ema_decay = option_in<double>(*r, "ema-decay", 0, 1, Ends::open_high);
+  o.label_dropout = option_in<double>(*r, "label-dropout", 0, 1);
+  o.checkpoint_every = option_in<std::int64_t>(*r, "checkpoint-every", 1, kMaxEvery);
+  o.sample_every = option_in<std::int64_t>(*r, "sample-every", 0, kMaxEvery);
+  o.seed = examples::seed_option(*r);
+  o.resume = r->count("resume") > 0;
   return train(o);
 }
 
@@ -104,17 +115,17 @@ inline int cmd_train(int argc, char** argv) {
 inline void add_sampling(cxxopts::Options& opts, const char* steps = "30") {
   opts.add_options("sampling")
       ("sampler", "ddpm, ddim or dpm++", cxxopts::value<std::string>()->default_value("ddpm"))
-      ("steps", "sampling steps", cxxopts::value<ddpm::index_t>()->default_value(steps))
-      ("guidance", "classifier-free guidance scale (1: none)", cxxopts::value<double>()->default_value("6"))
-      ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value("0"));
+      ("steps", "sampling steps, 1 to 1000", examples::number(steps))
+      ("guidance", "classifier-free guidance scale in [0, 100] (1: none)", examples::number("6"))
+      ("seed", "random seed", examples::number("0"));
 }
 
 inline GenerateOptions generate_options(const cxxopts::ParseResult& r) {
   GenerateOptions g;
-  g.sampler = r["sampler"].as<std::string>();
-  g.steps = r["steps"].as<ddpm::index_t>();
-  g.guidance = r["guidance"].as<double>();
-  g.seed = r["seed"].as<std::uint64_t>();
+  g.sampler = examples::sampler_option(r);
+  g.steps = option_in<ddpm::index_t>(r, "steps", 1, kMaxSamplingSteps);
+  g.guidance = option_in<double>(r, "guidance", 0, kMaxGuidance);
+  g.seed = examples::seed_option(r);
   return g;
 }
 
@@ -127,49 +138,42 @@ inline void write_images(const fs::path& out, ddpm::ConstTensorView<float> image
   else if (ext == ".idx" || ext == ".idx3")
     ddpm::io::write_idx_images(out, images);
   else
-    ddpm::fail("--out: ", out.string(), ": expected a .png or .idx file name");
+    ddpm::fail("--out: expected a .png or .idx file name, got '", out.string(), "'");
 }
 
 inline int cmd_sample(int argc, char** argv) {
   cxxopts::Options opts(argv[0], "Generate digits with the class-conditional model.");
   opts.add_options()
-      ("label", "digit 0-9 to generate (default: mixed labels, row r of the grid is digit r mod 10)", cxxopts::value<int>())
-      ("count", "number of digits", cxxopts::value<ddpm::index_t>()->default_value("100"))
-      ("columns", "PNG grid columns", cxxopts::value<int>()->default_value("10"))
+      ("label", "digit 0-9 to generate (default: mixed labels, row r of the grid is digit r mod 10)", examples::number())
+      ("count", "number of digits, 1 to 100000", examples::number("100"))
+      ("columns", "PNG grid columns, 1 to 1000", examples::number("10"))
       ("out", "output .png (grid) or .idx (IDX3 unsigned bytes, N x 28 x 28)",
        cxxopts::value<std::string>()->default_value("samples.png"));
   add_sampling(opts);
   add_common(opts);
-  const auto r = opts.parse(argc, argv);
-  if (wants_help(opts, r)) return 0;
-  examples::set_threads(r["threads"].as<int>());
-  auto unet = load_model(r["model"].as<std::string>());
-  const auto count = r["count"].as<ddpm::index_t>();
-  const int columns = r["columns"].as<int>();
-  ddpm::require(count > 0 && columns > 0, "--count and --columns must be > 0");
+  const auto r = examples::parse_options(opts, argc, argv);
+  if (!r) return 0;
+  const auto count = option_in<ddpm::index_t>(*r, "count", 1, 100'000);
+  const int columns = option_in<int>(*r, "columns", 1, 1000);
+  const int label = r->count("label") ? option_in<int>(*r, "label", 0, kNumClasses - 1) : -1;
+  const auto o = generate_options(*r);
+  const fs::path out = out_option(*r);
   std::vector<std::int64_t> labels(static_cast<std::size_t>(count));
-  for (ddpm::index_t i = 0; i < count; ++i) {
-    if (r.count("label")) {
-      const int k = r["label"].as<int>();
-      ddpm::require(k >= 0 && k < kNumClasses, "--label must be in 0..9, got ", k);
-      labels[static_cast<std::size_t>(i)] = k;
-    } else {
-      labels[static_cast<std::size_t>(i)] = (i / columns) % kNumClasses;  // row r of the grid: digit r mod 10
-    }
-  }
-  const auto o = generate_options(r);
+  for (ddpm::index_t i = 0; i < count; ++i)  // without --label, row r of the grid is digit r mod 10
+    labels[static_cast<std::size_t>(i)] = label >= 0 ? label : (i / columns) % kNumClasses;
+  auto unet = load_model((*r)["model"].as<std::string>());
   const auto images = generate(unet, labels, o);
-  write_images(r["out"].as<std::string>(), images.cview(), columns);
+  write_images(out, images.cview(), columns);
   std::printf("wrote %lld digits (%s, %lld steps, guidance %g) to %s\n", static_cast<long long>(count),
-              o.sampler.c_str(), static_cast<long long>(o.steps), o.guidance, r["out"].as<std::string>().c_str());
+              o.sampler.c_str(), static_cast<long long>(o.steps), o.guidance, out.string().c_str());
   return 0;
 }
 
 // Test digits [first, first + count) of the held-out split.
 inline Dataset test_digits(const std::string& data, ddpm::index_t first, ddpm::index_t count) {
   Dataset all = load_split(data, "t10k");
-  ddpm::require(first >= 0 && count > 0 && first + count <= all.size(), "--first/--count: the test split has ",
-                all.size(), " digits");
+  ddpm::require(first >= 0 && count > 0 && first + count <= all.size(), "--first/--count: expected first + count <= ",
+                all.size(), " (the digits of the test split), got ", first, " + ", count);
   Dataset d;
   d.images = ddpm::Tensor<float>::copy_of(all.images.cview().slice(first, count));
   d.labels.assign(all.labels.begin() + first, all.labels.begin() + first + count);
@@ -180,8 +184,16 @@ inline void add_test_data(cxxopts::Options& opts, const char* count) {
   opts.add_options("data")
       ("data", "folder with t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]",
        cxxopts::value<std::string>()->default_value("data/mnist"))
-      ("first", "index of the first test digit", cxxopts::value<ddpm::index_t>()->default_value("0"))
-      ("count", "number of test digits", cxxopts::value<ddpm::index_t>()->default_value(count));
+      ("first", "index of the first test digit (>= 0)", examples::number("0"))
+      ("count", "number of test digits, 1 to 1000", examples::number(count));
+}
+
+// --first and --count of add_test_data, checked; the data is loaded later.
+struct TestRange {
+  ddpm::index_t first, count;
+};
+inline TestRange test_range(const cxxopts::ParseResult& r) {
+  return {option_in<ddpm::index_t>(r, "first", 0, kMaxFirst), option_in<ddpm::index_t>(r, "count", 1, kMaxRowDigits)};
 }
 
 inline int cmd_denoise(int argc, char** argv) {
@@ -190,27 +202,46 @@ inline int cmd_denoise(int argc, char** argv) {
                         "timestep whose noise level matches sigma (SDEdit). Prints PSNR before and after; writes a\n"
                         "PNG with rows clean / noisy / denoised.");
   opts.add_options()
-      ("sigma", "noise standard deviation, in the [-1, 1] units of the data", cxxopts::value<double>()->default_value("0.5"))
+      ("sigma", "noise standard deviation in (0, 100], in the [-1, 1] units of the data", examples::number("0.5"))
       ("sampler", "ddpm, ddim or dpm++", cxxopts::value<std::string>()->default_value("ddim"))
-      ("steps", "sampler steps over the whole schedule (fewer are run: those below sigma)",
-       cxxopts::value<ddpm::index_t>()->default_value("50"))
-      ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value("0"))
+      ("steps", "sampler steps over the whole schedule, 1 to 1000 (fewer are run: those below sigma)",
+       examples::number("50"))
+      ("seed", "random seed", examples::number("0"))
       ("out", "output PNG", cxxopts::value<std::string>()->default_value("denoise.png"));
   add_test_data(opts, "10");
   add_common(opts);
-  const auto r = opts.parse(argc, argv);
-  if (wants_help(opts, r)) return 0;
-  examples::set_threads(r["threads"].as<int>());
-  auto unet = load_model(r["model"].as<std::string>());
-  const Dataset d = test_digits(r["data"].as<std::string>(), r["first"].as<ddpm::index_t>(), r["count"].as<ddpm::index_t>());
-  const double sigma = r["sigma"].as<double>();
-  const auto res = denoise(unet, d.images.cview(), sigma, r["sampler"].as<std::string>(),
-                           r["steps"].as<ddpm::index_t>(), r["seed"].as<std::uint64_t>());
+  const auto r = examples::parse_options(opts, argc, argv);
+  if (!r) return 0;
+  const double sigma = option_in<double>(*r, "sigma", 0, kMaxSigma, Ends::open_low);
+  const auto sampler = examples::sampler_option(*r);
+  const auto steps = option_in<ddpm::index_t>(*r, "steps", 1, kMaxSamplingSteps);
+  const auto seed = examples::seed_option(*r);
+  const auto range = test_range(*r);
+  const fs::path out = out_option(*r);
+  auto unet = load_model((*r)["model"].as<std::string>());
+  const Dataset d = test_digits((*r)["data"].as<std::string>(), range.first, range.count);
+  const auto res = denoise(unet, d.images.cview(), sigma, sampler, steps, seed);
   const auto grid = stack_rows({d.images.cview(), res.noisy.cview(), res.denoised.cview()});
-  write_images(r["out"].as<std::string>(), grid.cview(), static_cast<int>(d.size()));
+  write_images(out, grid.cview(), static_cast<int>(d.size()));
   std::printf("sigma %.2f: PSNR noisy %.2f dB -> denoised %.2f dB (%lld test digits); wrote %s\n", sigma,
-              res.psnr_noisy, res.psnr_denoised, static_cast<long long>(d.size()), r["out"].as<std::string>().c_str());
+              res.psnr_noisy, res.psnr_denoised, static_cast<long long>(d.size()), out.string().c_str());
   return 0;
+}
+
+// The mask of inpaint: --mask (a 28x28 image) or --region x,y,w,h.
+inline ddpm::Tensor<float> inpaint_mask(const cxxopts::ParseResult& r) {
+  if (const auto file = r["mask"].as<std::string>(); !file.empty()) {
+    const auto img = ddpm::io::load_image(file, 1);
+    ddpm::require(img.width == 28 && img.height == 28, "--mask: expected a 28x28 image, got ", img.width, "x",
+                  img.height, " (", file, ")");
+    ddpm::Tensor<float> mask({1, 1, 28, 28});
+    for (int i = 0; i < 784; ++i) mask[i] = img.pixels[static_cast<std::size_t>(i)] >= 128 ? 0.f : 1.f;
+    return mask;
+  }
+  const auto reg = r["region"].as<std::string>();
+  const auto v = examples::parse_list_in<int>("--region", reg, 0, 28);
+  ddpm::require(v.size() == 4, "--region: expected x,y,w,h, got '", reg, "'");
+  return rectangle_mask(v[0], v[1], v[2], v[3]);
 }
 
 inline int cmd_inpaint(int argc, char** argv) {
@@ -218,69 +249,64 @@ inline int cmd_inpaint(int argc, char** argv) {
                         "Hide a region of test digits and fill it with the model (RePaint). Writes a PNG with rows\n"
                         "original / masked / inpainted.");
   opts.add_options()
-      ("region", "x,y,w,h of the rectangle to fill", cxxopts::value<std::string>()->default_value("0,14,28,14"))
+      ("region", "x,y,w,h of the rectangle to fill, inside the 28x28 image",
+       cxxopts::value<std::string>()->default_value("0,14,28,14"))
       ("mask", "28x28 mask image instead of --region: white (>= 128) = fill, black = keep",
        cxxopts::value<std::string>()->default_value(""))
-      ("label", "condition on this digit (default: unconditional, the model infers it)", cxxopts::value<int>()->default_value("-1"))
+      ("label", "condition on this digit, 0-9 (default -1: unconditional, the model infers it)", examples::number("-1"))
       ("sampler", "ddpm or ddim", cxxopts::value<std::string>()->default_value("ddpm"))
-      ("steps", "sampler steps", cxxopts::value<ddpm::index_t>()->default_value("30"))
-      ("resample", "RePaint resampling: model evaluations per step", cxxopts::value<ddpm::index_t>()->default_value("3"))
-      ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value("0"))
+      ("steps", "sampler steps, 1 to 1000", examples::number("30"))
+      ("resample", "RePaint resampling: model evaluations per step, 1 to 100", examples::number("3"))
+      ("seed", "random seed", examples::number("0"))
       ("out", "output PNG", cxxopts::value<std::string>()->default_value("inpaint.png"));
   add_test_data(opts, "10");
   add_common(opts);
-  const auto r = opts.parse(argc, argv);
-  if (wants_help(opts, r)) return 0;
-  examples::set_threads(r["threads"].as<int>());
-  auto unet = load_model(r["model"].as<std::string>());
-  const Dataset d = test_digits(r["data"].as<std::string>(), r["first"].as<ddpm::index_t>(), r["count"].as<ddpm::index_t>());
-  ddpm::Tensor<float> mask;
-  if (const auto file = r["mask"].as<std::string>(); !file.empty()) {
-    const auto img = ddpm::io::load_image(file, 1);
-    ddpm::require(img.width == 28 && img.height == 28, file, ": the mask must be 28x28, got ", img.width, "x", img.height);
-    mask = ddpm::Tensor<float>({1, 1, 28, 28});
-    for (int i = 0; i < 784; ++i) mask[i] = img.pixels[static_cast<std::size_t>(i)] >= 128 ? 0.f : 1.f;
-  } else {
-    int x = 0, y = 0, w = 0, h = 0;
-    const auto reg = r["region"].as<std::string>();
-    ddpm::require(std::sscanf(reg.c_str(), "%d,%d,%d,%d", &x, &y, &w, &h) == 4, "--region: expected x,y,w,h, got '", reg, "'");
-    mask = rectangle_mask(x, y, w, h);
-  }
-  const auto filled = inpaint(unet, d.images.cview(), mask.cview(), r["sampler"].as<std::string>(),
-                              r["steps"].as<ddpm::index_t>(), r["resample"].as<ddpm::index_t>(), r["label"].as<int>(),
-                              r["seed"].as<std::uint64_t>());
+  const auto r = examples::parse_options(opts, argc, argv);
+  if (!r) return 0;
+  const int label = option_in<int>(*r, "label", -1, kNumClasses - 1);
+  const auto sampler = (*r)["sampler"].as<std::string>();
+  ddpm::require(sampler == "ddpm" || sampler == "ddim",
+                "--sampler: expected ddpm or ddim (RePaint needs a one-step sampler), got '", sampler, "'");
+  const auto steps = option_in<ddpm::index_t>(*r, "steps", 1, kMaxSamplingSteps);
+  const auto resample = option_in<ddpm::index_t>(*r, "resample", 1, 100);
+  const auto seed = examples::seed_option(*r);
+  const auto range = test_range(*r);
+  const fs::path out = out_option(*r);
+  const auto mask = inpaint_mask(*r);
+  auto unet = load_model((*r)["model"].as<std::string>());
+  const Dataset d = test_digits((*r)["data"].as<std::string>(), range.first, range.count);
+  const auto filled = inpaint(unet, d.images.cview(), mask.cview(), sampler, steps, resample, label, seed);
   ddpm::Tensor<float> masked = d.images;  // the hidden part shown mid-grey
   for (ddpm::index_t i = 0; i < masked.numel(); ++i)
     if (mask[i % 784] < 0.5f) masked[i] = 0.f;
   const auto grid = stack_rows({d.images.cview(), masked.cview(), filled.cview()});
-  write_images(r["out"].as<std::string>(), grid.cview(), static_cast<int>(d.size()));
+  write_images(out, grid.cview(), static_cast<int>(d.size()));
   std::printf("inpainted %lld test digits; PSNR of the filled image vs the original %.2f dB; wrote %s\n",
-              static_cast<long long>(d.size()), psnr(filled.cview(), d.images.cview()), r["out"].as<std::string>().c_str());
+              static_cast<long long>(d.size()), psnr(filled.cview(), d.images.cview()), out.string().c_str());
   return 0;
 }
 
 inline int cmd_trajectory(int argc, char** argv) {
   cxxopts::Options opts(argv[0], "Write x_t along the reverse process, from noise to digit, as a PNG (one row per digit).");
   opts.add_options()
-      ("label", "digit to generate (default: one row per digit 0-9)", cxxopts::value<int>())
-      ("snapshots", "columns: x_T, ..., x_0", cxxopts::value<int>()->default_value("11"))
+      ("label", "digit 0-9 to generate (default: one row per digit 0-9)", examples::number())
+      ("snapshots", "columns: x_T, ..., x_0; 2 to steps + 1", examples::number("11"))
       ("out", "output PNG", cxxopts::value<std::string>()->default_value("trajectory.png"));
   add_sampling(opts);
   add_common(opts);
-  const auto r = opts.parse(argc, argv);
-  if (wants_help(opts, r)) return 0;
-  examples::set_threads(r["threads"].as<int>());
-  auto unet = load_model(r["model"].as<std::string>());
-  auto o = generate_options(r);
-  const int snaps = r["snapshots"].as<int>();
-  ddpm::require(snaps >= 2 && snaps <= o.steps + 1, "--snapshots must be in [2, steps + 1]");
+  const auto r = examples::parse_options(opts, argc, argv);
+  if (!r) return 0;
+  const auto o = generate_options(*r);
+  const int snaps = option_in<int>(*r, "snapshots", 2, static_cast<int>(o.steps) + 1);
   std::vector<std::int64_t> labels;
-  if (r.count("label")) labels.push_back(r["label"].as<int>());
+  if (r->count("label")) labels.push_back(option_in<int>(*r, "label", 0, kNumClasses - 1));
   else for (int k = 0; k < kNumClasses; ++k) labels.push_back(k);
+  const fs::path out = out_option(*r);
+  auto unet = load_model((*r)["model"].as<std::string>());
   const auto strip = trajectory(unet, labels, snaps, o);
-  write_images(r["out"].as<std::string>(), strip.cview(), snaps);
+  write_images(out, strip.cview(), snaps);
   std::printf("wrote %zu trajectories of %d snapshots (%s, %lld steps) to %s\n", labels.size(), snaps, o.sampler.c_str(),
-              static_cast<long long>(o.steps), r["out"].as<std::string>().c_str());
+              static_cast<long long>(o.steps), out.string().c_str());
   return 0;
 }
 
@@ -288,37 +314,25 @@ inline int cmd_classifier(int argc, char** argv) {
   cxxopts::Options opts(argv[0], "Train the small CNN digit classifier that evaluate uses; prints its held-out accuracy.");
   opts.add_options()
       ("data", "folder with the train and t10k IDX files", cxxopts::value<std::string>()->default_value("data/mnist"))
-      ("epochs", "training epochs", cxxopts::value<int>()->default_value("4"))
-      ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value("0"))
-      ("out", "where to save the weights", cxxopts::value<std::string>()->default_value("out/mnist_classifier.safetensors"))
-      ("threads", "CPU threads", cxxopts::value<int>()->default_value("2"))
-      ("h,help", "this help");
-  const auto r = opts.parse(argc, argv);
-  if (wants_help(opts, r)) return 0;
-  examples::set_threads(r["threads"].as<int>());
-  const Dataset train = load_split(r["data"].as<std::string>(), "train");
-  const Dataset test = load_split(r["data"].as<std::string>(), "t10k");
+      ("epochs", "training epochs, 1 to 1000", examples::number("4"))
+      ("seed", "random seed", examples::number("0"))
+      ("out", "where to save the weights", cxxopts::value<std::string>()->default_value("out/mnist_classifier.safetensors"));
+  examples::add_threads_help(opts);
+  const auto r = examples::parse_options(opts, argc, argv);
+  if (!r) return 0;
+  const int epochs = option_in<int>(*r, "epochs", 1, 1000);
+  const auto seed = examples::seed_option(*r);
+  const Dataset train = load_split((*r)["data"].as<std::string>(), "train");
+  const Dataset test = load_split((*r)["data"].as<std::string>(), "t10k");
   Classifier net;
-  train_classifier(net, train, {.epochs = r["epochs"].as<int>(), .seed = r["seed"].as<std::uint64_t>()});
+  train_classifier(net, train, {.epochs = epochs, .seed = seed});
   const auto pred = classify(net, test.images.cview());
-  const fs::path out = r["out"].as<std::string>();
+  const fs::path out = (*r)["out"].as<std::string>();
   if (!out.parent_path().empty()) fs::create_directories(out.parent_path());
   net.save(out);
   std::printf("classifier: held-out accuracy %.2f%% on %lld test digits; saved %s\n", 100.0 * accuracy(pred, test.labels),
               static_cast<long long>(test.size()), out.string().c_str());
   return 0;
-}
-
-inline std::vector<double> parse_list(const std::string& s) {
-  std::vector<double> v;
-  std::size_t pos = 0;
-  while (pos <= s.size()) {
-    const auto comma = s.find(',', pos);
-    v.push_back(std::stod(s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos)));
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return v;
 }
 
 inline int cmd_evaluate(int argc, char** argv) {
@@ -330,28 +344,40 @@ inline int cmd_evaluate(int argc, char** argv) {
       ("data", "folder with the train and t10k IDX files", cxxopts::value<std::string>()->default_value("data/mnist"))
       ("classifier", "classifier weights (from `classifier`)",
        cxxopts::value<std::string>()->default_value("out/mnist_classifier.safetensors"))
-      ("per-class", "samples per digit", cxxopts::value<ddpm::index_t>()->default_value("50"))
-      ("guidance", "guidance scales to measure, comma-separated", cxxopts::value<std::string>()->default_value("6"))
+      ("per-class", "samples per digit, 1 to 10000", examples::number("50"))
+      ("guidance", "guidance scales to measure, comma-separated, each in [0, 100]",
+       cxxopts::value<std::string>()->default_value("6"))
       ("sampler", "ddpm, ddim or dpm++", cxxopts::value<std::string>()->default_value("ddpm"))
-      ("steps", "sampling steps", cxxopts::value<ddpm::index_t>()->default_value("30"))
-      ("sigmas", "denoising noise levels, comma-separated (empty: skip)", cxxopts::value<std::string>()->default_value("0.2,0.5,1.0"))
-      ("denoise-count", "test digits to denoise", cxxopts::value<ddpm::index_t>()->default_value("200"))
-      ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value("0"));
+      ("steps", "sampling steps, 1 to 1000", examples::number("30"))
+      ("sigmas", "denoising noise levels, comma-separated, each in (0, 100] (empty: skip)",
+       cxxopts::value<std::string>()->default_value("0.2,0.5,1.0"))
+      ("denoise-count", "test digits to denoise, 1 to 10000", examples::number("200"))
+      ("seed", "random seed", examples::number("0"));
   add_common(opts);
-  const auto r = opts.parse(argc, argv);
-  if (wants_help(opts, r)) return 0;
-  examples::set_threads(r["threads"].as<int>());
-  auto unet = load_model(r["model"].as<std::string>());
-  const Dataset train = load_split(r["data"].as<std::string>(), "train");
-  const Dataset test = load_split(r["data"].as<std::string>(), "t10k");
+  const auto r = examples::parse_options(opts, argc, argv);
+  if (!r) return 0;
+  const ddpm::index_t per_class = option_in<ddpm::index_t>(*r, "per-class", 1, 10'000), n = per_class * kNumClasses;
+  const auto scales =
+      examples::parse_list_in<double>("--guidance", (*r)["guidance"].as<std::string>(), 0, kMaxGuidance);
+  GenerateOptions o;
+  o.sampler = examples::sampler_option(*r);
+  o.steps = option_in<ddpm::index_t>(*r, "steps", 1, kMaxSamplingSteps);
+  o.seed = examples::seed_option(*r);
+  const auto sig = (*r)["sigmas"].as<std::string>();
+  const auto sigmas = sig.empty() ? std::vector<double>{}
+                                  : examples::parse_list_in<double>("--sigmas", sig, 0, kMaxSigma, Ends::open_low);
+  const auto denoise_count = option_in<ddpm::index_t>(*r, "denoise-count", 1, 10'000);
+
+  auto unet = load_model((*r)["model"].as<std::string>());
+  const Dataset train = load_split((*r)["data"].as<std::string>(), "train");
+  const Dataset test = load_split((*r)["data"].as<std::string>(), "t10k");
   Classifier net;
-  net.load(r["classifier"].as<std::string>());
+  net.load((*r)["classifier"].as<std::string>());
   ddpm::Tensor<float> test_features, train_features;
   const auto test_pred = classify(net, test.images.cview(), &test_features);
   std::printf("classifier held-out accuracy: %.2f%% (%lld test digits)\n", 100.0 * accuracy(test_pred, test.labels),
               static_cast<long long>(test.size()));
   // The floor of the distance: real training digits against real test digits.
-  const ddpm::index_t per_class = r["per-class"].as<ddpm::index_t>(), n = per_class * kNumClasses;
   const ddpm::index_t ref_n = std::min(n, train.size());
   classify(net, train.images.cview().slice(0, ref_n), &train_features);
   std::printf("Frechet distance, %lld real training digits vs held-out digits: %.3f (the floor)\n",
@@ -359,12 +385,8 @@ inline int cmd_evaluate(int argc, char** argv) {
 
   std::vector<std::int64_t> labels(static_cast<std::size_t>(n));
   for (ddpm::index_t i = 0; i < n; ++i) labels[static_cast<std::size_t>(i)] = i % kNumClasses;
-  for (double w : parse_list(r["guidance"].as<std::string>())) {
-    GenerateOptions o;
-    o.sampler = r["sampler"].as<std::string>();
-    o.steps = r["steps"].as<ddpm::index_t>();
+  for (double w : scales) {
     o.guidance = w;
-    o.seed = r["seed"].as<std::uint64_t>();
     const auto t0 = std::chrono::steady_clock::now();
     const auto samples = generate(unet, labels, o);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -383,11 +405,11 @@ inline int cmd_evaluate(int argc, char** argv) {
     std::printf("\n");
     std::fflush(stdout);
   }
-  if (const auto sig = r["sigmas"].as<std::string>(); !sig.empty()) {
-    const ddpm::index_t count = std::min(r["denoise-count"].as<ddpm::index_t>(), test.size());
+  if (!sigmas.empty()) {
+    const ddpm::index_t count = std::min(denoise_count, test.size());
     const auto clean = test.images.cview().slice(0, count);
-    for (double sigma : parse_list(sig)) {
-      const auto res = denoise(unet, clean, sigma, "ddim", 50, r["seed"].as<std::uint64_t>());
+    for (double sigma : sigmas) {
+      const auto res = denoise(unet, clean, sigma, "ddim", 50, o.seed);
       std::printf("denoising sigma %.1f (%lld test digits, DDIM): PSNR noisy %.2f dB -> denoised %.2f dB\n", sigma,
                   static_cast<long long>(count), res.psnr_noisy, res.psnr_denoised);
       std::fflush(stdout);

@@ -150,8 +150,8 @@ inline ddpm::Tensor<float> trajectory(UNet& unet, std::span<const std::int64_t> 
 // A mask for 28x28 images: 1 (known) everywhere but the rectangle
 // x, y, w, h, which is 0 (to fill).
 inline ddpm::Tensor<float> rectangle_mask(int x, int y, int w, int h) {
-  ddpm::require(w > 0 && h > 0 && x >= 0 && y >= 0 && x + w <= 28 && y + h <= 28, "--region ", x, ",", y, ",", w,
-                ",", h, " is not inside the 28x28 image");
+  ddpm::require(w > 0 && h > 0 && x >= 0 && y >= 0 && x + w <= 28 && y + h <= 28,
+                "--region: expected x,y,w,h with w, h > 0 inside the 28x28 image, got ", x, ",", y, ",", w, ",", h);
   ddpm::Tensor<float> m({1, 1, 28, 28}, 1.f);
   for (int r = y; r < y + h; ++r)
     for (int c = x; c < x + w; ++c) m[r * 28 + c] = 0.f;

@@ -240,6 +240,18 @@ TEST_CASE("images: headers that lie about the size are refused before decoding",
   };
   error_of([&] { io::load_image(without_channel_byte("regress_jpeg_dht_overflow.jpg"), 3); },
            {"regress_jpeg_dht_overflow.jpg", "corrupt JPEG: a Huffman table (DHT) declares", "expected at most 256"});
+  // Regression (fuzz_image): the same overflow from a table cut short by the
+  // end of the file (stb_image reads the missing count bytes as 0).
+  error_of([&] { io::load_image(without_channel_byte("regress_jpeg_dht_truncated.jpg"), 3); },
+           {"regress_jpeg_dht_truncated.jpg", "corrupt JPEG: a Huffman table (DHT) declares", "expected at most 256"});
+  // Regression (fuzz_image): ... and from a file whose SOI marker is preceded
+  // by 0xFF fill bytes, which stb_image skips.
+  error_of([&] { io::load_image(without_channel_byte("regress_jpeg_fill_bytes.jpg"), 3); },
+           {"regress_jpeg_fill_bytes.jpg", "corrupt JPEG: a Huffman table (DHT) declares", "expected at most 256"});
+  // Regression (fuzz_image): a 16-bit PGM read as 3 channels made stb_image
+  // 2.27 convert 16-bit samples with its 8-bit code and read past the buffer.
+  error_of([&] { io::load_image(without_channel_byte("regress_pnm16_convert.pgm"), 3); },
+           {"regress_pnm16_convert.pgm", "16-bit PNM (maximum value 58191) is not supported"});
   // Regression (fuzz_image): PNM header numbers that overflow stb_image's int.
   write_raw(dir() / "overflow.ppm", "P6\n8192191819219192\n255\n");
   error_of([&] { io::load_image(dir() / "overflow.ppm", 3); }, {"overflow.ppm", "corrupt PNM header"});

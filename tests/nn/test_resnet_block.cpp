@@ -87,6 +87,41 @@ TEST_CASE("ResnetBlock2D: gradients match finite differences", "[nn][gradcheck]"
   }
 }
 
+// Inference routes the intermediate results through the shared workspace
+// (nn/workspace.hpp); training keeps them per layer. Same ops, same order:
+// identical outputs, also when blocks of different shapes take turns on the
+// workspace slots (growing and shrinking them) and backward runs in between.
+TEST_CASE("ResnetBlock2D: inference through the workspace equals training", "[nn]") {
+  const auto SS = nn::TimeEmbeddingNorm::ScaleShift;
+  nn::Parameters<double> p;
+  Res a(p, "a", {.in_channels = 4, .out_channels = 6, .temb_channels = 3, .groups = 2});
+  Res b(p, "b", {.in_channels = 6, .out_channels = 2, .temb_channels = 3, .groups = 2, .time_embedding_norm = SS});
+  Res c(p, "c", {.in_channels = 2, .temb_channels = 0, .groups = 1, .output_scale_factor = 2.0});
+  Rng rng(7);
+  rng.fill_normal(p.values(), 0.0, 0.5);
+  Tensor<double> x({2, 4, 5, 3}), t({2, 3});
+  test::randomize(x.view(), rng);
+  test::randomize(t.view(), rng);
+  auto run = [&](nn::Mode m) {
+    for (Res* r : {&a, &b, &c}) r->set_mode(m);
+    const auto ya = a.forward(x.view(), t.view());
+    const auto yb = b.forward(ya, t.view());
+    const auto yc = c.forward(yb, {});
+    if (m == nn::Mode::Training) {  // backward in between uses the same slots
+      Tensor<double> dy(yc.shape());
+      dy.fill(1.0);
+      a.backward(b.backward(c.backward(dy.view())));
+    }
+    return std::vector<double>(yc.begin(), yc.end());
+  };
+  const auto train = run(nn::Mode::Training);
+  const auto infer = run(nn::Mode::Inference);
+  const auto train2 = run(nn::Mode::Training);
+  REQUIRE(infer.size() == train.size());
+  CHECK(infer == train);
+  CHECK(train2 == train);
+}
+
 TEST_CASE("ResnetBlock2D: shape errors", "[nn]") {
   nn::Parameters<double> p;
   Res r(p, "up_blocks.0.resnets.1", {.in_channels = 4, .temb_channels = 3, .groups = 2});

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -53,9 +54,12 @@ inline std::int64_t max_plausible_pixels(const unsigned char* p, std::size_t n) 
 // file must not reach it. Walks the marker segments as stb_image does, skipping
 // entropy-coded data, so tables between progressive scans are checked too.
 inline int jpeg_max_huffman_symbols(const unsigned char* p, std::size_t n) {
-  if (n < 2 || p[0] != 0xFF || p[1] != 0xD8) return 0;
+  // SOI: 0xFF, any number of 0xFF fill bytes, then 0xD8 (stbi__get_marker).
+  std::size_t i = 1;
+  while (i < n && p[i] == 0xFF) ++i;
+  if (n < 2 || p[0] != 0xFF || i >= n || p[i] != 0xD8) return 0;
   int most = 0;
-  std::size_t i = 2;
+  ++i;
   while (i + 1 < n) {
     if (p[i] != 0xFF || p[i + 1] == 0xFF) {  // entropy-coded data, junk or fill bytes
       ++i;
@@ -71,9 +75,11 @@ inline int jpeg_max_huffman_symbols(const unsigned char* p, std::size_t n) {
     if (m == 0xC4) {
       std::ptrdiff_t left = static_cast<std::ptrdiff_t>(len) - 2;
       std::size_t q = i + 4;
-      while (left > 0 && q + 17 <= n) {
+      // stb_image reads bytes past the end as 0, so a table cut short by the
+      // end of the file still counts the bytes that are there.
+      while (left > 0 && q + 1 < n) {
         int count = 0;
-        for (std::size_t k = 1; k <= 16; ++k) count += p[q + k];
+        for (std::size_t k = 1; k <= 16 && q + k < n; ++k) count += p[q + k];
         most = std::max(most, count);
         q += 17 + static_cast<std::size_t>(count);
         left -= 17 + count;
@@ -84,13 +90,22 @@ inline int jpeg_max_huffman_symbols(const unsigned char* p, std::size_t n) {
   return most;
 }
 
-// False for a binary PNM (P5, P6) whose width, height or maximum value has
-// more than 8 digits: stb_image 2.27 accumulates them in an int without an
-// overflow check (undefined behaviour; found by tests/fuzz/fuzz_image).
-inline bool pnm_header_numbers_fit(const unsigned char* p, std::size_t n) {
-  if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return true;
+// The header numbers (width, height, maximum value) of a binary PNM (P5, P6)
+// as stb_image 2.27 reads them; `fits` is false when one has more than 8
+// digits, which that version accumulates in an int without an overflow check
+// (undefined behaviour; found by tests/fuzz/fuzz_image).
+struct PnmHeader {
+  bool binary_pnm = false;
+  bool fits = true;
+  long numbers[3] = {0, 0, 0};
+};
+
+inline PnmHeader read_pnm_header(const unsigned char* p, std::size_t n) {
+  PnmHeader h;
+  if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return h;
+  h.binary_pnm = true;
   std::size_t i = 2;
-  for (int field = 0; field < 3; ++field) {
+  for (long& number : h.numbers) {
     while (i < n && (std::isspace(p[i]) || p[i] == '#')) {  // whitespace and comments, as stb_image skips them
       if (p[i] == '#')
         while (i < n && p[i] != '\n' && p[i] != '\r') ++i;
@@ -98,10 +113,11 @@ inline bool pnm_header_numbers_fit(const unsigned char* p, std::size_t n) {
         ++i;
     }
     std::size_t digits = 0;
-    for (; i < n && p[i] >= '0' && p[i] <= '9'; ++i) ++digits;
-    if (digits > 8) return false;
+    for (; i < n && p[i] >= '0' && p[i] <= '9'; ++i, ++digits)
+      if (digits < 8) number = number * 10 + (p[i] - '0');
+    if (digits > 8) h.fits = false;
   }
-  return true;
+  return h;
 }
 
 // False for a PNG with a chunk whose length runs past the end of the file:
@@ -134,6 +150,26 @@ inline void write_png(const std::filesystem::path& path, const Image& img) {
   write_file_atomically(path, [&](std::ostream& out) { write_bytes(out, png.data(), png.size()); });
 }
 
+namespace detail {
+// Interleaved 8-bit pixels with `from` channels (gray, gray+alpha, RGB, RGBA)
+// to `to` channels (1 or 3); alpha is dropped and gray uses stb_image's
+// integer luma (77 R + 150 G + 29 B) / 256, so results match its own conversion.
+inline Image convert_channels(const std::uint8_t* src, int w, int h, int from, int to) {
+  const std::size_t n = static_cast<std::size_t>(w) * h;
+  Image img{w, h, to, std::vector<std::uint8_t>(n * to)};
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint8_t* px = src + i * from;
+    std::uint8_t* out = img.pixels.data() + i * to;
+    const bool color = from >= 3;
+    if (to == 1)
+      out[0] = color ? static_cast<std::uint8_t>((px[0] * 77 + px[1] * 150 + px[2] * 29) >> 8) : px[0];
+    else
+      for (int k = 0; k < 3; ++k) out[k] = color ? px[k] : px[0];
+  }
+  return img;
+}
+}  // namespace detail
+
 // Loads any format stb_image reads, converted to `channels` (1 or 3).
 inline Image load_image(const std::filesystem::path& path, int channels = 1) {
   require(channels == 1 || channels == 3, "load_image: channels must be 1 or 3, got ", channels);
@@ -144,8 +180,12 @@ inline Image load_image(const std::filesystem::path& path, int channels = 1) {
   const int huffman = jpeg_max_huffman_symbols(buf, bytes.size());
   require(huffman <= 256, path.string(), ": corrupt JPEG: a Huffman table (DHT) declares ", huffman,
           " symbols, expected at most 256");
-  require(pnm_header_numbers_fit(buf, bytes.size()), path.string(),
-          ": corrupt PNM header: width, height or maximum value has more than 8 digits");
+  const PnmHeader pnm = read_pnm_header(buf, bytes.size());
+  require(pnm.fits, path.string(), ": corrupt PNM header: width, height or maximum value has more than 8 digits");
+  // stb_image 2.27 reads 16-bit PNM samples in the machine's byte order, not
+  // the format's big-endian one: refused rather than decoded wrong.
+  require(!pnm.binary_pnm || pnm.numbers[2] <= 255, path.string(), ": 16-bit PNM (maximum value ", pnm.numbers[2],
+          ") is not supported, expected a maximum value of at most 255 (8-bit samples)");
   require(png_chunks_fit(buf, bytes.size()), path.string(), ": corrupt PNG: a chunk claims more bytes than the file holds");
   require(stbi_info_from_memory(buf, static_cast<int>(bytes.size()), &w, &h, &c) != 0, path.string(),
           ": not an image stb_image can read (", stbi_failure_reason(), ")");
@@ -155,11 +195,13 @@ inline Image load_image(const std::filesystem::path& path, int channels = 1) {
           " pixels, more than the ", kMaxImagePixels, " allowed");
   require(std::int64_t{w} * h <= max_plausible_pixels(buf, bytes.size()), path.string(), ": image header claims ", w,
           "x", h, " pixels, more than a file of ", bytes.size(), " bytes can hold (truncated or corrupt file?)");
-  stbi_uc* data = stbi_load_from_memory(buf, static_cast<int>(bytes.size()), &w, &h, &c, channels);
+  // Decoded in the file's own channel count and converted here: stb_image
+  // 2.27's conversion of 16-bit PNM reads past its buffer (tests/fuzz/fuzz_image).
+  stbi_uc* data = stbi_load_from_memory(buf, static_cast<int>(bytes.size()), &w, &h, &c, 0);
   require(data != nullptr, path.string(), ": cannot decode image (", stbi_failure_reason(), ")");
-  Image img{w, h, channels, {data, data + static_cast<std::size_t>(w) * h * channels}};
-  stbi_image_free(data);
-  return img;
+  std::unique_ptr<stbi_uc, decltype(&stbi_image_free)> owned(data, &stbi_image_free);
+  require(c >= 1 && c <= 4, path.string(), ": decoded image has ", c, " channels, expected 1 to 4");
+  return detail::convert_channels(data, w, h, c, channels);
 }
 
 // [-1, 1] -> [0, 255], rounded and clamped.

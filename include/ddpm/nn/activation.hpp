@@ -16,19 +16,21 @@ class SiLU : public LayerBase {
 
   explicit SiLU(const std::string& prefix = "silu") : LayerBase(prefix) {}
 
-  ConstTensorView<T> forward(ConstTensorView<T> x) {
-    ensure_shape(y_, x.shape());
-    B::silu_forward(x, TensorView<T>(y_.view()));
+  // `out` (optional, x's shape): where to write y instead of the layer's own buffer.
+  ConstTensorView<T> forward(ConstTensorView<T> x, TensorView<T> out = {}) {
+    const TensorView<T> y = output_buffer(y_, x.shape(), out);
+    B::silu_forward(x, y);
     x_ = mode_ == Mode::Training ? x : ConstTensorView<T>{};
-    return y_.view();
+    return y;
   }
 
-  ConstTensorView<T> backward(ConstTensorView<T> dy) {
+  // `out` (optional): where to write dx instead of the layer's own buffer.
+  ConstTensorView<T> backward(ConstTensorView<T> dy, TensorView<T> out = {}) {
     check_backward(x_.data() != nullptr);
     check_shape("output gradient", dy.shape(), x_.shape());
-    ensure_shape(dx_, x_.shape());
-    B::silu_backward(x_, dy, TensorView<T>(dx_.view()));
-    return dx_.view();
+    const TensorView<T> dx = output_buffer(dx_, x_.shape(), out);
+    B::silu_backward(x_, dy, dx);
+    return dx;
   }
 
   void init(Rng&) {}

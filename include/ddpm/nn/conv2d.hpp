@@ -36,25 +36,28 @@ class Conv2d : public LayerBase {
       : Conv2d(params, prefix, in_channels, out_channels, kernel_size,
                backend::Conv2dParams::symmetric(stride, padding), bias) {}
 
-  // x: [N, Ci, H, W] -> [N, Co, OH, OW].
-  ConstTensorView<T> forward(ConstTensorView<T> x) {
+  // x: [N, Ci, H, W] -> [N, Co, OH, OW]. `out` (optional, that shape): where
+  // to write y instead of the layer's own buffer.
+  ConstTensorView<T> forward(ConstTensorView<T> x, TensorView<T> out = {}) {
     check(x.rank() == 4 && x.dim(1) == ci_, "expected input [N, ", ci_, ", H, W], got ", x.shape().str());
     const index_t ph = x.dim(2) + conv_.pad_top + conv_.pad_bottom, pw = x.dim(3) + conv_.pad_left + conv_.pad_right;
     check(ph >= k_ && pw >= k_, "input ", x.shape().str(), " is smaller than the ", k_, "x", k_,
           " kernel after padding");
-    ensure_shape(y_, {x.dim(0), co_, conv_.out_h(x.dim(2), k_), conv_.out_w(x.dim(3), k_)});
-    B::conv2d_forward(x, weight(), bias(), conv_, TensorView<T>(y_.view()));
+    y_shape_ = {x.dim(0), co_, conv_.out_h(x.dim(2), k_), conv_.out_w(x.dim(3), k_)};
+    const TensorView<T> y = output_buffer(y_, y_shape_, out);
+    B::conv2d_forward(x, weight(), bias(), conv_, y);
     x_ = mode_ == Mode::Training ? x : ConstTensorView<T>{};
-    return y_.view();
+    return y;
   }
 
-  ConstTensorView<T> backward(ConstTensorView<T> dy) {
+  // `out` (optional): where to write dx instead of the layer's own buffer.
+  ConstTensorView<T> backward(ConstTensorView<T> dy, TensorView<T> out = {}) {
     check_backward(x_.data() != nullptr);
-    check_shape("output gradient", dy.shape(), y_.shape());
-    ensure_shape(dx_, x_.shape());
-    B::conv2d_backward(x_, weight(), dy, conv_, TensorView<T>(dx_.view()), params_->grad(weight_),
+    check_shape("output gradient", dy.shape(), y_shape_);
+    const TensorView<T> dx = output_buffer(dx_, x_.shape(), out);
+    B::conv2d_backward(x_, weight(), dy, conv_, dx, params_->grad(weight_),
                        bias_ >= 0 ? params_->grad(bias_) : TensorView<T>{});
-    return dx_.view();
+    return dx;
   }
 
   void init(Rng& rng) {
@@ -80,6 +83,7 @@ class Conv2d : public LayerBase {
   backend::Conv2dParams conv_;
   ParamId weight_ = -1, bias_ = -1;
   ConstTensorView<T> x_;
+  Shape y_shape_;
   Buffer y_, dx_;
 };
 

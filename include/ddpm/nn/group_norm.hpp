@@ -31,26 +31,28 @@ class GroupNorm : public LayerBase {
     }
   }
 
-  // x: [N, C, *] -> same shape.
-  ConstTensorView<T> forward(ConstTensorView<T> x) {
+  // x: [N, C, *] -> same shape. `out` (optional, x's shape): where to write y
+  // instead of the layer's own buffer (output() is then that view).
+  ConstTensorView<T> forward(ConstTensorView<T> x, TensorView<T> out = {}) {
     check(x.rank() >= 2 && x.dim(1) == c_, "expected input [N, ", c_, ", ...], got ", x.shape().str());
-    ensure_shape(y_, x.shape());
+    y_view_ = output_buffer(y_, x.shape(), out);
     ensure_shape(mean_, {x.dim(0) * groups_});
     ensure_shape(rstd_, {x.dim(0) * groups_});
-    B::group_norm_forward(x, groups_, eps_, gamma(), beta(), TensorView<T>(y_.view()), TensorView<T>(mean_.view()),
+    B::group_norm_forward(x, groups_, eps_, gamma(), beta(), y_view_, TensorView<T>(mean_.view()),
                           TensorView<T>(rstd_.view()));
     x_ = mode_ == Mode::Training ? x : ConstTensorView<T>{};
-    return y_.view();
+    return y_view_;
   }
 
-  ConstTensorView<T> backward(ConstTensorView<T> dy) {
+  // `out` (optional): where to write dx instead of the layer's own buffer.
+  ConstTensorView<T> backward(ConstTensorView<T> dy, TensorView<T> out = {}) {
     check_backward(x_.data() != nullptr);
-    check_shape("output gradient", dy.shape(), y_.shape());
-    ensure_shape(dx_, x_.shape());
+    check_shape("output gradient", dy.shape(), x_.shape());
+    const TensorView<T> dx = output_buffer(dx_, x_.shape(), out);
     B::group_norm_backward(x_, groups_, gamma(), ConstTensorView<T>(mean_.view()), ConstTensorView<T>(rstd_.view()),
-                           dy, TensorView<T>(dx_.view()), affine() ? params_->grad(weight_) : TensorView<T>{},
+                           dy, dx, affine() ? params_->grad(weight_) : TensorView<T>{},
                            affine() ? params_->grad(bias_) : TensorView<T>{});
-    return dx_.view();
+    return dx;
   }
 
   void init(Rng&) {
@@ -60,7 +62,7 @@ class GroupNorm : public LayerBase {
   }
 
   // The last forward's output (valid until the next forward).
-  ConstTensorView<T> output() const { return y_.view(); }
+  ConstTensorView<T> output() const { return y_view_; }
   int num_groups() const { return groups_; }
   index_t num_channels() const { return c_; }
   T eps() const { return eps_; }
@@ -81,6 +83,7 @@ class GroupNorm : public LayerBase {
   T eps_;
   ParamId weight_ = -1, bias_ = -1;
   ConstTensorView<T> x_;
+  TensorView<T> y_view_;
   Buffer y_, dx_, mean_, rstd_;
 };
 

@@ -24,6 +24,19 @@ void ensure_shape(Tensor<T, M>& buffer, const Shape& shape) {
 }
 
 class LayerBase {
+ protected:
+  // Where a layer writes a result of `shape`: `out` when the caller gives one
+  // (checked), else the layer's own `buffer`, resized as needed.
+  template <class T, class M>
+  TensorView<T> output_buffer(Tensor<T, M>& buffer, const Shape& shape, TensorView<T> out) const {
+    if (out.data() == nullptr) {
+      ensure_shape(buffer, shape);
+      return buffer.view();
+    }
+    check_shape("output buffer", out.shape(), shape);
+    return out;
+  }
+
  public:
   explicit LayerBase(std::string prefix) : prefix_(std::move(prefix)) {}
 

@@ -22,6 +22,7 @@
 #include "ddpm/nn/layer_base.hpp"
 #include "ddpm/nn/linear.hpp"
 #include "ddpm/nn/parameters.hpp"
+#include "ddpm/nn/workspace.hpp"
 
 namespace ddpm::nn {
 
@@ -43,7 +44,8 @@ struct ResnetBlock2DOptions {
 template <Scalar T, backend::Backend B>
 class ResnetBlock2D : public LayerBase {
  public:
-  using Buffer = Tensor<T, typename B::memory_space>;
+  using M = typename B::memory_space;
+  using Buffer = Tensor<T, M>;
 
   ResnetBlock2D(Parameters<T>& params, const std::string& prefix, const ResnetBlock2DOptions& opt)
       : LayerBase(prefix),
@@ -81,32 +83,44 @@ class ResnetBlock2D : public LayerBase {
     }
     check(has_temb_ || !scale_shift_, "scale_shift needs a time embedding");
 
-    ConstTensorView<T> h = conv1_.forward(silu1_.forward(norm1_.forward(x)));
+    // In inference the intermediate results ping-pong through the shared
+    // workspace (slots 0 and 1); in training each sub-layer keeps its output
+    // for backward.
+    const bool ws = mode_ == Mode::Inference;
+    const Shape xs = x.shape(), hs{N, co_, x.dim(2), x.dim(3)};
+    auto slot = [&](int i, const Shape& s) { return ws ? workspace<T, M>(i, s) : TensorView<T>{}; };
+    // (One call per statement: a slot is asked for only after its last reader ran.)
+    ConstTensorView<T> h = norm1_.forward(x, slot(0, xs));
+    h = silu1_.forward(h, slot(1, xs));
+    h = conv1_.forward(h, slot(0, hs));
     ConstTensorView<T> e;
     if (has_temb_) e = time_emb_proj_->forward(silu_t_.forward(temb));
     if (has_temb_ && !scale_shift_) {
-      ensure_shape(hsum_, h.shape());
+      // h + e[:, :, None, None]; in place on the workspace in inference.
+      const TensorView<T> sum = ws ? workspace<T, M>(0, hs) : output_buffer(hsum_, hs, {});
       for (index_t n = 0; n < N; ++n)
         for (index_t c = 0; c < co_; ++c) {
           const T ec = e[n * co_ + c];
           const index_t base = (n * co_ + c) * HW;
-          for (index_t s = 0; s < HW; ++s) hsum_[base + s] = h[base + s] + ec;
+          for (index_t s = 0; s < HW; ++s) sum[base + s] = h[base + s] + ec;
         }
-      h = hsum_.view();
+      h = sum;
     }
-    h = norm2_.forward(h);
+    h = norm2_.forward(h, slot(1, hs));
     if (scale_shift_) {
-      ensure_shape(mod_, h.shape());
+      const TensorView<T> mod = ws ? workspace<T, M>(1, hs) : output_buffer(mod_, hs, {});
       for (index_t n = 0; n < N; ++n)
         for (index_t c = 0; c < co_; ++c) {
           const T sc = T{1} + e[n * 2 * co_ + c], sh = e[n * 2 * co_ + co_ + c];
           const index_t base = (n * co_ + c) * HW;
-          for (index_t s = 0; s < HW; ++s) mod_[base + s] = h[base + s] * sc + sh;
+          for (index_t s = 0; s < HW; ++s) mod[base + s] = h[base + s] * sc + sh;
         }
-      h = mod_.view();
+      h = mod;
     }
-    h = conv2_.forward(silu2_.forward(h));
-    const ConstTensorView<T> sc = conv_shortcut_ ? conv_shortcut_->forward(x) : x;
+    h = silu2_.forward(h, slot(0, hs));
+    h = conv2_.forward(h, slot(1, hs));
+    const ConstTensorView<T> sc = conv_shortcut_ ? conv_shortcut_->forward(x, slot(0, hs)) : x;
+    x_shape_ = xs;
     ensure_shape(y_, h.shape());
     const T inv = static_cast<T>(1.0 / osf_);
     for (index_t i = 0; i < y_.numel(); ++i) y_[i] = osf_ == 1.0 ? sc[i] + h[i] : (sc[i] + h[i]) * inv;
@@ -119,17 +133,25 @@ class ResnetBlock2D : public LayerBase {
     check_backward(have_forward_);
     check_shape("output gradient", dy.shape(), y_.shape());
     const index_t N = y_.dim(0), HW = y_.dim(2) * y_.dim(3);
-    const T inv = static_cast<T>(1.0 / osf_);
-    ensure_shape(dh_, y_.shape());
-    for (index_t i = 0; i < dy.numel(); ++i) dh_[i] = dy[i] * inv;  // d(shortcut) = d(h) = dy / osf
-
-    ConstTensorView<T> g = silu2_.backward(conv2_.backward(dh_.view()));
+    // Intermediate gradients ping-pong through the shared workspace (slots 0
+    // and 1); dy (scaled when output_scale_factor != 1) goes to both branches.
+    const Shape hs = y_.shape(), xs = x_shape_;
+    ConstTensorView<T> dh = dy;  // d(shortcut) = d(h) = dy / osf
+    if (osf_ != 1.0) {
+      const T inv = static_cast<T>(1.0 / osf_);
+      ensure_shape(dh_, hs);
+      for (index_t i = 0; i < dy.numel(); ++i) dh_[i] = dy[i] * inv;
+      dh = dh_.view();
+    }
+    // (One call per statement: a slot is asked for only after its last reader ran.)
+    ConstTensorView<T> g = conv2_.backward(dh, workspace<T, M>(0, hs));
+    g = silu2_.backward(g, workspace<T, M>(1, hs));
     if (scale_shift_) {
       // g = d mod; d norm2-out = g * (1 + scale); d scale = sum g * n2; d shift = sum g.
       const ConstTensorView<T> n2 = norm2_.output();
       const ConstTensorView<T> e = time_emb_proj_->output();
       ensure_shape(de_, {N, 2 * co_});
-      ensure_shape(dmod_, g.shape());
+      const TensorView<T> dmod = workspace<T, M>(0, hs);
       for (index_t n = 0; n < N; ++n)
         for (index_t c = 0; c < co_; ++c) {
           const T sc = T{1} + e[n * 2 * co_ + c];
@@ -138,14 +160,14 @@ class ResnetBlock2D : public LayerBase {
           for (index_t s = 0; s < HW; ++s) {
             dscale += g[base + s] * n2[base + s];
             dshift += g[base + s];
-            dmod_[base + s] = g[base + s] * sc;
+            dmod[base + s] = g[base + s] * sc;
           }
           de_[n * 2 * co_ + c] = dscale;
           de_[n * 2 * co_ + co_ + c] = dshift;
         }
-      g = norm2_.backward(dmod_.view());
+      g = norm2_.backward(dmod, workspace<T, M>(1, hs));
     } else {
-      g = norm2_.backward(g);
+      g = norm2_.backward(g, workspace<T, M>(0, hs));
       if (has_temb_) {
         ensure_shape(de_, {N, co_});
         for (index_t n = 0; n < N; ++n)
@@ -161,9 +183,14 @@ class ResnetBlock2D : public LayerBase {
       ensure_shape(dtemb_, dt.shape());
       std::copy(dt.begin(), dt.end(), dtemb_.begin());
     }
-    const ConstTensorView<T> dx_main = norm1_.backward(silu1_.backward(conv1_.backward(g)));
-    const ConstTensorView<T> dx_sc = conv_shortcut_ ? conv_shortcut_->backward(dh_.view()) : ConstTensorView<T>(dh_.view());
-    ensure_shape(dx_, dx_main.shape());
+    // g is in slot gs (0 or 1); conv1's dx goes to the other one, then slot 2,
+    // then back; the shortcut's dx reuses slot gs.
+    const int gs = scale_shift_ ? 1 : 0;
+    ConstTensorView<T> dx_main = conv1_.backward(g, workspace<T, M>(1 - gs, xs));
+    dx_main = silu1_.backward(dx_main, workspace<T, M>(2, xs));
+    dx_main = norm1_.backward(dx_main, workspace<T, M>(1 - gs, xs));
+    const ConstTensorView<T> dx_sc = conv_shortcut_ ? conv_shortcut_->backward(dh, workspace<T, M>(gs, xs)) : dh;
+    ensure_shape(dx_, xs);
     for (index_t i = 0; i < dx_.numel(); ++i) dx_[i] = dx_main[i] + dx_sc[i];
     return dx_.view();
   }
@@ -209,7 +236,8 @@ class ResnetBlock2D : public LayerBase {
   std::optional<Conv2d<T, B>> conv_shortcut_;
   SiLU<T, B> silu1_, silu2_, silu_t_;
   bool has_temb_ = false, have_forward_ = false;
-  Buffer hsum_, mod_, y_, dh_, de_, dmod_, dtemb_, dx_;
+  Shape x_shape_;
+  Buffer hsum_, mod_, y_, dh_, de_, dtemb_, dx_;
 };
 
 }  // namespace ddpm::nn

@@ -253,7 +253,11 @@ void conv_fwd_wide(const ConvGeom& g, const T* x, const T* Ap, const T* b, T* y,
   const index_t q0 = wg.wide(g, p0), q1 = wg.wide(g, p1 - 1) + 1;
   // Tile the wide columns so that the output tile stays in L2.
   const index_t tile = std::min(q1 - q0, std::max<index_t>(NR, (static_cast<index_t>(conv_wide_tile_bytes / sizeof(T)) / std::max<index_t>(g.Co, 1)) / NR * NR));
-  T* Yw = scratch<T>(kPackA2, static_cast<std::size_t>(g.Co * tile));
+  // Rows of the output tile one panel apart from a power of two: the kMR rows
+  // a micro-kernel stores then fall into different L1 sets (a 2 KiB stride put
+  // them in two sets and cost a fifth of the speed).
+  const index_t ldy = tile + NR;
+  T* Yw = scratch<T>(kPackA2, static_cast<std::size_t>(g.Co * ldy));
   index_t* off = scratch<index_t>(kCol, static_cast<std::size_t>(g.K));  // row k of col -> offset in xp
   for (index_t c = 0, k = 0; c < g.Ci; ++c)
     for (index_t kh = 0; kh < g.KH; ++kh)
@@ -264,7 +268,7 @@ void conv_fwd_wide(const ConvGeom& g, const T* x, const T* Ap, const T* b, T* y,
       const T* base = xp + t0 + j0;
       for (index_t k = k0; k < k0 + kc; ++k, dst += NR) std::copy(base + off[k], base + off[k] + NR, dst);
     };
-    packed_gemm_lazy(g.Co, tw, g.K, Ap, pack, Yw, tw, false);
+    packed_gemm_lazy(g.Co, tw, g.K, Ap, pack, Yw, ldy, false);
     // Keep the columns that are output pixels (ow < OW), adding the bias.
     for (index_t q = t0; q < t0 + tw;) {
       const index_t oh = q / wg.Wp, ow = q % wg.Wp;
@@ -273,7 +277,7 @@ void conv_fwd_wide(const ConvGeom& g, const T* x, const T* Ap, const T* b, T* y,
       if (len > 0) {
         const index_t pp = oh * g.OW + ow;
         for (index_t co = 0; co < g.Co; ++co) {
-          const T* src = Yw + co * tw + (q - t0);
+          const T* src = Yw + co * ldy + (q - t0);
           T* dst = y + co * g.P + pp;
           const T bias = b ? b[co] : T{};
           for (index_t i = 0; i < len; ++i) dst[i] = src[i] + bias;

@@ -8,10 +8,12 @@
 // and B packed in panels of kNR columns ([n/NR][k][NR], zero-padded). The
 // weights of a convolution are packed once per call and shared by all
 // threads; im2col tiles are repacked into panels that stay in L1.
-// The kMR x 16 (float) / kMR x 8 (double) register tile holds 2 kMR accumulators
-// (kMR = 6, or 8 with AVX-512VL's 32 registers).
+// The kMR x 16 (float) / kMR x 8 (double) register tile holds 2 kMR 256-bit
+// accumulators (kMR = 6, or 8 with AVX-512VL's 32 registers), or with
+// AVX-512F kMR 512-bit ones.
 #include <algorithm>
 #include <cstddef>
+#include <type_traits>
 
 #include "ddpm/backend/eigen/common.hpp"  // first: Eigen's intrinsics includes sit in its warning guard
 #include "ddpm/core/tensor.hpp"
@@ -48,6 +50,11 @@ index_t depth_block(index_t k) {
   return blocks <= 1 ? k : (k + blocks - 1) / blocks;
 }
 
+namespace simd {
+template <class T>
+bool transpose_rows(const T* const* src, index_t q, T* dst, index_t ld);
+}
+
 // A[m, k] (row-major, lda) -> blocks of kMR rows: Ap[(i/MR)*k*MR + p*MR + i%MR].
 // `trans`: A is given transposed, as At[k, m] (row-major, lda).
 template <class T>
@@ -55,7 +62,16 @@ void pack_a(index_t m, index_t k, const T* A, index_t lda, bool trans, T* Ap) {
   for (index_t i0 = 0; i0 < m; i0 += kMR) {
     const index_t mr = std::min(kMR, m - i0);
     T* dst = Ap + i0 * k;
-    for (index_t p = 0; p < k; ++p) {
+    index_t p0 = 0;
+    if (!trans && mr == kMR) {
+      // Whole register-block transposes where the build has them (the forward
+      // convolution packs its weights on every call: at batch 1 on 7x7 images
+      // a scalar pack cost a third of the GEMM).
+      const T* rows[kMR];
+      for (index_t r = 0; r < kMR; ++r) rows[r] = A + (i0 + r) * lda;
+      while (p0 + kMR <= k && simd::transpose_rows(rows, p0, dst + p0 * kMR, kMR)) p0 += kMR;
+    }
+    for (index_t p = p0; p < k; ++p) {
       for (index_t r = 0; r < mr; ++r) dst[p * kMR + r] = trans ? A[p * lda + i0 + r] : A[(i0 + r) * lda + p];
       for (index_t r = mr; r < kMR; ++r) dst[p * kMR + r] = T{};
     }
@@ -150,12 +166,75 @@ inline void transpose_block(const double* const* src, index_t q, double* dst, in
   _mm256_storeu_pd(dst + 2 * ld, _mm256_permute2f128_pd(t0, t2, 0x31));
   _mm256_storeu_pd(dst + 3 * ld, _mm256_permute2f128_pd(t1, t3, 0x31));
 }
+// A kMR x kMR block: dst[i * ld + j] = src[j][q + i]; false where this build
+// has no such transpose (the caller then packs element by element).
+template <class T>
+bool transpose_rows(const T* const* src, index_t q, T* dst, index_t ld) {
+  if constexpr (std::is_same_v<T, float> && kMR == 8) {
+    transpose_block(src, q, dst, ld);
+    return true;
+  } else {
+    (void)src, (void)q, (void)dst, (void)ld;
+    return false;
+  }
+}
 }  // namespace simd
+
+#if defined(__AVX512F__)
+// With AVX-512 a kNR-wide row of the tile is one 512-bit vector: the same
+// packed layout and the same FMA sequence per C element (bit-identical
+// results), half the instructions. Measured on Zen 4 (which splits 512-bit
+// FMAs in two): 115 GFLOP/s per core in L1 against 94 with 256-bit vectors.
+namespace simd512 {
+inline __m512 load(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512d load(const double* p) { return _mm512_loadu_pd(p); }
+inline __m512 bcast(const float* p) { return _mm512_set1_ps(*p); }
+inline __m512d bcast(const double* p) { return _mm512_set1_pd(*p); }
+inline __m512 fma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+inline __m512d fma(__m512d a, __m512d b, __m512d c) { return _mm512_fmadd_pd(a, b, c); }
+inline __m512 add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+inline __m512d add(__m512d a, __m512d b) { return _mm512_add_pd(a, b); }
+inline void store(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+inline void store(double* p, __m512d v) { _mm512_storeu_pd(p, v); }
+inline __m512 zero(float) { return _mm512_setzero_ps(); }
+inline __m512d zero(double) { return _mm512_setzero_pd(); }
+}  // namespace simd512
+#endif
 
 // One kMR x kNR tile of C (mr x nr valid) over depth kc.
 template <class T>
 inline void micro_kernel(index_t kc, const T* __restrict A, const T* __restrict B, T* __restrict C, index_t ldc,
                          bool accumulate, index_t mr, index_t nr) {
+#if defined(__AVX512F__)
+  {
+    constexpr index_t NR = kNR<T>;
+    using V = decltype(simd512::zero(T{}));
+    V c[kMR];
+#pragma GCC unroll 8
+    for (int r = 0; r < kMR; ++r) c[r] = simd512::zero(T{});
+    for (index_t p = 0; p < kc; ++p) {
+      const V b = simd512::load(B);
+#pragma GCC unroll 8
+      for (int r = 0; r < kMR; ++r) c[r] = simd512::fma(simd512::bcast(A + r), b, c[r]);
+      A += kMR;
+      B += NR;
+    }
+    if (mr == kMR && nr == NR) {
+#pragma GCC unroll 8
+      for (int r = 0; r < kMR; ++r) {
+        T* out = C + r * ldc;
+        simd512::store(out, accumulate ? simd512::add(simd512::load(out), c[r]) : c[r]);
+      }
+      return;
+    }
+    alignas(64) T tmp[kMR * NR];
+#pragma GCC unroll 8
+    for (int r = 0; r < kMR; ++r) simd512::store(tmp + r * NR, c[r]);
+    for (index_t r = 0; r < mr; ++r)
+      for (index_t j = 0; j < nr; ++j) C[r * ldc + j] = accumulate ? C[r * ldc + j] + tmp[r * NR + j] : tmp[r * NR + j];
+    return;
+  }
+#endif
   constexpr index_t L = 32 / static_cast<index_t>(sizeof(T)), NR = kNR<T>;
   using V = decltype(simd::zero(T{}));
   V c0[kMR], c1[kMR];
@@ -206,17 +285,18 @@ void packed_gemm(index_t m, index_t n, index_t k, const T* Ap, const T* Bp, T* C
       for (index_t i = 0; i < m; ++i) std::fill(C + i * ldc, C + i * ldc + n, T{});
     return;
   }
+  // Panel-major: the m x kNR column block of C stays in L1 over all depth
+  // blocks instead of making one trip through L2 per depth block.
   const index_t KC = depth_block<T>(k);
-  for (index_t k0 = 0; k0 < k; k0 += KC) {
-    const index_t kc = std::min(KC, k - k0);
-    const bool acc = accumulate || k0 > 0;
-    for (index_t j0 = 0; j0 < n; j0 += NR) {
+  for (index_t j0 = 0; j0 < n; j0 += NR)
+    for (index_t k0 = 0; k0 < k; k0 += KC) {
+      const index_t kc = std::min(KC, k - k0);
+      const bool acc = accumulate || k0 > 0;
       const T* b = Bp + j0 * k + k0 * NR;
       for (index_t i0 = 0; i0 < m; i0 += kMR)
         micro_kernel(kc, Ap + i0 * k + k0 * kMR, b, C + i0 * ldc + j0, ldc, acc, std::min(kMR, m - i0),
                      std::min(NR, n - j0));
     }
-  }
 }
 
 // C[m, n] (ldc) (+)= Ap * B with B's panels made on demand, each used for all
@@ -235,11 +315,11 @@ void packed_gemm_lazy(index_t m, index_t n, index_t k, const T* Ap, Pack&& pack,
   }
   alignas(64) T panel[kKC<T> * NR];
   const index_t KC = depth_block<T>(k);
-  for (index_t k0 = 0; k0 < k; k0 += KC) {
-    const index_t kc = std::min(KC, k - k0);
-    const bool acc = accumulate || k0 > 0;
-    for (index_t j0 = 0; j0 < n; j0 += NR) {
-      const index_t nr = std::min(NR, n - j0);
+  for (index_t j0 = 0; j0 < n; j0 += NR) {  // panel-major, as packed_gemm
+    const index_t nr = std::min(NR, n - j0);
+    for (index_t k0 = 0; k0 < k; k0 += KC) {
+      const index_t kc = std::min(KC, k - k0);
+      const bool acc = accumulate || k0 > 0;
       pack(j0, nr, k0, kc, panel);
       for (index_t i0 = 0; i0 < m; i0 += kMR)
         micro_kernel(kc, Ap + i0 * k + k0 * kMR, panel, C + i0 * ldc + j0, ldc, acc, std::min(kMR, m - i0), nr);
@@ -247,6 +327,13 @@ void packed_gemm_lazy(index_t m, index_t n, index_t k, const T* Ap, Pack&& pack,
   }
 }
 
+#else
+namespace simd {
+template <class T>
+bool transpose_rows(const T* const*, index_t, T*, index_t) {
+  return false;
+}
+}  // namespace simd
 #endif  // DDPM_EIGEN_PACKED_KERNEL
 
 }  // namespace ddpm::backend::eigen_detail
