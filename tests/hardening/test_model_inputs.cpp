@@ -8,6 +8,7 @@
 
 #include "ddpm/backend/reference.hpp"
 #include "ddpm/nn/unet2d.hpp"
+#include "support/show_error.hpp"
 
 using namespace ddpm;
 
@@ -19,6 +20,7 @@ void expect_error(F&& f, std::initializer_list<std::string> fragments) {
     f();
   } catch (const Error& e) {
     msg = e.what();
+    test::show_error(msg);
   }
   INFO("message: " << msg);
   CHECK(!msg.empty());

@@ -18,6 +18,7 @@
 
 #include "ddpm/io/state_dict.hpp"
 #include "ddpm/train/trainer.hpp"
+#include "support/show_error.hpp"
 #include "support/toy_denoiser.hpp"
 
 using namespace ddpm;
@@ -141,6 +142,7 @@ TEST_CASE("a non-finite gradient names the step and the parameter and changes no
       t.apply_update(loss);
     } catch (const Error& e) {
       msg = e.what();
+      test::show_error(msg);
     }
     INFO(msg);
     CHECK(msg.find("training step 2") != std::string::npos);
@@ -182,6 +184,7 @@ TEST_CASE("divergence saves nothing over the good checkpoint and resume continue
     }
   } catch (const Error& e) {
     msg = e.what();
+    test::show_error(msg);
   }
   INFO(msg);
   CHECK(msg.find("training step 6") != std::string::npos);
@@ -258,6 +261,7 @@ TEST_CASE("a checkpoint that does not fit leaves the trainer as it was", "[harde
       t.resume(folder / c.file);
     } catch (const Error& e) {
       msg = e.what();
+      test::show_error(msg);
     }
     INFO(c.file << " -> " << msg);
     CHECK(msg.find(c.file) != std::string::npos);
@@ -312,6 +316,7 @@ TEST_CASE("tampered checkpoint metadata is refused before anything is loaded", "
       t.resume(p);
     } catch (const Error& e) {
       msg = e.what();
+      test::show_error(msg);
     }
     INFO(c.key << " = '" << c.value << "' -> " << msg);
     CHECK(msg.find(p.filename().string()) != std::string::npos);

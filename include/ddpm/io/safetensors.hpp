@@ -271,8 +271,10 @@ class SafeTensors {
       const auto b = entry["data_offsets"][0].get<std::uint64_t>(), e = entry["data_offsets"][1].get<std::uint64_t>();
       require(b <= e && e <= data_size, where, ": data_offsets [", b, ", ", e, ") outside the ", data_size,
               "-byte data section");
-      require(count <= (std::uint64_t{1} << 62) / dtype_size(*dt) && e - b == count * dtype_size(*dt), where,
-              ": data_offsets span ", e - b, " bytes but shape and dtype need ", count * dtype_size(*dt));
+      require(count <= (std::uint64_t{1} << 62) / dtype_size(*dt), where, ": shape and dtype need ", count, " x ",
+              dtype_size(*dt), " bytes, more than 2^62");
+      require(e - b == count * dtype_size(*dt), where, ": data_offsets span ", e - b,
+              " bytes but shape and dtype need ", count * dtype_size(*dt));
       ti.begin = static_cast<std::size_t>(b);
       ti.end = static_cast<std::size_t>(e);
       if (ti.end > ti.begin) ranges.emplace_back(ti.begin, ti.end);
