@@ -27,6 +27,7 @@
 #include "ddpm/nn/linear.hpp"
 #include "ddpm/nn/numerics.hpp"
 #include "ddpm/nn/parameters.hpp"
+#include "ddpm/nn/workspace.hpp"
 
 namespace ddpm::nn {
 
@@ -42,7 +43,8 @@ struct AttentionOptions {
 template <Scalar T, backend::Backend B>
 class AttentionBlock : public LayerBase {
  public:
-  using Buffer = Tensor<T, typename B::memory_space>;
+  using M = typename B::memory_space;
+  using Buffer = Tensor<T, M>;
 
   AttentionBlock(Parameters<T>& params, const std::string& prefix, const AttentionOptions& opt)
       : LayerBase(prefix),
@@ -76,7 +78,8 @@ class AttentionBlock : public LayerBase {
       attention_float32_softmax(q, k, v);
     else
       B::attention_forward(q, k, v, heads_, scale_, TensorView<T>(attn_.view()), TensorView<T>(probs_.view()));
-    const ConstTensorView<T> o = to_out_.forward(attn_.view());
+    // to_out's result is consumed by the transpose below: workspace.
+    const ConstTensorView<T> o = to_out_.forward(attn_.view(), workspace<T, M>(0, {N, L, C}));
     ensure_shape(y_, x.shape());
     transpose_cl(o.data(), y_.data(), N, L, C);  // [N, L, C] -> [N, C, L]
     const T inv = static_cast<T>(1.0 / opt_.rescale_output_factor);
@@ -94,23 +97,26 @@ class AttentionBlock : public LayerBase {
     // d(to_out output), token-major, and the residual's share of dx.
     ensure_shape(dres_, y_.shape());
     for (index_t i = 0; i < dy.numel(); ++i) dres_[i] = dy[i] * inv;
-    ensure_shape(dtok_, {N, L, C});
-    transpose_cl(dres_.data(), dtok_.data(), N, C, L);
-    const ConstTensorView<T> dattn = to_out_.backward(dtok_.view());
-    ensure_shape(dq_, {N, L, inner_});
-    ensure_shape(dk_, {N, L, inner_});
-    ensure_shape(dv_, {N, L, inner_});
+    // The intermediate gradients live in the shared workspace (slots 0-5),
+    // each slot taken again only after its last reader ran; dres_ (also the
+    // residual's share of dx) is the layer's own.
+    const Shape tok{N, L, C}, inner{N, L, inner_};
+    const TensorView<T> dtok = workspace<T, M>(0, tok);
+    transpose_cl(dres_.data(), dtok.data(), N, C, L);
+    const ConstTensorView<T> dattn = to_out_.backward(dtok, workspace<T, M>(1, inner));
+    const TensorView<T> dq = workspace<T, M>(2, inner), dk = workspace<T, M>(3, inner), dv = workspace<T, M>(4, inner);
     B::attention_backward(ConstTensorView<T>(to_q_.output()), ConstTensorView<T>(to_k_.output()),
                           ConstTensorView<T>(to_v_.output()), ConstTensorView<T>(probs_.view()), heads_, scale_,
-                          dattn, TensorView<T>(dq_.view()), TensorView<T>(dk_.view()), TensorView<T>(dv_.view()));
-    // d tokens = sum of the three projections' input gradients (dtok_ is free again).
-    const ConstTensorView<T> a = to_q_.backward(dq_.view());
-    const ConstTensorView<T> b = to_k_.backward(dk_.view());
-    const ConstTensorView<T> c = to_v_.backward(dv_.view());
-    for (index_t i = 0; i < dtok_.numel(); ++i) dtok_[i] = a[i] + b[i] + c[i];
-    ensure_shape(dh_, y_.shape());
-    transpose_cl(dtok_.data(), dh_.data(), N, L, C);  // [N, L, C] -> [N, C, L]
-    const ConstTensorView<T> dx_norm = norm_ ? norm_->backward(dh_.view()) : ConstTensorView<T>(dh_.view());
+                          dattn, dq, dk, dv);
+    // d tokens = sum of the three projections' input gradients.
+    const ConstTensorView<T> a = to_q_.backward(dq, workspace<T, M>(0, tok));
+    const ConstTensorView<T> b = to_k_.backward(dk, workspace<T, M>(1, tok));
+    const ConstTensorView<T> c = to_v_.backward(dv, workspace<T, M>(5, tok));
+    const TensorView<T> dsum = workspace<T, M>(2, tok);
+    for (index_t i = 0; i < dsum.numel(); ++i) dsum[i] = a[i] + b[i] + c[i];
+    const TensorView<T> dh = workspace<T, M>(3, y_.shape());
+    transpose_cl(dsum.data(), dh.data(), N, L, C);  // [N, L, C] -> [N, C, L]
+    const ConstTensorView<T> dx_norm = norm_ ? norm_->backward(dh, workspace<T, M>(4, y_.shape())) : ConstTensorView<T>(dh);
     for (index_t i = 0; i < dres_.numel(); ++i) dres_[i] += dx_norm[i];
     return dres_.view();
   }
@@ -188,7 +194,7 @@ class AttentionBlock : public LayerBase {
   std::optional<GroupNorm<T, B>> norm_;
   Linear<T, B> to_q_, to_k_, to_v_, to_out_;
   bool have_forward_ = false;
-  Buffer tokens_, attn_, probs_, y_, dres_, dtok_, dq_, dk_, dv_, dh_;
+  Buffer tokens_, attn_, probs_, y_, dres_;
 };
 
 }  // namespace ddpm::nn

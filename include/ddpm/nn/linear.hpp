@@ -26,25 +26,26 @@ class Linear : public LayerBase {
     if (bias) bias_ = params.add(join_name(prefix, "bias"), {out_features});
   }
 
-  // x: [..., in] (any leading dims) -> [..., out].
-  ConstTensorView<T> forward(ConstTensorView<T> x) {
+  // x: [..., in] (any leading dims) -> [..., out]. `out` (optional, that
+  // shape): where to write y instead of the layer's own buffer.
+  ConstTensorView<T> forward(ConstTensorView<T> x, TensorView<T> out = {}) {
     check(x.rank() >= 1 && x.dim(-1) == in_, "expected input [..., ", in_, "], got ", x.shape().str());
     Shape s = x.shape();
     s[s.rank() - 1] = out_;
-    ensure_shape(y_, s);
-    B::linear_forward(x, weight(), bias(), TensorView<T>(y_.view()));
+    y_view_ = output_buffer(y_, s, out);
+    B::linear_forward(x, weight(), bias(), y_view_);
     x_ = mode_ == Mode::Training ? x : ConstTensorView<T>{};
-    return y_.view();
+    return y_view_;
   }
 
-  // dy: like the last output. Accumulates dW, db; returns dx.
-  ConstTensorView<T> backward(ConstTensorView<T> dy) {
+  // dy: like the last output. Accumulates dW, db; returns dx (in `out` when given).
+  ConstTensorView<T> backward(ConstTensorView<T> dy, TensorView<T> out = {}) {
     check_backward(x_.data() != nullptr);
-    check_shape("output gradient", dy.shape(), y_.shape());
-    ensure_shape(dx_, x_.shape());
-    B::linear_backward(x_, weight(), dy, TensorView<T>(dx_.view()), params_->grad(weight_),
+    check_shape("output gradient", dy.shape(), y_view_.shape());
+    const TensorView<T> dx = output_buffer(dx_, x_.shape(), out);
+    B::linear_backward(x_, weight(), dy, dx, params_->grad(weight_),
                        bias_ >= 0 ? params_->grad(bias_) : TensorView<T>{});
-    return dx_.view();
+    return dx;
   }
 
   void init(Rng& rng) {
@@ -52,7 +53,7 @@ class Linear : public LayerBase {
   }
 
   // The last forward's output (valid until the next forward).
-  ConstTensorView<T> output() const { return y_.view(); }
+  ConstTensorView<T> output() const { return y_view_; }
   index_t in_features() const { return in_; }
   index_t out_features() const { return out_; }
   bool has_bias() const { return bias_ >= 0; }
@@ -68,6 +69,7 @@ class Linear : public LayerBase {
   index_t in_, out_;
   ParamId weight_ = -1, bias_ = -1;
   ConstTensorView<T> x_;
+  TensorView<T> y_view_;
   Buffer y_, dx_;
 };
 

@@ -84,15 +84,18 @@ class ResnetBlock2D : public LayerBase {
     check(has_temb_ || !scale_shift_, "scale_shift needs a time embedding");
 
     // In inference the intermediate results ping-pong through the shared
-    // workspace (slots 0 and 1); in training each sub-layer keeps its output
-    // for backward.
+    // workspace (slots 0 and 1); in training the sub-layers keep the outputs
+    // that backward reads (the inputs of norm, SiLU and conv), and only the
+    // convolution outputs that are consumed at once (by the time-embedding
+    // add, the residual add) go to the workspace.
     const bool ws = mode_ == Mode::Inference;
     const Shape xs = x.shape(), hs{N, co_, x.dim(2), x.dim(3)};
     auto slot = [&](int i, const Shape& s) { return ws ? workspace<T, M>(i, s) : TensorView<T>{}; };
+    const bool conv1_consumed = ws || (has_temb_ && !scale_shift_);
     // (One call per statement: a slot is asked for only after its last reader ran.)
     ConstTensorView<T> h = norm1_.forward(x, slot(0, xs));
     h = silu1_.forward(h, slot(1, xs));
-    h = conv1_.forward(h, slot(0, hs));
+    h = conv1_.forward(h, conv1_consumed ? workspace<T, M>(0, hs) : TensorView<T>{});
     ConstTensorView<T> e;
     if (has_temb_) e = time_emb_proj_->forward(silu_t_.forward(temb));
     if (has_temb_ && !scale_shift_) {
@@ -118,8 +121,8 @@ class ResnetBlock2D : public LayerBase {
       h = mod;
     }
     h = silu2_.forward(h, slot(0, hs));
-    h = conv2_.forward(h, slot(1, hs));
-    const ConstTensorView<T> sc = conv_shortcut_ ? conv_shortcut_->forward(x, slot(0, hs)) : x;
+    h = conv2_.forward(h, workspace<T, M>(1, hs));
+    const ConstTensorView<T> sc = conv_shortcut_ ? conv_shortcut_->forward(x, workspace<T, M>(0, hs)) : x;
     x_shape_ = xs;
     ensure_shape(y_, h.shape());
     const T inv = static_cast<T>(1.0 / osf_);

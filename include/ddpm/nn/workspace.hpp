@@ -25,7 +25,7 @@
 
 namespace ddpm::nn {
 
-inline constexpr int kWorkspaceSlots = 3;
+inline constexpr int kWorkspaceSlots = 6;
 
 template <Scalar T, class M = Host>
 TensorView<T> workspace(int slot, const Shape& shape) {
