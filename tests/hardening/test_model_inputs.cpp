@@ -15,20 +15,7 @@ using namespace ddpm;
 namespace {
 template <class F>
 void expect_error(F&& f, std::initializer_list<std::string> fragments) {
-  std::string msg;
-  try {
-    f();
-  } catch (const Error& e) {
-    msg = e.what();
-    test::show_error(msg);
-  }
-  INFO("message: " << msg);
-  CHECK(!msg.empty());
-  CHECK(msg.find('\n') == std::string::npos);
-  for (const auto& f : fragments) {
-    INFO("expected fragment: " << f);
-    CHECK(msg.find(f) != std::string::npos);
-  }
+  test::error_of(std::forward<F>(f), fragments);
 }
 }  // namespace
 

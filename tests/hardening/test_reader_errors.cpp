@@ -35,26 +35,7 @@ void write_raw(const fs::path& p, const std::string& bytes) {
   std::ofstream(p, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-// Runs `f`, which must throw ddpm::Error; returns the message after checking
-// it is one line and holds every fragment.
-template <class F>
-std::string error_of(F&& f, std::initializer_list<std::string> fragments) {
-  std::string msg;
-  try {
-    f();
-  } catch (const Error& e) {
-    msg = e.what();
-    test::show_error(msg);
-  }
-  INFO("message: " << msg);
-  CHECK(!msg.empty());
-  CHECK(msg.find('\n') == std::string::npos);
-  for (const auto& f : fragments) {
-    INFO("expected fragment: " << f);
-    CHECK(msg.find(f) != std::string::npos);
-  }
-  return msg;
-}
+using test::error_of;
 
 std::string with_header(const std::string& header, std::size_t data_bytes) {
   std::string b(8 + header.size() + data_bytes, '\0');

@@ -2,6 +2,7 @@
 // The smallest models that satisfy nn::Denoiser, for tests of the training
 // step (train/, hardening/, mpi/): fast, deterministic, with both kinds of
 // conditioning.
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -13,6 +14,7 @@
 #include "ddpm/nn/conditioning.hpp"
 #include "ddpm/nn/linear.hpp"
 #include "ddpm/nn/parameters.hpp"
+#include "ddpm/train/trainer.hpp"
 
 namespace ddpm::test {
 
@@ -70,5 +72,23 @@ class Toy {
   std::vector<std::int64_t> labels_;
   Tensor<T> in_, out_, dx_;
 };
+
+// Smooth [n, d] training data with a little noise, for the toy models.
+template <Scalar T>
+Tensor<T> toy_data(index_t n, index_t d, std::uint64_t seed) {
+  Tensor<T> x({n, d});
+  Rng rng(seed);
+  for (index_t i = 0; i < x.numel(); ++i) x[i] = static_cast<T>(0.5 * std::sin(static_cast<double>(i)) + 0.1 * rng.normal());
+  return x;
+}
+
+// A training set-up that learns the toy data within a few dozen steps.
+inline train::TrainConfig toy_train_config(std::uint64_t seed = 3) {
+  train::TrainConfig c;
+  c.lr = {1e-2, 5, 100, 1e-3};
+  c.seed = seed;
+  c.ema_decay = 0.99;
+  return c;
+}
 
 }  // namespace ddpm::test

@@ -19,19 +19,10 @@ using ToyDenoiser = test::Toy<T>;
 
 template <Scalar T>
 Tensor<T> data(index_t n, index_t d, std::uint64_t seed) {
-  Tensor<T> x({n, d});
-  Rng rng(seed);
-  for (index_t i = 0; i < x.numel(); ++i) x[i] = static_cast<T>(0.5 * std::sin(static_cast<double>(i)) + 0.1 * rng.normal());
-  return x;
+  return test::toy_data<T>(n, d, seed);
 }
 
-train::TrainConfig config(std::uint64_t seed = 3) {
-  train::TrainConfig c;
-  c.lr = {1e-2, 5, 100, 1e-3};
-  c.seed = seed;
-  c.ema_decay = 0.99;
-  return c;
-}
+train::TrainConfig config(std::uint64_t seed = 3) { return test::toy_train_config(seed); }
 }  // namespace
 
 TEST_CASE("training lowers the loss", "[trainer]") {

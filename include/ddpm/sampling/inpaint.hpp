@@ -94,10 +94,7 @@ Tensor<typename S::scalar_type> repaint(S& sampler, Model&& model, ConstTensorVi
         break;
       }
     }
-    if constexpr (std::invocable<Progress&, index_t, index_t, double, ConstTensorView<T>>)
-      progress(k, n, t, x.cview());
-    else
-      progress(k, n, t);
+    detail::report_progress(progress, k, n, t, x.cview());
   }
   return x;
 }

@@ -37,6 +37,16 @@ ConstTensorView<T> as_const_view(const R& r) {
   else
     return ConstTensorView<T>(r);
 }
+
+// Calls progress(step, steps, t, x) when the callback takes the sample, else
+// progress(step, steps, t): one place for every loop (sample_loop, sdedit, inpaint).
+template <Scalar T, class Progress>
+void report_progress(Progress& progress, index_t step, index_t steps, double t, ConstTensorView<T> x) {
+  if constexpr (std::invocable<Progress&, index_t, index_t, double, ConstTensorView<T>>)
+    progress(step, steps, t, x);
+  else
+    progress(step, steps, t);
+}
 }  // namespace detail
 
 // Runs the whole reverse process from `initial_noise` (N(0, I), unscaled).
@@ -63,10 +73,7 @@ Tensor<typename S::scalar_type> sample_loop(S& sampler, Model&& model,
     require_same_shape(m.shape(), x.shape(), "sample_loop: model output vs sample");
     const StepOutput<T> r = sampler.step(m, t, x.cview(), noise);
     std::copy(r.prev_sample.begin(), r.prev_sample.end(), x.begin());
-    if constexpr (std::invocable<Progress&, index_t, index_t, double, ConstTensorView<T>>)
-      progress(i, n, t, x.cview());
-    else
-      progress(i, n, t);
+    detail::report_progress(progress, i, n, t, x.cview());
   }
   return x;
 }

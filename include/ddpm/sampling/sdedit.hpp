@@ -75,10 +75,7 @@ Tensor<typename S::scalar_type> sdedit(S& sampler, Model&& model, ConstTensorVie
     require_same_shape(m.shape(), x.shape(), "sdedit: model output vs sample");
     const StepOutput<T> r = sampler.step(m, t, x.cview(), noise);
     std::copy(r.prev_sample.begin(), r.prev_sample.end(), x.begin());
-    if constexpr (std::invocable<Progress&, index_t, index_t, double, ConstTensorView<T>>)
-      progress(k, n, t, x.cview());
-    else
-      progress(k, n, t);
+    detail::report_progress(progress, k, n, t, x.cview());
   }
   return x;
 }
