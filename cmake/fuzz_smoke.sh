@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (cmake/ddpmFuzz.cmake, clang) and runs each one
-# for a short time over its committed seed corpus (tests/fuzz/corpus/<target>).
+# for a fixed number of runs (seed 1, at most the given seconds) over its committed seed corpus (tests/fuzz/corpus/<target>).
 # Any crash, sanitizer report, leak, timeout or out-of-memory fails the run; the
 # input that caused it is left in <build>/fuzz-work/<target>/artifacts/.
 #
@@ -27,9 +27,11 @@ for t in safetensors unet_config idx image; do
   dict=()
   [ -f "tests/fuzz/$t.dict" ] && dict=("-dict=tests/fuzz/$t.dict")
   # New inputs go to the scratch corpus (first folder); the committed seeds are only read.
-  if "$build/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" \
+  # A fixed seed and run count make the smoke run the same on every machine
+  # (the time limit only guards against a slow one); long runs are for development.
+  if "$build/fuzz_$t" -seed=1 -runs="${DDPM_FUZZ_RUNS:-150000}" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" \
       -artifact_prefix="$work/artifacts/" "$work/corpus" "tests/fuzz/corpus/$t" >"$work/log.txt" 2>&1; then
-    echo "fuzz_$t: ok, $(grep -o 'stat::number_of_executed_units: [0-9]*' "$work/log.txt" | grep -o '[0-9]*$') executions in ${secs}s"
+    echo "fuzz_$t: ok, $(grep -o 'stat::number_of_executed_units: [0-9]*' "$work/log.txt" | grep -o '[0-9]*$') executions (seed 1, at most ${secs}s)"
   else
     echo "fuzz_$t: FAILED (log and the failing input below)" >&2
     tail -n 60 "$work/log.txt" >&2

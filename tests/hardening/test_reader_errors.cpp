@@ -235,6 +235,13 @@ TEST_CASE("images: headers that lie about the size are refused before decoding",
   // 2.27 convert 16-bit samples with its 8-bit code and read past the buffer.
   error_of([&] { io::load_image(without_channel_byte("regress_pnm16_convert.pgm"), 3); },
            {"regress_pnm16_convert.pgm", "16-bit PNM (maximum value 58191) is not supported"});
+  // Regression (fuzz_image, CI smoke run): a scan using a Huffman table no DHT
+  // defined made stb_image 2.27 decode with an uninitialised table.
+  error_of([&] { io::load_image(without_channel_byte("regress_jpeg_undefined_table.jpg"), 3); },
+           {"regress_jpeg_undefined_table.jpg", "a scan uses a Huffman table that no DHT segment defines"});
+  // Real JPEGs (baseline, in the corpus) still load.
+  CHECK(io::load_image(without_channel_byte("rgb.jpg"), 3).width > 0);
+  CHECK(io::load_image(without_channel_byte("gray.jpg"), 1).width > 0);
   // Regression (fuzz_image): PNM header numbers that overflow stb_image's int.
   write_raw(dir() / "overflow.ppm", "P6\n8192191819219192\n255\n");
   error_of([&] { io::load_image(dir() / "overflow.ppm", 3); }, {"overflow.ppm", "corrupt PNM header"});

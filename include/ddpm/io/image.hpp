@@ -53,12 +53,21 @@ inline std::int64_t max_plausible_pixels(const unsigned char* p, std::size_t n) 
 // symbols (fixed upstream in 2.28; found by tests/fuzz/fuzz_image), so such a
 // file must not reach it. Walks the marker segments as stb_image does, skipping
 // entropy-coded data, so tables between progressive scans are checked too.
-inline int jpeg_max_huffman_symbols(const unsigned char* p, std::size_t n) {
+// Also flags a scan (SOS) that uses a Huffman table no DHT before it defined:
+// stb_image 2.27 then decodes with an uninitialised table and indexes far out
+// of bounds (also found by fuzz_image).
+struct JpegHuffmanCheck {
+  int most_symbols = 0;
+  bool undefined_table = false;
+};
+
+inline JpegHuffmanCheck check_jpeg_huffman(const unsigned char* p, std::size_t n) {
+  JpegHuffmanCheck out;
+  bool defined[2][4] = {};  // [DC = 0, AC = 1][table id]
   // SOI: 0xFF, any number of 0xFF fill bytes, then 0xD8 (stbi__get_marker).
   std::size_t i = 1;
   while (i < n && p[i] == 0xFF) ++i;
-  if (n < 2 || p[0] != 0xFF || i >= n || p[i] != 0xD8) return 0;
-  int most = 0;
+  if (n < 2 || p[0] != 0xFF || i >= n || p[i] != 0xD8) return out;
   ++i;
   while (i + 1 < n) {
     if (p[i] != 0xFF || p[i + 1] == 0xFF) {  // entropy-coded data, junk or fill bytes
@@ -78,16 +87,25 @@ inline int jpeg_max_huffman_symbols(const unsigned char* p, std::size_t n) {
       // stb_image reads bytes past the end as 0, so a table cut short by the
       // end of the file still counts the bytes that are there.
       while (left > 0 && q + 1 < n) {
+        if ((p[q] >> 4) <= 1 && (p[q] & 15) <= 3) defined[p[q] >> 4][p[q] & 15] = true;
         int count = 0;
         for (std::size_t k = 1; k <= 16 && q + k < n; ++k) count += p[q + k];
-        most = std::max(most, count);
+        out.most_symbols = std::max(out.most_symbols, count);
         q += 17 + static_cast<std::size_t>(count);
         left -= 17 + count;
       }
     }
+    if (m == 0xDA && i + 4 < n) {  // SOS: Ns, then (Cs, Td << 4 | Ta) per component, Ss, Se
+      const std::size_t ns = p[i + 4], spec = i + 5 + 2 * ns;
+      const bool dc = spec >= n || p[spec] == 0, ac = spec + 1 >= n || p[spec + 1] != 0;
+      for (std::size_t c = 0; c < ns && i + 6 + 2 * c < n; ++c) {
+        const unsigned td = p[i + 6 + 2 * c] >> 4, ta = p[i + 6 + 2 * c] & 15;
+        if ((dc && td <= 3 && !defined[0][td]) || (ac && ta <= 3 && !defined[1][ta])) out.undefined_table = true;
+      }
+    }
     i += 2 + len;
   }
-  return most;
+  return out;
 }
 
 // The header numbers (width, height, maximum value) of a binary PNM (P5, P6)
@@ -177,9 +195,11 @@ inline Image load_image(const std::filesystem::path& path, int channels = 1) {
   require(bytes.size() <= static_cast<std::size_t>(INT32_MAX), path.string(), ": file too large");
   int w = 0, h = 0, c = 0;
   const auto* buf = reinterpret_cast<const stbi_uc*>(bytes.data());
-  const int huffman = jpeg_max_huffman_symbols(buf, bytes.size());
-  require(huffman <= 256, path.string(), ": corrupt JPEG: a Huffman table (DHT) declares ", huffman,
-          " symbols, expected at most 256");
+  const JpegHuffmanCheck huffman = check_jpeg_huffman(buf, bytes.size());
+  require(huffman.most_symbols <= 256, path.string(), ": corrupt JPEG: a Huffman table (DHT) declares ",
+          huffman.most_symbols, " symbols, expected at most 256");
+  require(!huffman.undefined_table, path.string(),
+          ": corrupt JPEG: a scan uses a Huffman table that no DHT segment defines");
   const PnmHeader pnm = read_pnm_header(buf, bytes.size());
   require(pnm.fits, path.string(), ": corrupt PNM header: width, height or maximum value has more than 8 digits");
   // stb_image 2.27 reads 16-bit PNM samples in the machine's byte order, not
