@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "ddpm/backend/eigen.hpp"
+#include "ddpm/backend/profiled.hpp"
 #include "ddpm/core/random.hpp"
 #include "ddpm/io/unet_config_json.hpp"
 #include "ddpm/nn/unet2d.hpp"
@@ -89,6 +90,15 @@ struct FlopCounter {
                                   ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::TensorView<T>,
                                   ddpm::TensorView<T>, ddpm::TensorView<T>) {}
   template <class T>
+  static void group_norm_silu_forward(ddpm::ConstTensorView<T>, int, T, ddpm::ConstTensorView<T>,
+                                      ddpm::ConstTensorView<T>, ddpm::TensorView<T>, ddpm::TensorView<T>,
+                                      ddpm::TensorView<T>) {}
+  template <class T>
+  static void group_norm_silu_backward(ddpm::ConstTensorView<T>, int, ddpm::ConstTensorView<T>,
+                                       ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>,
+                                       ddpm::ConstTensorView<T>, ddpm::TensorView<T>, ddpm::TensorView<T>,
+                                       ddpm::TensorView<T>) {}
+  template <class T>
   static void silu_forward(ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
   template <class T>
   static void silu_backward(ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
@@ -96,6 +106,14 @@ struct FlopCounter {
   static void upsample_nearest2x_forward(ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
   template <class T>
   static void upsample_nearest2x_backward(ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
+  template <class T>
+  static void add(ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, T, ddpm::TensorView<T>) {}
+  template <class T>
+  static void add_channel_bias(ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
+  template <class T>
+  static void channel_sum(ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
+  template <class T>
+  static void transpose(ddpm::ConstTensorView<T>, index_t, index_t, index_t, ddpm::TensorView<T>) {}
   template <class T>
   static void attention_forward(ddpm::ConstTensorView<T> q, ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, int,
                                 T, ddpm::TensorView<T>, ddpm::TensorView<T>) {
@@ -125,6 +143,7 @@ struct Options {
   index_t batch = 32, sample_batch = 16;
   int ddim_steps = 20, repeat = 5;
   std::string only = "fwd1,fwdS,train,ddim";
+  bool profile = false;
 };
 
 double median_ms(const std::function<void()>& fn, int repeat) {
@@ -140,53 +159,38 @@ double median_ms(const std::function<void()>& fn, int repeat) {
   return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
 }
 
+// The --profile table: wall time per op kind, and the rest (nn/ and train/ loops).
+void print_profile(const std::string& phase, double total_s, const std::vector<ddpm::backend::OpTime>& ops) {
+  std::fprintf(stderr, "profile: %s, %.1f ms in all\n", phase.c_str(), total_s * 1e3);
+  double in_ops = 0;
+  for (const auto& r : ops) {
+    in_ops += r.seconds;
+    std::fprintf(stderr, "  %-22.*s %7lld calls %10.1f ms %5.1f%%\n", static_cast<int>(r.name.size()), r.name.data(),
+                 r.calls, r.seconds * 1e3, 100 * r.seconds / total_s);
+  }
+  std::fprintf(stderr, "  %-22s %7s       %10.1f ms %5.1f%%\n", "outside backend ops", "", (total_s - in_ops) * 1e3,
+               100 * (total_s - in_ops) / total_s);
+}
+
 [[noreturn]] void usage(const char* argv0, int code) {
   std::fprintf(code ? stderr : stdout,
                "usage: %s CONFIG.json [--threads N] [--repeat R] [--batch B] [--sample-batch S] [--ddim-steps K]\n"
-               "       [--only fwd1,fwdS,train,ddim]\n",
+               "       [--only fwd1,fwdS,train,ddim] [--profile]\n",
                argv0);
   std::exit(code);
 }
 
 }  // namespace
 
-int main(int argc, char** argv) try {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) usage(argv[0], 2);
-      return argv[++i];
-    };
-    // Each value is range-checked here, before the model is built: a bad one
-    // ends the run with "ddpm_bench: --flag: expected ..., got ...".
-    if (a == "--threads") o.threads = examples::parse_in<int>(a, next(), 1, examples::kMaxThreads);
-    else if (a == "--repeat") o.repeat = examples::parse_in<int>(a, next(), 1, 1000);
-    else if (a == "--batch") o.batch = examples::parse_in<index_t>(a, next(), 1, 4096);
-    else if (a == "--sample-batch") o.sample_batch = examples::parse_in<index_t>(a, next(), 1, 4096);
-    else if (a == "--ddim-steps") o.ddim_steps = examples::parse_in<int>(a, next(), 1, 1000);
-    else if (a == "--only") {
-      o.only = next();
-      for (std::size_t p = 0; p <= o.only.size();) {
-        const auto q = std::min(o.only.find(',', p), o.only.size());
-        const std::string k = o.only.substr(p, q - p);
-        ddpm::require(k == "fwd1" || k == "fwdS" || k == "train" || k == "ddim",
-                      "--only: expected a comma-separated list of fwd1, fwdS, train, ddim, got '", o.only, "'");
-        p = q + 1;
-      }
-    }
-    else if (a == "-h" || a == "--help") usage(argv[0], 0);
-    else if (!a.empty() && a[0] != '-' && o.config.empty()) o.config = a;
-    else usage(argv[0], 2);
-  }
-  if (o.config.empty()) usage(argv[0], 2);
+template <class Backend>
+int run(const Options& o) {
   auto want = [&](const char* k) { return ("," + o.only + ",").find(std::string(",") + k + ",") != std::string::npos; };
 
-  ddpm::backend::Eigen::set_num_threads(o.threads);
+  Backend::set_num_threads(o.threads);
   const ddpm::nn::UNet2DConfig config = ddpm::io::read_unet2d_config(o.config);
   const index_t c = config.in_channels, s = config.sample_size.at(0);
   const bool has_labels = config.num_class_embeds.has_value();
-  using UNet = ddpm::nn::UNet2D<float, ddpm::backend::Eigen>;
+  using UNet = ddpm::nn::UNet2D<float, Backend>;
   UNet model(config);
   ddpm::Rng rng(0);
   model.init(rng);
@@ -204,12 +208,25 @@ int main(int argc, char** argv) try {
   };
   auto labels = [&](index_t n) { return std::vector<std::int64_t>(has_labels ? static_cast<std::size_t>(n) : 0, 0); };
 
+  // median_ms, and with --profile the time per op kind over the whole phase
+  // (warm-up included) on stderr.
+  auto timed = [&](const std::string& phase, const std::function<void()>& fn, int repeat) {
+    constexpr bool profiled = requires { Backend::report(); };
+    if constexpr (profiled) Backend::reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    const double ms = median_ms(fn, repeat);
+    if constexpr (profiled)
+      print_profile(phase, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                    Backend::report());
+    return ms;
+  };
+
   auto forward_ms = [&](index_t n) {
     const auto x = randn(n);
     const auto t = randt(n);
     const auto y = labels(n);
     model.set_mode(ddpm::nn::Mode::Inference);
-    return median_ms([&] { model.forward(x.view(), t, y); }, o.repeat);
+    return timed("forward, batch " + std::to_string(n), [&] { model.forward(x.view(), t, y); }, o.repeat);
   };
 
   const index_t S = o.sample_batch;
@@ -225,7 +242,8 @@ int main(int argc, char** argv) try {
     const auto yb = labels(o.batch);
     ddpm::Tensor<float> dpred({o.batch, config.out_channels, s, s});
     model.set_mode(ddpm::nn::Mode::Training);
-    train = median_ms(
+    train = timed(
+        "train step, batch " + std::to_string(o.batch),
         [&] {
           auto& p = model.parameters();
           p.zero_grad();
@@ -250,7 +268,8 @@ int main(int argc, char** argv) try {
     const auto y = labels(S);
     ddpm::Tensor<float> x({S, c, s, s});
     model.set_mode(ddpm::nn::Mode::Inference);
-    ddim = median_ms(
+    ddim = timed(
+        "DDIM loop, batch " + std::to_string(S),
         [&] {
           rng.fill_normal(std::span<float>(x.data(), static_cast<std::size_t>(x.numel())));
           for (std::size_t i = 0; i < steps.size(); ++i) {
@@ -280,7 +299,7 @@ int main(int argc, char** argv) try {
   const double gf = fpi / 1e9;
   std::string j = "{";
   auto kv = [&](const std::string& k, const std::string& v) { j += (j.size() > 1 ? ", \"" : "\"") + k + "\": " + v; };
-  kv("impl", "\"ddpm eigen\"");
+  kv("impl", o.profile ? "\"ddpm eigen (profiled)\"" : "\"ddpm eigen\"");
   kv("config", "\"" + o.config.substr(o.config.find_last_of('/') + 1) + "\"");
   kv("threads", std::to_string(o.threads));
   kv("params", std::to_string(model.num_parameters()));
@@ -302,6 +321,40 @@ int main(int argc, char** argv) try {
   j += "}";
   std::printf("%s\n", j.c_str());
   return 0;
+}
+
+int main(int argc, char** argv) try {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) usage(argv[0], 2);
+      return argv[++i];
+    };
+    // Each value is range-checked here, before the model is built: a bad one
+    // ends the run with "ddpm_bench: --flag: expected ..., got ...".
+    if (a == "--threads") o.threads = examples::parse_in<int>(a, next(), 1, examples::kMaxThreads);
+    else if (a == "--repeat") o.repeat = examples::parse_in<int>(a, next(), 1, 1000);
+    else if (a == "--batch") o.batch = examples::parse_in<index_t>(a, next(), 1, 4096);
+    else if (a == "--sample-batch") o.sample_batch = examples::parse_in<index_t>(a, next(), 1, 4096);
+    else if (a == "--ddim-steps") o.ddim_steps = examples::parse_in<int>(a, next(), 1, 1000);
+    else if (a == "--only") {
+      o.only = next();
+      for (std::size_t p = 0; p <= o.only.size();) {
+        const auto q = std::min(o.only.find(',', p), o.only.size());
+        const std::string k = o.only.substr(p, q - p);
+        ddpm::require(k == "fwd1" || k == "fwdS" || k == "train" || k == "ddim",
+                      "--only: expected a comma-separated list of fwd1, fwdS, train, ddim, got '", o.only, "'");
+        p = q + 1;
+      }
+    }
+    else if (a == "--profile") o.profile = true;
+    else if (a == "-h" || a == "--help") usage(argv[0], 0);
+    else if (!a.empty() && a[0] != '-' && o.config.empty()) o.config = a;
+    else usage(argv[0], 2);
+  }
+  if (o.config.empty()) usage(argv[0], 2);
+  return o.profile ? run<ddpm::backend::Profiled<ddpm::backend::Eigen>>(o) : run<ddpm::backend::Eigen>(o);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "ddpm_bench: %s\n", e.what());
   return 1;

@@ -303,6 +303,19 @@ TEMPLATE_TEST_CASE("eigen: group_norm forward/backward match reference", "[backe
         E::group_norm_backward<T>(x, c.groups, gv, mr, rr, dy, TensorView<T>{}, dge, TensorView<T>{});
         R::group_norm_backward<T>(x, c.groups, gv, mr, rr, dy, TensorView<T>{}, dgr, TensorView<T>{});
         expect_close(dge, dgr, tol, "gn dgamma, no dx");
+
+        // Fused with the SiLU that follows.
+        auto se = nans<T>(c.x), sr = nans<T>(c.x);
+        E::group_norm_silu_forward<T>(x, c.groups, T(1e-5), gv, bv, se, me, re);
+        R::group_norm_silu_forward<T>(x, c.groups, T(1e-5), gv, bv, sr, mr, rr);
+        expect_close(se, sr, tol, "gn+silu y");
+        expect_close(me, mr, tol, "gn+silu mean");
+        dge = dg0, dgr = dg0, dbe = db0, dbr = db0;
+        E::group_norm_silu_backward<T>(x, c.groups, gv, bv, mr, rr, dy, dxe, dge, dbe);
+        R::group_norm_silu_backward<T>(x, c.groups, gv, bv, mr, rr, dy, dxr, dgr, dbr);
+        expect_close(dxe, dxr, tol, "gn+silu dx");
+        expect_close(dge, dgr, tol, "gn+silu dgamma (+=)");
+        expect_close(dbe, dbr, tol, "gn+silu dbeta (+=)");
       }
     }
   }
@@ -343,6 +356,56 @@ TEMPLATE_TEST_CASE("eigen: silu and upsample match reference", "[backend]", floa
       E::upsample_nearest2x_backward<T>(dy, dxe);
       R::upsample_nearest2x_backward<T>(dy, dxr);
       expect_close(dxe, dxr, tol, "upsample dx");
+    }
+  }
+}
+
+// ---- Glue: add, add_channel_bias, channel_sum, transpose -----------------------------
+TEMPLATE_TEST_CASE("eigen: add, channel bias, channel sum and transpose match reference", "[backend]", float,
+                   double) {
+  using T = TestType;
+  ThreadGuard guard;
+  Rng rng(6);
+  for (int th : kThreadCounts) {
+    E::set_num_threads(th);
+    // Small (inline) and large (threaded) sizes, odd plane sizes.
+    for (Shape s : {Shape{1, 1, 1, 1}, Shape{2, 3, 5, 7}, Shape{32, 64, 14, 14}, Shape{3, 17, 9, 11}}) {
+      INFO("threads " << th << " shape " << s.str());
+      const auto a = rnd<T>(s, rng), b = rnd<T>(s, rng);
+      for (double alpha : {1.0, 0.5}) {
+        auto ye = nans<T>(s), yr = nans<T>(s);
+        E::add<T>(a, b, T(alpha), ye);
+        R::add<T>(a, b, T(alpha), yr);
+        CHECK(identical(ye, yr));  // one rounding per element either way
+        E::add<T>(a, {}, T(alpha), ye);
+        R::add<T>(a, {}, T(alpha), yr);
+        CHECK(identical(ye, yr));
+      }
+      auto acc = a;  // in place: y aliases a
+      E::add<T>(acc, b, T{1}, acc);
+      auto want = nans<T>(s);
+      R::add<T>(a, b, T{1}, want);
+      CHECK(identical(acc, want));
+
+      const auto e = rnd<T>({s[0], s[1]}, rng);
+      auto be = nans<T>(s), br = nans<T>(s);
+      E::add_channel_bias<T>(a, e, be);
+      R::add_channel_bias<T>(a, e, br);
+      CHECK(identical(be, br));
+
+      auto se = nans<T>({s[0], s[1]}), sr = nans<T>({s[0], s[1]});
+      E::channel_sum<T>(a, se);
+      R::channel_sum<T>(a, sr);
+      expect_close(se, sr, base_tol<T>() * std::sqrt(double(s[2] * s[3])), "channel_sum");
+
+      const index_t n = s[0], ca = s[1], cb = s[2] * s[3];
+      auto te = nans<T>({n, cb, ca}), tr = nans<T>({n, cb, ca});
+      E::transpose<T>(a, n, ca, cb, te);
+      R::transpose<T>(a, n, ca, cb, tr);
+      CHECK(identical(te, tr));
+      auto back = nans<T>(s);
+      E::transpose<T>(te, n, cb, ca, back);
+      CHECK(identical(back, a));
     }
   }
 }

@@ -214,3 +214,28 @@ TEST_CASE("reference: attention by hand", "[backend]") {
   check(probs2, {0.75, 0.25, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5});
   check(out2, {5, 2, 6, 2});
 }
+
+TEST_CASE("reference: glue ops by hand", "[backend]") {
+  // a = [[1, 2, 3], [4, 5, 6]] as [N=1, C=2, 3]; b = all 1.
+  auto a = t({1, 2, 3}, {1, 2, 3, 4, 5, 6});
+  auto b = t({1, 2, 3}, {1, 1, 1, 1, 1, 1});
+  Tensor<double> y({1, 2, 3});
+  R::add<double>(a, b, 0.5, y);
+  check(y, {1, 1.5, 2, 2.5, 3, 3.5});
+  R::add<double>(a, none, 2.0, y);  // b absent: y = alpha * a
+  check(y, {2, 4, 6, 8, 10, 12});
+  R::add<double>(y, a, 1.0, y);  // in place
+  check(y, {3, 6, 9, 12, 15, 18});
+
+  auto e = t({1, 2}, {10, -1});
+  R::add_channel_bias<double>(a, e, y);
+  check(y, {11, 12, 13, 3, 4, 5});
+
+  Tensor<double> s({1, 2});
+  R::channel_sum<double>(a, s);
+  check(s, {6, 15});
+
+  Tensor<double> tr({1, 3, 2});
+  R::transpose<double>(a, 1, 2, 3, tr);
+  check(tr, {1, 4, 2, 5, 3, 6});
+}

@@ -1,5 +1,8 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
+
 #include "ddpm/backend/reference.hpp"
 #include "ddpm/nn/group_norm.hpp"
 #include "support/gradcheck.hpp"
@@ -66,6 +69,40 @@ TEST_CASE("GroupNorm: gradients match finite differences", "[nn][gradcheck]") {
     nn::Parameters<double> p;
     GN g(p, "gn", c.groups, c.c, c.eps, c.affine);
     auto r = test::gradcheck_layer("GroupNorm case " + std::to_string(i), g, p, c.x, 40 + static_cast<std::uint64_t>(i));
+    ++i;
+    CHECK(r.worst < 1e-6);
+  }
+}
+
+TEST_CASE("GroupNorm with a fused SiLU: silu of the plain output, gradients match finite differences",
+          "[nn][gradcheck]") {
+  Rng rng(8);
+  nn::Parameters<double> p;
+  GN plain(p, "plain", 2, 6, 1e-5);
+  GN fused(p, "fused", 2, 6, 1e-5, true, nn::PostActivation::SiLU);
+  CHECK(fused.post_activation() == nn::PostActivation::SiLU);
+  rng.fill_normal(p.values());  // same role, different random affine params: copy them over
+  std::copy(p.value(plain.weight_id()).begin(), p.value(plain.weight_id()).end(), p.value(fused.weight_id()).begin());
+  std::copy(p.value(plain.bias_id()).begin(), p.value(plain.bias_id()).end(), p.value(fused.bias_id()).begin());
+  Tensor<double> x({2, 6, 3, 4});
+  test::randomize(x.view(), rng, 2.0);
+  const auto u = plain.forward(x.view());
+  const auto y = fused.forward(x.view());
+  for (index_t i = 0; i < x.numel(); ++i) CHECK(y[i] == Approx(u[i] / (1 + std::exp(-u[i]))).epsilon(1e-14));
+
+  struct Case {
+    int groups;
+    index_t c;
+    Shape x;
+    bool affine;
+  };
+  const Case cases[] = {{2, 6, {2, 6, 3, 3}, true}, {3, 3, {1, 3, 2, 5}, true}, {2, 4, {2, 4, 7}, false}};
+  int i = 0;
+  for (const auto& c : cases) {
+    nn::Parameters<double> q;
+    GN g(q, "gn", c.groups, c.c, 1e-5, c.affine, nn::PostActivation::SiLU);
+    auto r = test::gradcheck_layer("GroupNorm+SiLU case " + std::to_string(i), g, q, c.x,
+                                   60 + static_cast<std::uint64_t>(i));
     ++i;
     CHECK(r.worst < 1e-6);
   }

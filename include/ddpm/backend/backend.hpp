@@ -63,6 +63,12 @@ concept BackendOps = requires(index_t n, T s, int i, const T* cp, T* p, ConstTen
   B::group_norm_forward(x, i, s, x, x, y, y, y);
   // (x, groups, gamma, mean, rstd, dy, dx=, dgamma+=, dbeta+=)
   B::group_norm_backward(x, i, x, x, x, x, y, y, y);
+  // SiLU(GroupNorm(x)) fused (the pre-activation before every U-Net conv):
+  // forward as group_norm_forward with y = silu(group_norm(x)); backward
+  // recomputes the normalised values from x and the saved mean/rstd.
+  B::group_norm_silu_forward(x, i, s, x, x, y, y, y);
+  // (x, groups, gamma, beta, mean, rstd, dy, dx=, dgamma+=, dbeta+=)
+  B::group_norm_silu_backward(x, i, x, x, x, x, x, y, y, y);
 
   // SiLU: y = x * sigmoid(x). backward: (x, dy, dx=)
   B::silu_forward(x, y);
@@ -71,6 +77,18 @@ concept BackendOps = requires(index_t n, T s, int i, const T* cp, T* p, ConstTen
   // Nearest-neighbour 2x upsampling of NCHW; backward sums each 2x2 block.
   B::upsample_nearest2x_forward(x, y);
   B::upsample_nearest2x_backward(x, y);
+
+  // The glue between layers (residual connections, the time-embedding
+  // broadcast, NCHW <-> token-major). Each output may alias an input of the
+  // same shape.
+  // y = alpha * (a + b); b may be empty (y = alpha * a).
+  B::add(x, x, s, y);
+  // y[n, c, ...] = x[n, c, ...] + e[n, c] for x [N, C, ...], e [N, C].
+  B::add_channel_bias(x, x, y);
+  // y[n, c] = sum of x[n, c, ...] for x [N, C, ...].
+  B::channel_sum(x, y);
+  // x viewed as [n, a, b] -> y [n, b, a] (no aliasing).
+  B::transpose(x, n, n, n, y);
 
   // Multi-head scaled dot-product self-attention on token-major data.
   // q, k, v, out: [N, L, C] with C = heads * d (head h owns channels h*d..h*d+d-1).

@@ -9,8 +9,10 @@
 //                     register-blocked kernel (eigen/kernel.hpp) fed without
 //                     im2col for stride 1; otherwise im2col tiles + Eigen GEMM.
 //                     backward = weight GEMM accumulated per thread + col2im
-//   group_norm        two-pass mean/variance per (n, group) on Eigen arrays
-//   silu, upsample    vectorised element loops
+//   group_norm        two-pass mean/variance per (n, group) on Eigen arrays;
+//                     fused with the SiLU that follows it where nn/ asks
+//   silu, upsample,   vectorised element loops
+//   add, transpose
 //   attention         per (batch, head) GEMMs on strided head slices
 //
 // Threads: a fork-join pool (core/thread_pool.hpp) of num_threads()
@@ -81,6 +83,20 @@ struct Eigen {
   }
 
   template <Scalar T>
+  static void group_norm_silu_forward(ConstTensorView<T> x, int groups, T eps, ConstTensorView<T> gamma,
+                                      ConstTensorView<T> beta, TensorView<T> y, TensorView<T> mean,
+                                      TensorView<T> rstd) {
+    eigen_detail::group_norm_silu_forward(x, groups, eps, gamma, beta, y, mean, rstd);
+  }
+  template <Scalar T>
+  static void group_norm_silu_backward(ConstTensorView<T> x, int groups, ConstTensorView<T> gamma,
+                                       ConstTensorView<T> beta, ConstTensorView<T> mean, ConstTensorView<T> rstd,
+                                       ConstTensorView<T> dy, TensorView<T> dx, TensorView<T> dgamma,
+                                       TensorView<T> dbeta) {
+    eigen_detail::group_norm_silu_backward(x, groups, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta);
+  }
+
+  template <Scalar T>
   static void silu_forward(ConstTensorView<T> x, TensorView<T> y) {
     eigen_detail::silu_forward(x, y);
   }
@@ -96,6 +112,23 @@ struct Eigen {
   template <Scalar T>
   static void upsample_nearest2x_backward(ConstTensorView<T> dy, TensorView<T> dx) {
     eigen_detail::upsample_nearest2x_backward(dy, dx);
+  }
+
+  template <Scalar T>
+  static void add(ConstTensorView<T> a, ConstTensorView<T> b, T alpha, TensorView<T> y) {
+    eigen_detail::add(a, b, alpha, y);
+  }
+  template <Scalar T>
+  static void add_channel_bias(ConstTensorView<T> x, ConstTensorView<T> e, TensorView<T> y) {
+    eigen_detail::add_channel_bias(x, e, y);
+  }
+  template <Scalar T>
+  static void channel_sum(ConstTensorView<T> x, TensorView<T> y) {
+    eigen_detail::channel_sum(x, y);
+  }
+  template <Scalar T>
+  static void transpose(ConstTensorView<T> x, index_t n, index_t a, index_t b, TensorView<T> y) {
+    eigen_detail::transpose(x, n, a, b, y);
   }
 
   template <Scalar T>

@@ -249,6 +249,62 @@ struct Reference {
         }
   }
 
+  // ---- GroupNorm + SiLU: the composition, by definition ------------------------
+  template <Scalar T>
+  static void group_norm_silu_forward(ConstTensorView<T> x, int groups, T eps, ConstTensorView<T> gamma,
+                                      ConstTensorView<T> beta, TensorView<T> y, TensorView<T> mean,
+                                      TensorView<T> rstd) {
+    group_norm_forward(x, groups, eps, gamma, beta, y, mean, rstd);
+    silu_forward(ConstTensorView<T>(y), y);
+  }
+  template <Scalar T>
+  static void group_norm_silu_backward(ConstTensorView<T> x, int groups, ConstTensorView<T> gamma,
+                                       ConstTensorView<T> beta, ConstTensorView<T> mean, ConstTensorView<T> rstd,
+                                       ConstTensorView<T> dy, TensorView<T> dx, TensorView<T> dgamma,
+                                       TensorView<T> dbeta) {
+    // u = group_norm(x) from the saved statistics, as in group_norm_forward.
+    const index_t N = x.dim(0), C = x.dim(1), S = (N > 0 && C > 0) ? x.numel() / (N * C) : 0, G = groups, cg = C / G;
+    Tensor<T> u(x.shape()), du(x.shape());
+    for (index_t n = 0; n < N; ++n)
+      for (index_t c = 0; c < C; ++c) {
+        const T mu = mean[n * G + c / cg], r = rstd[n * G + c / cg];
+        const T ga = gamma.data() ? gamma[c] : T{1}, be = beta.data() ? beta[c] : T{};
+        for (index_t s = 0; s < S; ++s) {
+          const index_t i = (n * C + c) * S + s;
+          u[i] = (x[i] - mu) * r * ga + be;
+        }
+      }
+    silu_backward(u.cview(), dy, du.view());
+    group_norm_backward(x, groups, gamma, mean, rstd, du.cview(), dx, dgamma, dbeta);
+  }
+
+  // ---- Glue -----------------------------------------------------------------
+  template <Scalar T>
+  static void add(ConstTensorView<T> a, ConstTensorView<T> b, T alpha, TensorView<T> y) {
+    for (index_t i = 0; i < a.numel(); ++i) y[i] = alpha * (b.data() ? a[i] + b[i] : a[i]);
+  }
+  template <Scalar T>
+  static void add_channel_bias(ConstTensorView<T> x, ConstTensorView<T> e, TensorView<T> y) {
+    const index_t NC = e.numel(), S = NC ? x.numel() / NC : 0;
+    for (index_t q = 0; q < NC; ++q)
+      for (index_t s = 0; s < S; ++s) y[q * S + s] = x[q * S + s] + e[q];
+  }
+  template <Scalar T>
+  static void channel_sum(ConstTensorView<T> x, TensorView<T> y) {
+    const index_t NC = y.numel(), S = NC ? x.numel() / NC : 0;
+    for (index_t q = 0; q < NC; ++q) {
+      T acc{};
+      for (index_t s = 0; s < S; ++s) acc += x[q * S + s];
+      y[q] = acc;
+    }
+  }
+  template <Scalar T>
+  static void transpose(ConstTensorView<T> x, index_t n, index_t a, index_t b, TensorView<T> y) {
+    for (index_t m = 0; m < n; ++m)
+      for (index_t i = 0; i < a; ++i)
+        for (index_t j = 0; j < b; ++j) y[(m * b + j) * a + i] = x[(m * a + i) * b + j];
+  }
+
   // ---- Attention ------------------------------------------------------------
   // For each batch n and head h (channels h*d .. h*d+d-1, d = C / heads):
   //   S[i,j] = scale * sum_c q[n,i,c] k[n,j,c]

@@ -68,7 +68,7 @@ class AttentionBlock : public LayerBase {
     const index_t N = x.dim(0), L = x.dim(2) * x.dim(3);
     const ConstTensorView<T> h = norm_ ? norm_->forward(x) : x;
     ensure_shape(tokens_, {N, L, C});
-    transpose_cl(h.data(), tokens_.data(), N, C, L);
+    B::transpose(h, N, C, L, tokens_.view());
     const ConstTensorView<T> q = to_q_.forward(tokens_.view());
     const ConstTensorView<T> k = to_k_.forward(tokens_.view());
     const ConstTensorView<T> v = to_v_.forward(tokens_.view());
@@ -81,10 +81,8 @@ class AttentionBlock : public LayerBase {
     // to_out's result is consumed by the transpose below: workspace.
     const ConstTensorView<T> o = to_out_.forward(attn_.view(), workspace<T, M>(0, {N, L, C}));
     ensure_shape(y_, x.shape());
-    transpose_cl(o.data(), y_.data(), N, L, C);  // [N, L, C] -> [N, C, L]
-    const T inv = static_cast<T>(1.0 / opt_.rescale_output_factor);
-    for (index_t i = 0; i < y_.numel(); ++i)
-      y_[i] = opt_.rescale_output_factor == 1.0 ? y_[i] + x[i] : (y_[i] + x[i]) * inv;
+    B::transpose(o, N, L, C, y_.view());  // [N, L, C] -> [N, C, L]
+    B::add(y_.cview(), x, static_cast<T>(1.0 / opt_.rescale_output_factor), y_.view());
     have_forward_ = mode_ == Mode::Training;
     return y_.view();
   }
@@ -93,16 +91,15 @@ class AttentionBlock : public LayerBase {
     check_backward(have_forward_);
     check_shape("output gradient", dy.shape(), y_.shape());
     const index_t C = opt_.channels, N = y_.dim(0), L = y_.dim(2) * y_.dim(3);
-    const T inv = static_cast<T>(1.0 / opt_.rescale_output_factor);
     // d(to_out output), token-major, and the residual's share of dx.
     ensure_shape(dres_, y_.shape());
-    for (index_t i = 0; i < dy.numel(); ++i) dres_[i] = dy[i] * inv;
+    B::add(dy, {}, static_cast<T>(1.0 / opt_.rescale_output_factor), dres_.view());
     // The intermediate gradients live in the shared workspace (slots 0-5),
     // each slot taken again only after its last reader ran; dres_ (also the
     // residual's share of dx) is the layer's own.
     const Shape tok{N, L, C}, inner{N, L, inner_};
     const TensorView<T> dtok = workspace<T, M>(0, tok);
-    transpose_cl(dres_.data(), dtok.data(), N, C, L);
+    B::transpose(dres_.cview(), N, C, L, dtok);
     const ConstTensorView<T> dattn = to_out_.backward(dtok, workspace<T, M>(1, inner));
     const TensorView<T> dq = workspace<T, M>(2, inner), dk = workspace<T, M>(3, inner), dv = workspace<T, M>(4, inner);
     B::attention_backward(ConstTensorView<T>(to_q_.output()), ConstTensorView<T>(to_k_.output()),
@@ -113,11 +110,12 @@ class AttentionBlock : public LayerBase {
     const ConstTensorView<T> b = to_k_.backward(dk, workspace<T, M>(1, tok));
     const ConstTensorView<T> c = to_v_.backward(dv, workspace<T, M>(5, tok));
     const TensorView<T> dsum = workspace<T, M>(2, tok);
-    for (index_t i = 0; i < dsum.numel(); ++i) dsum[i] = a[i] + b[i] + c[i];
+    B::add(a, b, T{1}, dsum);
+    B::add(ConstTensorView<T>(dsum), c, T{1}, dsum);
     const TensorView<T> dh = workspace<T, M>(3, y_.shape());
-    transpose_cl(dsum.data(), dh.data(), N, L, C);  // [N, L, C] -> [N, C, L]
+    B::transpose(ConstTensorView<T>(dsum), N, L, C, dh);  // [N, L, C] -> [N, C, L]
     const ConstTensorView<T> dx_norm = norm_ ? norm_->backward(dh, workspace<T, M>(4, y_.shape())) : ConstTensorView<T>(dh);
-    for (index_t i = 0; i < dres_.numel(); ++i) dres_[i] += dx_norm[i];
+    B::add(dres_.cview(), dx_norm, T{1}, dres_.view());
     return dres_.view();
   }
 
@@ -151,13 +149,6 @@ class AttentionBlock : public LayerBase {
             opt.head_dim.value_or(0), " must be in [1, channels = ", opt.channels, "]");
     require(opt.rescale_output_factor != 0.0, "AttentionBlock: rescale_output_factor must not be 0");
     return opt;
-  }
-
-  // src [N, A, B] -> dst [N, B, A].
-  static void transpose_cl(const T* src, T* dst, index_t N, index_t A, index_t Bd) {
-    for (index_t n = 0; n < N; ++n)
-      for (index_t a = 0; a < A; ++a)
-        for (index_t b = 0; b < Bd; ++b) dst[(n * Bd + b) * A + a] = src[(n * A + a) * Bd + b];
   }
 
   // diffusers' float64 path: scores in T, softmax in float32, probs back to T.

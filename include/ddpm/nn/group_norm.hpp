@@ -1,5 +1,8 @@
 #pragma once
-// nn.GroupNorm(num_groups, num_channels, eps, affine) on [N, C, *].
+// nn.GroupNorm(num_groups, num_channels, eps, affine) on [N, C, *], optionally
+// followed by a SiLU in the same pass (PostActivation::SiLU: y = silu(norm(x)),
+// one read of x and one write of y in forward; backward recomputes the
+// normalised values instead of keeping them).
 // Parameters (affine): "<prefix>.weight" [C] (init 1), "<prefix>.bias" [C] (init 0).
 #include <string>
 #include <utility>
@@ -13,14 +16,21 @@
 
 namespace ddpm::nn {
 
+enum class PostActivation { None, SiLU };
+
 template <Scalar T, backend::Backend B>
 class GroupNorm : public LayerBase {
  public:
   using Buffer = Tensor<T, typename B::memory_space>;
 
   GroupNorm(Parameters<T>& params, const std::string& prefix, int num_groups, index_t num_channels,
-            double eps = 1e-5, bool affine = true)
-      : LayerBase(prefix), params_(&params), groups_(num_groups), c_(num_channels), eps_(static_cast<T>(eps)) {
+            double eps = 1e-5, bool affine = true, PostActivation act = PostActivation::None)
+      : LayerBase(prefix),
+        params_(&params),
+        groups_(num_groups),
+        c_(num_channels),
+        eps_(static_cast<T>(eps)),
+        silu_(act == PostActivation::SiLU) {
     check(num_groups > 0 && num_channels > 0 && num_channels % num_groups == 0, "num_channels (", num_channels,
           ") must be a positive multiple of num_groups (", num_groups, ")");
     check(eps >= 0, "eps must be >= 0, got ", eps);
@@ -38,8 +48,10 @@ class GroupNorm : public LayerBase {
     y_view_ = output_buffer(y_, x.shape(), out);
     ensure_shape(mean_, {x.dim(0) * groups_});
     ensure_shape(rstd_, {x.dim(0) * groups_});
-    B::group_norm_forward(x, groups_, eps_, gamma(), beta(), y_view_, TensorView<T>(mean_.view()),
-                          TensorView<T>(rstd_.view()));
+    if (silu_)
+      B::group_norm_silu_forward(x, groups_, eps_, gamma(), beta(), y_view_, mean_.view(), rstd_.view());
+    else
+      B::group_norm_forward(x, groups_, eps_, gamma(), beta(), y_view_, mean_.view(), rstd_.view());
     x_ = mode_ == Mode::Training ? x : ConstTensorView<T>{};
     return y_view_;
   }
@@ -49,9 +61,12 @@ class GroupNorm : public LayerBase {
     check_backward(x_.data() != nullptr);
     check_shape("output gradient", dy.shape(), x_.shape());
     const TensorView<T> dx = output_buffer(dx_, x_.shape(), out);
-    B::group_norm_backward(x_, groups_, gamma(), ConstTensorView<T>(mean_.view()), ConstTensorView<T>(rstd_.view()),
-                           dy, dx, affine() ? params_->grad(weight_) : TensorView<T>{},
-                           affine() ? params_->grad(bias_) : TensorView<T>{});
+    const TensorView<T> dgamma = affine() ? params_->grad(weight_) : TensorView<T>{};
+    const TensorView<T> dbeta = affine() ? params_->grad(bias_) : TensorView<T>{};
+    if (silu_)
+      B::group_norm_silu_backward(x_, groups_, gamma(), beta(), mean_.cview(), rstd_.cview(), dy, dx, dgamma, dbeta);
+    else
+      B::group_norm_backward(x_, groups_, gamma(), mean_.cview(), rstd_.cview(), dy, dx, dgamma, dbeta);
     return dx;
   }
 
@@ -61,12 +76,13 @@ class GroupNorm : public LayerBase {
     init_constant(params_->value(bias_), T{0});
   }
 
-  // The last forward's output (valid until the next forward).
+  // The last forward's output, after the SiLU if fused (valid until the next forward).
   ConstTensorView<T> output() const { return y_view_; }
   int num_groups() const { return groups_; }
   index_t num_channels() const { return c_; }
   T eps() const { return eps_; }
   bool affine() const { return weight_ >= 0; }
+  PostActivation post_activation() const { return silu_ ? PostActivation::SiLU : PostActivation::None; }
   ParamId weight_id() const { return weight_; }
   ParamId bias_id() const { return bias_; }
   // The statistics of the last forward, [N * G] (n-major).
@@ -81,6 +97,7 @@ class GroupNorm : public LayerBase {
   int groups_;
   index_t c_;
   T eps_;
+  bool silu_;
   ParamId weight_ = -1, bias_ = -1;
   ConstTensorView<T> x_;
   TensorView<T> y_view_;

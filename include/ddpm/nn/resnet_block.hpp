@@ -1,7 +1,7 @@
 #pragma once
 // diffusers' ResnetBlock2D (act_fn SiLU, eval mode: dropout is the identity
 // and is omitted):
-//   h = conv1(SiLU(norm1(x)))
+//   h = conv1(SiLU(norm1(x)))                            (norm and SiLU fused: one pass)
 //   e = time_emb_proj(SiLU(temb))                        [N, C] or [N, 2C]
 //   default:     h = norm2(h + e[:, :, None, None])
 //   scale_shift: h = norm2(h) * (1 + e[:, :C]) + e[:, C:]
@@ -54,11 +54,12 @@ class ResnetBlock2D : public LayerBase {
         temb_ch_(opt.temb_channels),
         scale_shift_(opt.time_embedding_norm == TimeEmbeddingNorm::ScaleShift),
         osf_(opt.output_scale_factor),
-        norm1_(params, join_name(prefix, "norm1"), opt.groups, ci_, opt.eps),
+        norm1_(params, join_name(prefix, "norm1"), opt.groups, ci_, opt.eps, true, PostActivation::SiLU),
         conv1_(params, join_name(prefix, "conv1"), ci_, co_, 3, 1, 1),
-        norm2_(params, join_name(prefix, "norm2"), opt.groups_out > 0 ? opt.groups_out : opt.groups, co_, opt.eps),
+        // (scale_shift modulates between norm2 and the SiLU: no fusion there.)
+        norm2_(params, join_name(prefix, "norm2"), opt.groups_out > 0 ? opt.groups_out : opt.groups, co_, opt.eps,
+               true, scale_shift_ ? PostActivation::None : PostActivation::SiLU),
         conv2_(params, join_name(prefix, "conv2"), co_, co_, 3, 1, 1),
-        silu1_(join_name(prefix, "nonlinearity")),
         silu2_(join_name(prefix, "nonlinearity")),
         silu_t_(join_name(prefix, "nonlinearity")) {
     check(opt.output_scale_factor != 0.0, "output_scale_factor must not be 0");
@@ -85,31 +86,26 @@ class ResnetBlock2D : public LayerBase {
 
     // In inference the intermediate results ping-pong through the shared
     // workspace (slots 0 and 1); in training the sub-layers keep the outputs
-    // that backward reads (the inputs of norm, SiLU and conv), and only the
+    // that backward reads (the inputs of norm and conv), and only the
     // convolution outputs that are consumed at once (by the time-embedding
-    // add, the residual add) go to the workspace.
+    // add, the residual add) go to the workspace. norm1 and (default mode)
+    // norm2 include the SiLU that follows them.
     const bool ws = mode_ == Mode::Inference;
     const Shape xs = x.shape(), hs{N, co_, x.dim(2), x.dim(3)};
     auto slot = [&](int i, const Shape& s) { return ws ? workspace<T, M>(i, s) : TensorView<T>{}; };
     const bool conv1_consumed = ws || (has_temb_ && !scale_shift_);
     // (One call per statement: a slot is asked for only after its last reader ran.)
     ConstTensorView<T> h = norm1_.forward(x, slot(0, xs));
-    h = silu1_.forward(h, slot(1, xs));
-    h = conv1_.forward(h, conv1_consumed ? workspace<T, M>(0, hs) : TensorView<T>{});
+    h = conv1_.forward(h, conv1_consumed ? workspace<T, M>(1, hs) : TensorView<T>{});
     ConstTensorView<T> e;
     if (has_temb_) e = time_emb_proj_->forward(silu_t_.forward(temb));
     if (has_temb_ && !scale_shift_) {
       // h + e[:, :, None, None]; in place on the workspace in inference.
-      const TensorView<T> sum = ws ? workspace<T, M>(0, hs) : output_buffer(hsum_, hs, {});
-      for (index_t n = 0; n < N; ++n)
-        for (index_t c = 0; c < co_; ++c) {
-          const T ec = e[n * co_ + c];
-          const index_t base = (n * co_ + c) * HW;
-          for (index_t s = 0; s < HW; ++s) sum[base + s] = h[base + s] + ec;
-        }
+      const TensorView<T> sum = ws ? workspace<T, M>(1, hs) : output_buffer(hsum_, hs, {});
+      B::add_channel_bias(h, e, sum);
       h = sum;
     }
-    h = norm2_.forward(h, slot(1, hs));
+    h = norm2_.forward(h, slot(0, hs));
     if (scale_shift_) {
       const TensorView<T> mod = ws ? workspace<T, M>(1, hs) : output_buffer(mod_, hs, {});
       for (index_t n = 0; n < N; ++n)
@@ -118,15 +114,13 @@ class ResnetBlock2D : public LayerBase {
           const index_t base = (n * co_ + c) * HW;
           for (index_t s = 0; s < HW; ++s) mod[base + s] = h[base + s] * sc + sh;
         }
-      h = mod;
+      h = silu2_.forward(mod, slot(0, hs));
     }
-    h = silu2_.forward(h, slot(0, hs));
     h = conv2_.forward(h, workspace<T, M>(1, hs));
     const ConstTensorView<T> sc = conv_shortcut_ ? conv_shortcut_->forward(x, workspace<T, M>(0, hs)) : x;
     x_shape_ = xs;
     ensure_shape(y_, h.shape());
-    const T inv = static_cast<T>(1.0 / osf_);
-    for (index_t i = 0; i < y_.numel(); ++i) y_[i] = osf_ == 1.0 ? sc[i] + h[i] : (sc[i] + h[i]) * inv;
+    B::add(sc, h, static_cast<T>(1.0 / osf_), y_.view());
     have_forward_ = mode_ == Mode::Training;
     return y_.view();
   }
@@ -141,15 +135,14 @@ class ResnetBlock2D : public LayerBase {
     const Shape hs = y_.shape(), xs = x_shape_;
     ConstTensorView<T> dh = dy;  // d(shortcut) = d(h) = dy / osf
     if (osf_ != 1.0) {
-      const T inv = static_cast<T>(1.0 / osf_);
       ensure_shape(dh_, hs);
-      for (index_t i = 0; i < dy.numel(); ++i) dh_[i] = dy[i] * inv;
+      B::add(dy, {}, static_cast<T>(1.0 / osf_), dh_.view());
       dh = dh_.view();
     }
     // (One call per statement: a slot is asked for only after its last reader ran.)
     ConstTensorView<T> g = conv2_.backward(dh, workspace<T, M>(0, hs));
-    g = silu2_.backward(g, workspace<T, M>(1, hs));
     if (scale_shift_) {
+      g = silu2_.backward(g, workspace<T, M>(1, hs));
       // g = d mod; d norm2-out = g * (1 + scale); d scale = sum g * n2; d shift = sum g.
       const ConstTensorView<T> n2 = norm2_.output();
       const ConstTensorView<T> e = time_emb_proj_->output();
@@ -170,15 +163,10 @@ class ResnetBlock2D : public LayerBase {
         }
       g = norm2_.backward(dmod, workspace<T, M>(1, hs));
     } else {
-      g = norm2_.backward(g, workspace<T, M>(0, hs));
+      g = norm2_.backward(g, workspace<T, M>(1, hs));  // through SiLU and norm2
       if (has_temb_) {
         ensure_shape(de_, {N, co_});
-        for (index_t n = 0; n < N; ++n)
-          for (index_t c = 0; c < co_; ++c) {
-            T acc{};
-            for (index_t s = 0; s < HW; ++s) acc += g[(n * co_ + c) * HW + s];
-            de_[n * co_ + c] = acc;
-          }
+        B::channel_sum(g, de_.view());
       }
     }
     if (has_temb_) {
@@ -186,15 +174,13 @@ class ResnetBlock2D : public LayerBase {
       ensure_shape(dtemb_, dt.shape());
       std::copy(dt.begin(), dt.end(), dtemb_.begin());
     }
-    // g is in slot gs (0 or 1); conv1's dx goes to the other one, then slot 2,
-    // then back; the shortcut's dx reuses slot gs.
-    const int gs = scale_shift_ ? 1 : 0;
-    ConstTensorView<T> dx_main = conv1_.backward(g, workspace<T, M>(1 - gs, xs));
-    dx_main = silu1_.backward(dx_main, workspace<T, M>(2, xs));
-    dx_main = norm1_.backward(dx_main, workspace<T, M>(1 - gs, xs));
-    const ConstTensorView<T> dx_sc = conv_shortcut_ ? conv_shortcut_->backward(dh, workspace<T, M>(gs, xs)) : dh;
+    // g is in slot 1; conv1's dx goes to slot 0, norm1's (through its SiLU) to
+    // slot 2; the shortcut's dx reuses slot 1.
+    ConstTensorView<T> dx_main = conv1_.backward(g, workspace<T, M>(0, xs));
+    dx_main = norm1_.backward(dx_main, workspace<T, M>(2, xs));
+    const ConstTensorView<T> dx_sc = conv_shortcut_ ? conv_shortcut_->backward(dh, workspace<T, M>(1, xs)) : dh;
     ensure_shape(dx_, xs);
-    for (index_t i = 0; i < dx_.numel(); ++i) dx_[i] = dx_main[i] + dx_sc[i];
+    B::add(dx_main, dx_sc, T{1}, dx_.view());
     return dx_.view();
   }
 
@@ -217,7 +203,6 @@ class ResnetBlock2D : public LayerBase {
     norm2_.set_mode(m);
     conv2_.set_mode(m);
     if (conv_shortcut_) conv_shortcut_->set_mode(m);
-    silu1_.set_mode(m);
     silu2_.set_mode(m);
     silu_t_.set_mode(m);
   }
@@ -237,7 +222,7 @@ class ResnetBlock2D : public LayerBase {
   Conv2d<T, B> conv2_;
   std::optional<Linear<T, B>> time_emb_proj_;
   std::optional<Conv2d<T, B>> conv_shortcut_;
-  SiLU<T, B> silu1_, silu2_, silu_t_;
+  SiLU<T, B> silu2_, silu_t_;  // silu2_: scale_shift mode only (else fused into norm2_)
   bool has_temb_ = false, have_forward_ = false;
   Shape x_shape_;
   Buffer hsum_, mod_, y_, dh_, de_, dtemb_, dx_;

@@ -225,7 +225,7 @@ class UNet2D {
                 "num_class_embeds = ", *c.num_class_embeds, ") and needs ", N, " class labels, got ", labels.size());
         const ConstTensorView<T> ce = class_embedding->forward(labels);
         stages["class_emb"] = ce;
-        emb = unet_detail::add(emb_sum, emb, ce);
+        emb = unet_detail::add<B>(emb_sum, emb, ce);
       } else {
         require(labels.empty(), "UNet2D: class labels were given but the model has no class embedding ",
                 "(num_class_embeds is null)");
@@ -267,7 +267,7 @@ class UNet2D {
       for (std::size_t i = up.size(); i-- > 0;) g = up[i]->backward(g, skips, demb);
       if (mid) g = mid->backward(g, demb);
       for (std::size_t i = down.size(); i-- > 0;) g = down[i]->backward(g, skips, demb);
-      g = conv_in->backward(unet_detail::add(dconv_in, g, skips.grads.at(0)));
+      g = conv_in->backward(unet_detail::add<B>(dconv_in, g, skips.grads.at(0)));
       // Embeddings: the class table and the time MLP (the timesteps take no gradient).
       if (class_embedding) class_embedding->backward(demb.view());
       linear_1->backward(time_act.backward(linear_2->backward(demb.view())));

@@ -40,21 +40,19 @@ namespace ddpm::nn {
 namespace unet_detail {
 
 // out = a + b (same shape), into a buffer owned by the caller.
-template <Scalar T, class M>
+template <class B, Scalar T, class M>
 ConstTensorView<T> add(Tensor<T, M>& out, ConstTensorView<T> a, ConstTensorView<T> b) {
   require_same_shape(a.shape(), b.shape(), "U-Net skip gradient");
   ensure_shape(out, a.shape());
-  T* o = out.data();
-  for (index_t i = 0; i < a.numel(); ++i) o[i] = a[i] + b[i];
+  B::add(a, b, T{1}, out.view());
   return out.view();
 }
 
 // acc += x (acc is resized and zeroed by the caller).
-template <Scalar T, class M>
+template <class B, Scalar T, class M>
 void accumulate(Tensor<T, M>& acc, ConstTensorView<T> x) {
   require_same_shape(acc.shape(), x.shape(), "U-Net time-embedding gradient");
-  T* a = acc.data();
-  for (index_t i = 0; i < x.numel(); ++i) a[i] += x[i];
+  B::add(acc.cview(), x, T{1}, acc.view());
 }
 
 inline void check_groups(const std::string& layer, int groups, index_t channels, const char* key) {
@@ -96,7 +94,7 @@ class ResnetAttention {
   ConstTensorView<T> backward(ConstTensorView<T> dy, Tensor<T, M>& demb) {
     const ConstTensorView<T> dh = attention_ ? attention_->backward(dy) : dy;
     const ConstTensorView<T> dx = resnet_->backward(dh);
-    unet_detail::accumulate(demb, resnet_->temb_grad());
+    unet_detail::accumulate<B>(demb, resnet_->temb_grad());
     return dx;
   }
   void init(Rng& rng) {
@@ -202,9 +200,9 @@ class UNetDownBlock {
   ConstTensorView<T> backward(ConstTensorView<T> dy, const SkipStack<T>& skips, Tensor<T, M>& demb) {
     std::size_t s = first_skip_ + units_.size() + (down_ ? 1 : 0);
     ConstTensorView<T> g = dy;
-    if (down_) g = down_->backward(unet_detail::add(acc_, g, skips.grads.at(--s)));
+    if (down_) g = down_->backward(unet_detail::add<B>(acc_, g, skips.grads.at(--s)));
     for (auto u = units_.rbegin(); u != units_.rend(); ++u)
-      g = u->backward(unet_detail::add(acc_, g, skips.grads.at(--s)), demb);
+      g = u->backward(unet_detail::add<B>(acc_, g, skips.grads.at(--s)), demb);
     return g;
   }
 

@@ -465,9 +465,12 @@ void conv2d_backward(ConstTensorView<T> xv, ConstTensorView<T> wv, ConstTensorVi
   const ConvGeom g(xv, wv, p);
   const T *x = xv.data(), *w = wv.data(), *dy = dyv.data();
   T *dx = dxv.data(), *dw = dwv.data(), *db = dbv.data();
-  if (db && g.P > 0)
-    for (index_t n = 0; n < g.N; ++n)
-      for (index_t co = 0; co < g.Co; ++co) db[co] += CArrMap<T>(dy + (n * g.Co + co) * g.P, g.P).sum();
+  if (db && g.P > 0)  // threads own output channels; each sums images in order (deterministic)
+    parallel(threads_for(static_cast<double>(g.N * g.Co * g.P), 1e5), [&](int tid, int parts) {
+      const auto [c0, c1] = split_range(g.Co, parts, tid);
+      for (index_t n = 0; n < g.N; ++n)
+        for (index_t co = c0; co < c1; ++co) db[co] += CArrMap<T>(dy + (n * g.Co + co) * g.P, g.P).sum();
+    });
   if (!dx && !dw) return;
   if (g.P == 0 || g.Co == 0 || g.K == 0) {
     if (dx) std::fill(dx, dx + g.N * g.Ci * g.HW, T{});

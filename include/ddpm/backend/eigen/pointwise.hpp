@@ -5,6 +5,7 @@
 // reduced in a fixed order, so results do not depend on the thread count.
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "ddpm/backend/eigen/common.hpp"
 
@@ -34,54 +35,82 @@ void linear_backward(ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView
 }
 
 // ---- GroupNorm --------------------------------------------------------------------
+// The statistics of group q = (n, g): mean and 1/sqrt(var + eps), two passes
+// (the group, cg * S values, stays in L1 between them).
 template <class T>
-void group_norm_forward(ConstTensorView<T> xv, int groups, T eps, ConstTensorView<T> gamma, ConstTensorView<T> beta,
-                        TensorView<T> yv, TensorView<T> mean, TensorView<T> rstd) {
+std::pair<T, T> group_stats(const T* xs, index_t count, T eps) {
+  const auto xa = CArrMap<T>(xs, count);
+  const T mu = count ? xa.sum() / static_cast<T>(count) : T{};
+  const T var = count ? (xa - mu).square().sum() / static_cast<T>(count) : T{};
+  return {mu, T{1} / std::sqrt(var + eps)};
+}
+
+// y = act(group_norm(x)); act(u, out) writes one channel plane.
+template <class T, class Act>
+void group_norm_forward_impl(ConstTensorView<T> xv, int groups, T eps, ConstTensorView<T> gamma,
+                             ConstTensorView<T> beta, TensorView<T> yv, TensorView<T> mean, TensorView<T> rstd,
+                             double cost_per_element, Act act) {
   const index_t N = xv.dim(0), C = xv.dim(1), S = (N > 0 && C > 0) ? xv.numel() / (N * C) : 0, G = groups;
   if (N == 0 || C == 0 || G <= 0) return;
-  const index_t cg = C / G, count = cg * S, pairs = N * G;
+  const index_t cg = C / G, pairs = N * G;
   const T *x = xv.data(), *ga = gamma.data(), *be = beta.data();
   T* y = yv.data();
-  parallel(threads_for(3.0 * static_cast<double>(xv.numel()), 3e4), [&](int tid, int parts) {
+  parallel(threads_for(cost_per_element * static_cast<double>(xv.numel()), 3e4), [&](int tid, int parts) {
     const auto [q0, q1] = split_range(pairs, parts, tid);
     for (index_t q = q0; q < q1; ++q) {
       const index_t n = q / G, g = q % G;
-      const T* xs = x + (n * C + g * cg) * S;
-      const auto xa = CArrMap<T>(xs, count);
-      const T mu = count ? xa.sum() / static_cast<T>(count) : T{};
-      const T var = count ? (xa - mu).square().sum() / static_cast<T>(count) : T{};
-      const T r = T{1} / std::sqrt(var + eps);
+      const auto [mu, r] = group_stats(x + (n * C + g * cg) * S, cg * S, eps);
       if (mean.data()) mean[q] = mu;
       if (rstd.data()) rstd[q] = r;
       for (index_t c = g * cg; c < (g + 1) * cg; ++c) {
         const T a = r * (ga ? ga[c] : T{1});
         const T sh = (be ? be[c] : T{}) - mu * a;
-        ArrMap<T>(y + (n * C + c) * S, S) = CArrMap<T>(x + (n * C + c) * S, S) * a + sh;
+        act(CArrMap<T>(x + (n * C + c) * S, S) * a + sh, ArrMap<T>(y + (n * C + c) * S, S));
       }
     }
   });
 }
 
 template <class T>
-void group_norm_backward(ConstTensorView<T> xv, int groups, ConstTensorView<T> gamma, ConstTensorView<T> mean,
-                         ConstTensorView<T> rstd, ConstTensorView<T> dyv, TensorView<T> dxv, TensorView<T> dgamma,
-                         TensorView<T> dbeta) {
+void group_norm_forward(ConstTensorView<T> xv, int groups, T eps, ConstTensorView<T> gamma, ConstTensorView<T> beta,
+                        TensorView<T> yv, TensorView<T> mean, TensorView<T> rstd) {
+  group_norm_forward_impl(xv, groups, eps, gamma, beta, yv, mean, rstd, 3.0,
+                          [](const auto& u, auto out) { out = u; });
+}
+
+// silu(group_norm(x)) in one pass: the normalised values never leave registers.
+template <class T>
+void group_norm_silu_forward(ConstTensorView<T> xv, int groups, T eps, ConstTensorView<T> gamma,
+                             ConstTensorView<T> beta, TensorView<T> yv, TensorView<T> mean, TensorView<T> rstd) {
+  group_norm_forward_impl(xv, groups, eps, gamma, beta, yv, mean, rstd, 20.0, [](const auto& u, auto out) {
+    out = u;
+    out = out / (T{1} + (-out).exp());
+  });
+}
+
+// GroupNorm backward; group_dy(n, g) points at the output gradient of group
+// (n, g), cg * S contiguous values (dy itself, or dy through the SiLU).
+template <class T, class GroupDy>
+void group_norm_backward_impl(ConstTensorView<T> xv, int groups, ConstTensorView<T> gamma, ConstTensorView<T> mean,
+                              ConstTensorView<T> rstd, TensorView<T> dxv, TensorView<T> dgamma, TensorView<T> dbeta,
+                              double cost_per_element, GroupDy group_dy) {
   const index_t N = xv.dim(0), C = xv.dim(1), S = (N > 0 && C > 0) ? xv.numel() / (N * C) : 0, G = groups;
   if (N == 0 || C == 0 || G <= 0) return;
   const index_t cg = C / G, pairs = N * G;
-  const T *x = xv.data(), *ga = gamma.data(), *dy = dyv.data();
+  const T *x = xv.data(), *ga = gamma.data();
   T* dx = dxv.data();
   // Per (n, c): s1 = sum dy, s2 = sum dy * xhat.
   T* st = scratch<T>(kStats, static_cast<std::size_t>(2 * N * C));
-  parallel(threads_for(4.0 * static_cast<double>(xv.numel()), 3e4), [&](int tid, int parts) {
+  parallel(threads_for(cost_per_element * static_cast<double>(xv.numel()), 3e4), [&](int tid, int parts) {
     const auto [q0, q1] = split_range(pairs, parts, tid);
     for (index_t q = q0; q < q1; ++q) {
       const index_t n = q / G, g = q % G;
       const T mu = mean[q], r = rstd[q];
+      const T* dy = group_dy(n, g) - g * cg * S;  // indexed by channel below
       T sum_g{}, sum_gx{};
       for (index_t c = g * cg; c < (g + 1) * cg; ++c) {
         const auto xa = CArrMap<T>(x + (n * C + c) * S, S);
-        const auto da = CArrMap<T>(dy + (n * C + c) * S, S);
+        const auto da = CArrMap<T>(dy + c * S, S);
         const T s1 = da.sum(), s2 = (da * (xa - mu)).sum() * r;
         st[2 * (n * C + c)] = s1;
         st[2 * (n * C + c) + 1] = s2;
@@ -97,7 +126,7 @@ void group_norm_backward(ConstTensorView<T> xv, int groups, ConstTensorView<T> g
       for (index_t c = g * cg; c < (g + 1) * cg; ++c) {
         const T A = r * (ga ? ga[c] : T{1});
         ArrMap<T>(dx + (n * C + c) * S, S) =
-            CArrMap<T>(dy + (n * C + c) * S, S) * A + CArrMap<T>(x + (n * C + c) * S, S) * B + D;
+            CArrMap<T>(dy + c * S, S) * A + CArrMap<T>(x + (n * C + c) * S, S) * B + D;
       }
     }
   });
@@ -106,6 +135,46 @@ void group_norm_backward(ConstTensorView<T> xv, int groups, ConstTensorView<T> g
       if (dbeta.data()) dbeta[c] += st[2 * (n * C + c)];
       if (dgamma.data()) dgamma[c] += st[2 * (n * C + c) + 1];
     }
+}
+
+template <class T>
+void group_norm_backward(ConstTensorView<T> xv, int groups, ConstTensorView<T> gamma, ConstTensorView<T> mean,
+                         ConstTensorView<T> rstd, ConstTensorView<T> dyv, TensorView<T> dxv, TensorView<T> dgamma,
+                         TensorView<T> dbeta) {
+  const index_t C = xv.dim(1), S = xv.dim(0) > 0 && C > 0 ? xv.numel() / (xv.dim(0) * C) : 0, cg = C / groups;
+  group_norm_backward_impl(xv, groups, gamma, mean, rstd, dxv, dgamma, dbeta, 4.0,
+                           [&](index_t n, index_t g) { return dyv.data() + (n * C + g * cg) * S; });
+}
+
+// Backward of silu(group_norm(x)): per group, the normalised values are
+// recomputed from x and the saved statistics (nothing else was kept), the
+// gradient through the SiLU goes to an L1-sized buffer, then GroupNorm's.
+template <class T>
+void group_norm_silu_backward(ConstTensorView<T> xv, int groups, ConstTensorView<T> gamma, ConstTensorView<T> beta,
+                              ConstTensorView<T> mean, ConstTensorView<T> rstd, ConstTensorView<T> dyv,
+                              TensorView<T> dxv, TensorView<T> dgamma, TensorView<T> dbeta) {
+  const index_t C = xv.dim(1), S = xv.dim(0) > 0 && C > 0 ? xv.numel() / (xv.dim(0) * C) : 0, G = groups,
+                cg = C / G;
+  const T *x = xv.data(), *ga = gamma.data(), *be = beta.data(), *dy = dyv.data();
+  group_norm_backward_impl(xv, groups, gamma, mean, rstd, dxv, dgamma, dbeta, 28.0, [&](index_t n, index_t g) {
+    T* d = scratch<T>(kGroup, static_cast<std::size_t>(cg * S));
+    const T mu = mean[n * G + g], r = rstd[n * G + g];
+    for (index_t c = g * cg; c < (g + 1) * cg; ++c) {
+      const T a = r * (ga ? ga[c] : T{1});
+      const T sh = (be ? be[c] : T{}) - mu * a;
+      constexpr index_t kBlock = 256;
+      alignas(64) T sbuf[kBlock];
+      for (index_t b0 = 0; b0 < S; b0 += kBlock) {
+        const index_t len = std::min(kBlock, S - b0), off = (n * C + c) * S + b0;
+        auto u = ArrMap<T>(d + (c - g * cg) * S + b0, len);
+        u = CArrMap<T>(x + off, len) * a + sh;  // as in forward
+        auto sig = ArrMap<T>(sbuf, len);
+        sig = (T{1} + (-u).exp()).inverse();
+        u = CArrMap<T>(dy + off, len) * sig * (T{1} + u * (T{1} - sig));
+      }
+    }
+    return static_cast<const T*>(d);
+  });
 }
 
 // ---- SiLU -------------------------------------------------------------------------
@@ -173,6 +242,71 @@ void upsample_nearest2x_backward(ConstTensorView<T> dyv, TensorView<T> dxv) {
         T* d = dx + (p * H + i) * W;
         for (index_t j = 0; j < W; ++j) d[j] = r0[2 * j] + r0[2 * j + 1] + r1[2 * j] + r1[2 * j + 1];
       }
+  });
+}
+
+// ---- glue between layers ------------------------------------------------------------
+// Memory-bound: threads only for tensors large enough to pay for the wake-up.
+template <class T>
+void add(ConstTensorView<T> av, ConstTensorView<T> bv, T alpha, TensorView<T> yv) {
+  const index_t n = av.numel();
+  const T *a = av.data(), *b = bv.data();
+  T* y = yv.data();
+  parallel(threads_for(2.0 * static_cast<double>(n), 1e5), [&](int tid, int parts) {
+    const auto [i0, i1] = split_range(n, parts, tid, 64);
+    if (i1 <= i0) return;
+    auto out = ArrMap<T>(y + i0, i1 - i0);
+    const auto x = CArrMap<T>(a + i0, i1 - i0);
+    if (b && alpha == T{1})
+      out = x + CArrMap<T>(b + i0, i1 - i0);
+    else if (b)
+      out = alpha * (x + CArrMap<T>(b + i0, i1 - i0));
+    else
+      out = alpha * x;
+  });
+}
+
+template <class T>
+void add_channel_bias(ConstTensorView<T> xv, ConstTensorView<T> ev, TensorView<T> yv) {
+  const index_t NC = ev.numel(), S = NC ? xv.numel() / NC : 0;
+  const T *x = xv.data(), *e = ev.data();
+  T* y = yv.data();
+  parallel(threads_for(2.0 * static_cast<double>(xv.numel()), 1e5), [&](int tid, int parts) {
+    const auto [q0, q1] = split_range(NC, parts, tid);
+    for (index_t q = q0; q < q1; ++q) ArrMap<T>(y + q * S, S) = CArrMap<T>(x + q * S, S) + e[q];
+  });
+}
+
+template <class T>
+void channel_sum(ConstTensorView<T> xv, TensorView<T> yv) {
+  const index_t NC = yv.numel(), S = NC ? xv.numel() / NC : 0;
+  const T* x = xv.data();
+  T* y = yv.data();
+  parallel(threads_for(static_cast<double>(xv.numel()), 1e5), [&](int tid, int parts) {
+    const auto [q0, q1] = split_range(NC, parts, tid);
+    for (index_t q = q0; q < q1; ++q) y[q] = CArrMap<T>(x + q * S, S).sum();
+  });
+}
+
+// [n, a, b] -> [n, b, a] in 16 x 16 tiles (both sides stay in L1).
+template <class T>
+void transpose(ConstTensorView<T> xv, index_t n, index_t a, index_t b, TensorView<T> yv) {
+  const T* x = xv.data();
+  T* y = yv.data();
+  constexpr index_t kTile = 16;
+  parallel(threads_for(2.0 * static_cast<double>(xv.numel()), 1e5), [&](int tid, int parts) {
+    const index_t tiles_a = (a + kTile - 1) / kTile;
+    const auto [t0, t1] = split_range(n * tiles_a, parts, tid);
+    for (index_t t = t0; t < t1; ++t) {
+      const index_t m = t / tiles_a, i0 = (t % tiles_a) * kTile, i1 = std::min(a, i0 + kTile);
+      const T* src = x + m * a * b;
+      T* dst = y + m * a * b;
+      for (index_t j0 = 0; j0 < b; j0 += kTile) {
+        const index_t j1 = std::min(b, j0 + kTile);
+        for (index_t j = j0; j < j1; ++j)
+          for (index_t i = i0; i < i1; ++i) dst[j * a + i] = src[i * b + j];
+      }
+    }
   });
 }
 
