@@ -204,6 +204,13 @@ const ConvCase kConvCases[] = {
     {2, 3, 7, 8, 4, 2, 2, {2, 0, 0, 1, 0}},                   // even kernel, odd padding
     {5, 32, 14, 14, 33, 3, 3, Conv2dParams::symmetric(1, 1)}, // mnist-like, threaded
     {1, 1, 28, 28, 32, 3, 3, Conv2dParams::symmetric(1, 1)},  // one input channel
+    // Winograd-eligible (3x3, stride 1, >= 16 channels in and out as the test sets it):
+    {2, 16, 7, 7, 16, 3, 3, Conv2dParams::symmetric(1, 1)},   // odd size: half-empty edge tiles
+    {1, 17, 9, 12, 20, 3, 3, {1, 0, 2, 1, 0}},                // asymmetric pads
+    {2, 20, 6, 5, 18, 3, 3, Conv2dParams::symmetric(1, 0)},   // valid: dx pads by 2
+    {1, 16, 4, 5, 16, 3, 3, Conv2dParams::symmetric(1, 3)},   // pad 3: dx takes the direct path
+    {3, 64, 8, 8, 40, 3, 3, Conv2dParams::symmetric(1, 1)},   // blocks spanning images
+    {1, 24, 30, 34, 24, 3, 3, Conv2dParams::symmetric(1, 1)}, // several blocks per image
 };
 }  // namespace
 
@@ -211,19 +218,29 @@ TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]"
   using T = TestType;
   ThreadGuard guard;
   Rng rng(3);
-  // Three paths: packed AVX2 kernel without im2col (stride 1), packed kernel
-  // on im2col tiles, Eigen's GEMM on im2col tiles.
+  // Four paths: Winograd F(2x2, 3x3) where eligible, packed AVX2 kernel
+  // without im2col (stride 1), packed kernel on im2col tiles, Eigen's GEMM on
+  // im2col tiles.
   auto& packed = ddpm::backend::eigen_detail::conv_use_packed_kernel;
   auto& wide = ddpm::backend::eigen_detail::conv_use_wide;
-  const bool packed_default = packed, wide_default = wide;
+#if DDPM_EIGEN_PACKED_KERNEL
+  auto& winograd = ddpm::backend::eigen_detail::conv_use_winograd;
+  auto& min_channels = ddpm::backend::eigen_detail::winograd_min_channels;
+  const ddpm::index_t min_channels_default = min_channels;
+  min_channels = 16;  // the small cases below take the Winograd path too
+#else
+  bool winograd = false;
+#endif
+  const bool packed_default = packed, wide_default = wide, winograd_default = winograd;
   for (int th : kThreadCounts)
-  for (int path : {0, 1, 2}) {
+  for (int path : {0, 1, 2, 3}) {
     E::set_num_threads(th);
-    packed = path < 2 && packed_default;
-    wide = path == 0;
+    winograd = path == 0 && winograd_default;
+    packed = path < 3 && packed_default;
+    wide = path <= 1;
     for (const auto& c : kConvCases) {
       const index_t OH = c.p.out_h(c.H, c.KH), OW = c.p.out_w(c.W, c.KW);
-      INFO("packed kernel " << packed << " wide " << wide << " threads " << th << " N,Ci,H,W " << c.N << "," << c.Ci << "," << c.H << "," << c.W << " Co " << c.Co
+      INFO("winograd " << winograd << " packed kernel " << packed << " wide " << wide << " threads " << th << " N,Ci,H,W " << c.N << "," << c.Ci << "," << c.H << "," << c.W << " Co " << c.Co
                       << " k " << c.KH << "x" << c.KW << " stride " << c.p.stride << " pad t/b/l/r " << c.p.pad_top
                       << "/" << c.p.pad_bottom << "/" << c.p.pad_left << "/" << c.p.pad_right);
       auto x = rnd<T>({c.N, c.Ci, c.H, c.W}, rng), w = rnd<T>({c.Co, c.Ci, c.KH, c.KW}, rng), b = rnd<T>({c.Co}, rng);
@@ -258,7 +275,53 @@ TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]"
   }
   packed = packed_default;
   wide = wide_default;
+  winograd = winograd_default;
+#if DDPM_EIGEN_PACKED_KERNEL
+  min_channels = min_channels_default;
+#endif
 }
+
+#if DDPM_EIGEN_PACKED_KERNEL
+TEST_CASE("eigen: Winograd's float rounding error is close to the direct convolution's", "[backend]") {
+  // A 128 -> 128 channel 3x3 layer (Winograd at the default threshold), in
+  // float by both paths, against the same inputs convolved in double.
+  ThreadGuard guard;
+  auto& winograd = ddpm::backend::eigen_detail::conv_use_winograd;
+  const bool winograd_default = winograd;
+  Rng rng(11);
+  const Conv2dParams p = Conv2dParams::symmetric(1, 1);
+  auto x = rnd<float>({2, 128, 9, 8}, rng), w = rnd<float>({128, 128, 3, 3}, rng, 0.03);
+  auto dy = rnd<float>({2, 128, 9, 8}, rng);
+  auto widen = [](const Tensor<float>& t) {
+    Tensor<double> d(t.shape());
+    for (index_t i = 0; i < t.numel(); ++i) d[i] = t[i];
+    return d;
+  };
+  Tensor<double> yd({2, 128, 9, 8}), dxd(x.shape());
+  R::conv2d_forward<double>(widen(x), widen(w), {}, p, yd);
+  R::conv2d_backward<double>(widen(x), widen(w), widen(dy), p, dxd, TensorView<double>{}, TensorView<double>{});
+  auto max_err = [](const Tensor<float>& got, const Tensor<double>& want) {
+    double e = 0;
+    for (index_t i = 0; i < want.numel(); ++i) e = std::max(e, std::abs(double(got[i]) - want[i]));
+    return e;
+  };
+  double err[2][2];  // [winograd][y, dx]
+  for (int on : {0, 1}) {
+    winograd = on;
+    Tensor<float> y({2, 128, 9, 8}), dx(x.shape());
+    E::conv2d_forward<float>(x, w, {}, p, y);
+    E::conv2d_backward<float>(x, w, dy, p, dx, TensorView<float>{}, TensorView<float>{});
+    err[on][0] = max_err(y, yd);
+    err[on][1] = max_err(dx, dxd);
+  }
+  winograd = winograd_default;
+  INFO("max abs error y: direct " << err[0][0] << ", Winograd " << err[1][0] << "; dx: direct " << err[0][1]
+                                  << ", Winograd " << err[1][1]);
+  CHECK(err[1][0] < 4 * err[0][0]);
+  CHECK(err[1][1] < 4 * err[0][1]);
+  CHECK(err[1][0] < 1e-5);  // outputs are O(1): sum of 1152 products of N(0,1) x 0.03 N(0,1)
+}
+#endif
 
 // ---- GroupNorm -----------------------------------------------------------------
 TEMPLATE_TEST_CASE("eigen: group_norm forward/backward match reference", "[backend]", float, double) {

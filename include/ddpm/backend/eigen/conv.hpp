@@ -6,7 +6,10 @@
 //   backward  dW[Co, K]  += dY_n[Co, P] * col_n[K, P]^T
 //             dcol[K, P]  = W^T * dY_n,  dx_n = col2im(dcol)
 //
-// Three paths, all checked against backend::Reference:
+// Four paths, all checked against backend::Reference:
+//   - AVX2+FMA builds, 3x3 stride 1 with >= 128 channels in and out: Winograd
+//     F(2x2, 3x3) (eigen/winograd.hpp), forward and the input gradient; the
+//     weight gradient takes the next path.
 //   - AVX2+FMA builds, stride 1 ("wide", the 3x3 hot path): no im2col at all.
 //     The image is zero-padded once; then every row of col is a contiguous
 //     slice of the padded image (WideGeom), packed straight into the panels of
@@ -26,6 +29,7 @@
 
 #include "ddpm/backend/eigen/common.hpp"
 #include "ddpm/backend/eigen/kernel.hpp"
+#include "ddpm/backend/eigen/winograd.hpp"
 
 namespace ddpm::backend::eigen_detail {
 
@@ -415,6 +419,13 @@ void conv_bwd_channels_packed(const ConvGeom& g, const T* x, const T* Awt, const
 }
 #endif
 
+#if DDPM_EIGEN_PACKED_KERNEL
+inline bool winograd_applies(const ConvGeom& g) {
+  return conv_use_packed_kernel && conv_use_winograd && g.KH == 3 && g.KW == 3 && g.s == 1 &&
+         g.Ci >= winograd_min_channels && g.Co >= winograd_min_channels && g.P > 0;
+}
+#endif
+
 // ---- drivers --------------------------------------------------------------------------
 
 template <class T>
@@ -428,6 +439,13 @@ void conv2d_forward(ConstTensorView<T> xv, ConstTensorView<T> wv, ConstTensorVie
     for (index_t i = 0; i < g.N * g.Co; ++i) std::fill(y + i * g.P, y + (i + 1) * g.P, b ? b[i % g.Co] : T{});
     return;
   }
+#if DDPM_EIGEN_PACKED_KERNEL
+  if (winograd_applies(g)) {
+    winograd_conv(WinogradGeom(g.N, g.Ci, g.Co, g.H, g.W, g.pt, g.pb, g.pl, g.pr), x,
+                  [&](index_t co, index_t ci, index_t k) { return w[(co * g.Ci + ci) * 9 + k]; }, b, y);
+    return;
+  }
+#endif
   const double flops = 2.0 * static_cast<double>(g.N * g.Co) * static_cast<double>(g.K * g.P);
   const int T_ = threads_for(flops, 2e5);
   const index_t nb = g.N - g.N % T_;  // images spread whole over the threads
@@ -471,6 +489,17 @@ void conv2d_backward(ConstTensorView<T> xv, ConstTensorView<T> wv, ConstTensorVi
       for (index_t n = 0; n < g.N; ++n)
         for (index_t co = c0; co < c1; ++co) db[co] += CArrMap<T>(dy + (n * g.Co + co) * g.P, g.P).sum();
     });
+#if DDPM_EIGEN_PACKED_KERNEL
+  // The input gradient of a 3x3 stride-1 convolution with pads <= 2 is the
+  // convolution of dY with the filters flipped in both axes and transposed
+  // (Ci <- Co), padded by 2 - pad on each side: Winograd again.
+  if (dx && g.P > 0 && winograd_applies(g) && std::max({g.pt, g.pb, g.pl, g.pr}) <= 2) {
+    winograd_conv(WinogradGeom(g.N, g.Co, g.Ci, g.OH, g.OW, 2 - g.pt, 2 - g.pb, 2 - g.pl, 2 - g.pr), dy,
+                  [&](index_t ci, index_t co, index_t k) { return w[(co * g.Ci + ci) * 9 + 8 - k]; },
+                  static_cast<const T*>(nullptr), dx);
+    dx = nullptr;
+  }
+#endif
   if (!dx && !dw) return;
   if (g.P == 0 || g.Co == 0 || g.K == 0) {
     if (dx) std::fill(dx, dx + g.N * g.Ci * g.HW, T{});
