@@ -226,8 +226,10 @@ TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]"
 #if DDPM_EIGEN_PACKED_KERNEL
   auto& winograd = ddpm::backend::eigen_detail::conv_use_winograd;
   auto& min_channels = ddpm::backend::eigen_detail::winograd_min_channels;
-  const ddpm::index_t min_channels_default = min_channels;
+  auto& min_tiles = ddpm::backend::eigen_detail::winograd_min_tiles;
+  const ddpm::index_t min_channels_default = min_channels, min_tiles_default = min_tiles;
   min_channels = 16;  // the small cases below take the Winograd path too
+  min_tiles = 1;
 #else
   bool winograd = false;
 #endif
@@ -278,16 +280,20 @@ TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]"
   winograd = winograd_default;
 #if DDPM_EIGEN_PACKED_KERNEL
   min_channels = min_channels_default;
+  min_tiles = min_tiles_default;
 #endif
 }
 
 #if DDPM_EIGEN_PACKED_KERNEL
 TEST_CASE("eigen: Winograd's float rounding error is close to the direct convolution's", "[backend]") {
-  // A 128 -> 128 channel 3x3 layer (Winograd at the default threshold), in
-  // float by both paths, against the same inputs convolved in double.
+  // A 128 -> 128 channel 3x3 layer (Winograd at the default channel
+  // threshold), in float by both paths, against the same inputs convolved in double.
   ThreadGuard guard;
   auto& winograd = ddpm::backend::eigen_detail::conv_use_winograd;
+  auto& min_tiles = ddpm::backend::eigen_detail::winograd_min_tiles;
   const bool winograd_default = winograd;
+  const ddpm::index_t min_tiles_default = min_tiles;
+  min_tiles = 1;  // this small batch too
   Rng rng(11);
   const Conv2dParams p = Conv2dParams::symmetric(1, 1);
   auto x = rnd<float>({2, 128, 9, 8}, rng), w = rnd<float>({128, 128, 3, 3}, rng, 0.03);
@@ -315,6 +321,7 @@ TEST_CASE("eigen: Winograd's float rounding error is close to the direct convolu
     err[on][1] = max_err(dx, dxd);
   }
   winograd = winograd_default;
+  min_tiles = min_tiles_default;
   INFO("max abs error y: direct " << err[0][0] << ", Winograd " << err[1][0] << "; dx: direct " << err[0][1]
                                   << ", Winograd " << err[1][1]);
   CHECK(err[1][0] < 4 * err[0][0]);

@@ -21,6 +21,9 @@
 // flipped filters) the input gradient of backward.
 #include <algorithm>
 #include <cstddef>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "ddpm/backend/eigen/common.hpp"
 #include "ddpm/backend/eigen/kernel.hpp"
@@ -38,6 +41,9 @@ inline bool conv_use_winograd = true;
 // at 16x16 1.8x and at 4x4 1.9x, 512 -> 256 at 4x4 1.7x. (Tests lower it to
 // check the path on small shapes.)
 inline index_t winograd_min_channels = 128;
+// ... and this many 2x2 output tiles in the batch (half as many for images of
+// at most 8x8); see winograd_applies in conv.hpp.
+inline index_t winograd_min_tiles = 128;
 
 struct WinogradGeom {
   index_t N, Ci, Co, H, W, pt, pl, OH, OW, TH, TW;
@@ -55,29 +61,93 @@ template <class T, class Filter>
 void winograd_weights(index_t rows, index_t depth, Filter filter, T* Up, index_t b0, index_t b1) {
   const index_t asz = packed_a_size(rows, depth);
   for (index_t blk = b0; blk < b1; ++blk)
-    for (index_t d = 0; d < depth; ++d)
+    for (index_t d = 0; d < depth; ++d) {
+      // The kMR rows of this block side by side (lane rr), so that each of the
+      // 16 results is one contiguous store of kMR values.
+      T g[9][kMR];
       for (index_t rr = 0; rr < kMR; ++rr) {
-        const index_t r = blk * kMR + rr, at = blk * kMR * depth + d * kMR + rr;
-        if (r >= rows) {
-          for (int xi = 0; xi < 16; ++xi) Up[xi * asz + at] = T{};
-          continue;
-        }
+        const index_t r = blk * kMR + rr;
+        for (int k = 0; k < 9; ++k) g[k][rr] = r < rows ? filter(r, d, k) : T{};
+      }
+      T* out = Up + blk * kMR * depth + d * kMR;
+      for (index_t rr = 0; rr < kMR; ++rr) {
         T h[3][4];  // g G^T
         for (int k = 0; k < 3; ++k) {
-          const T g0 = filter(r, d, 3 * k), g1 = filter(r, d, 3 * k + 1), g2 = filter(r, d, 3 * k + 2);
+          const T g0 = g[3 * k][rr], g1 = g[3 * k + 1][rr], g2 = g[3 * k + 2][rr];
           h[k][0] = g0;
           h[k][1] = (g0 + g1 + g2) * T(0.5);
           h[k][2] = (g0 - g1 + g2) * T(0.5);
           h[k][3] = g2;
         }
-        for (int c = 0; c < 4; ++c) {
-          Up[(0 + c) * asz + at] = h[0][c];
-          Up[(4 + c) * asz + at] = (h[0][c] + h[1][c] + h[2][c]) * T(0.5);
-          Up[(8 + c) * asz + at] = (h[0][c] - h[1][c] + h[2][c]) * T(0.5);
-          Up[(12 + c) * asz + at] = h[2][c];
+        for (int c = 0; c < 4; ++c) {  // G (g G^T)
+          out[(0 + c) * asz + rr] = h[0][c];
+          out[(4 + c) * asz + rr] = (h[0][c] + h[1][c] + h[2][c]) * T(0.5);
+          out[(8 + c) * asz + rr] = (h[0][c] - h[1][c] + h[2][c]) * T(0.5);
+          out[(12 + c) * asz + rr] = h[2][c];
         }
       }
+    }
 }
+
+// One zero-padded input row (line[q] = padded column q, readable up to
+// 2 * tw + 64) -> (d B)[r][c] for the tw tiles along it:
+//   (d B)[r] = (d0 - d2, d1 + d2, d2 - d1, d1 - d3),  d_c = line[2j + c].
+template <class T>
+void winograd_row_dB(const T* line, index_t tw, T* e0, T* e1, T* e2, T* e3) {
+  for (index_t j = 0; j < tw; ++j) {
+    const T d0 = line[2 * j], d1 = line[2 * j + 1], d2 = line[2 * j + 2], d3 = line[2 * j + 3];
+    e0[j] = d0 - d2;
+    e1[j] = d1 + d2;
+    e2[j] = d2 - d1;
+    e3[j] = d1 - d3;
+  }
+}
+
+// dst[2j] = o0[j] + bias, dst[2j + 1] = o1[j] + bias for the ow columns of one output row.
+template <class T>
+void winograd_store_row(const T* o0, const T* o1, T bias, index_t ow, T* dst) {
+  for (index_t j = 0; 2 * j < ow; ++j) {
+    dst[2 * j] = o0[j] + bias;
+    if (2 * j + 1 < ow) dst[2 * j + 1] = o1[j] + bias;
+  }
+}
+
+#if defined(__AVX512F__)
+// The same for float, 16 tiles (32 columns) per step: the rows are short (7
+// or 14 tiles on 14x14 and 28x28 images), too short for the compiler's loops.
+inline __mmask16 first_lanes(index_t n) { return static_cast<__mmask16>((1u << std::min<index_t>(n, 16)) - 1u); }
+
+inline void winograd_row_dB(const float* line, index_t tw, float* e0, float* e1, float* e2, float* e3) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  for (index_t j0 = 0; j0 < tw; j0 += 16) {
+    const float* p = line + 2 * j0;
+    const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
+    const __m512 c = _mm512_loadu_ps(p + 2), d = _mm512_loadu_ps(p + 18);
+    const __m512 d0 = _mm512_permutex2var_ps(a, even, b), d1 = _mm512_permutex2var_ps(a, odd, b);
+    const __m512 d2 = _mm512_permutex2var_ps(c, even, d), d3 = _mm512_permutex2var_ps(c, odd, d);
+    const __mmask16 m = first_lanes(tw - j0);
+    _mm512_mask_storeu_ps(e0 + j0, m, _mm512_sub_ps(d0, d2));
+    _mm512_mask_storeu_ps(e1 + j0, m, _mm512_add_ps(d1, d2));
+    _mm512_mask_storeu_ps(e2 + j0, m, _mm512_sub_ps(d2, d1));
+    _mm512_mask_storeu_ps(e3 + j0, m, _mm512_sub_ps(d1, d3));
+  }
+}
+
+inline void winograd_store_row(const float* o0, const float* o1, float bias, index_t ow, float* dst) {
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const __m512 vb = _mm512_set1_ps(bias);
+  for (index_t j0 = 0; 2 * j0 < ow; j0 += 16) {
+    const index_t n = ow - 2 * j0;  // columns left
+    const __mmask16 m = first_lanes((n + 1) / 2);
+    const __m512 a = _mm512_add_ps(_mm512_maskz_loadu_ps(m, o0 + j0), vb);
+    const __m512 b = _mm512_add_ps(_mm512_maskz_loadu_ps(m, o1 + j0), vb);
+    _mm512_mask_storeu_ps(dst + 2 * j0, first_lanes(n), _mm512_permutex2var_ps(a, lo, b));
+    if (n > 16) _mm512_mask_storeu_ps(dst + 2 * j0 + 16, first_lanes(n - 16), _mm512_permutex2var_ps(a, hi, b));
+  }
+}
+#endif
 
 // Tile rows [u0, u1) (row u = image u / TH, tile row u % TH) of y = conv(x) + b.
 template <class T>
@@ -95,13 +165,12 @@ void winograd_rows(const WinogradGeom& g, const T* x, const T* Up, const T* b, T
   const index_t asz = packed_a_size(g.Co, g.Ci), bsz = packed_b_size<T>(g.Ci, tb);
   T* Vp = scratch<T>(kWinoV, static_cast<std::size_t>(16 * bsz));
   T* M = scratch<T>(kWinoM, static_cast<std::size_t>(16 * g.Co * ldm));
-  T* D = scratch<T>(kWinoD, static_cast<std::size_t>(16 * tb + 4 * tb + 2 * (g.TW + 1)));
-  T* O = D + 16 * tb;                // 4 x tb: the 2x2 outputs of each tile
-  T* ev = O + 4 * tb;                // even and odd columns of one zero-padded input row
-  T* od = ev + (g.TW + 1);
-  // Columns q = 2k (+1) of the padded row are input columns q - pl.
-  const index_t k_lo = std::min<index_t>(g.TW + 1, (g.pl + 1) / 2);           // first k with 2k - pl >= 0
-  const index_t k_hi = std::clamp<index_t>((g.W + g.pl) / 2, k_lo, g.TW + 1);  // first k with 2k + 1 - pl >= W
+  const index_t lw = 2 * g.TW + 64;  // one zero-padded input row, with slack for whole-vector loads
+  T* D = scratch<T>(kWinoD, static_cast<std::size_t>(16 * tb + 4 * tb + lw));
+  T* O = D + 16 * tb;    // 4 x tb: the 2x2 outputs of each tile
+  T* line = O + 4 * tb;  // line[q]: padded column q of the current input row
+  const index_t wcopy = std::min(g.W, lw - g.pl);
+  std::fill(line, line + lw, T{});  // only [pl, pl + W) is ever rewritten
 
   for (index_t ub = u0; ub < u1; ub += rows_per_block) {
     const index_t ue = std::min(u1, ub + rows_per_block), nt = (ue - ub) * g.TW, ntp = (nt + NR - 1) / NR * NR;
@@ -114,26 +183,15 @@ void winograd_rows(const WinogradGeom& g, const T* x, const T* Up, const T* b, T
       for (index_t u = ub; u < ue; ++u) {
         const index_t n = u / g.TH, i = u % g.TH, t0 = (u - ub) * g.TW;
         for (index_t r = 0; r < 4; ++r) {
-          T* __restrict e0 = D + (r * 4) * tb + t0;
-          T* __restrict e1 = e0 + tb;
-          T* __restrict e2 = e1 + tb;
-          T* __restrict e3 = e2 + tb;
+          T *e0 = D + (r * 4) * tb + t0, *e1 = e0 + tb, *e2 = e1 + tb, *e3 = e2 + tb;
           const index_t ih = 2 * i + r - g.pt;
           if (ih < 0 || ih >= g.H) {
             for (T* e : {e0, e1, e2, e3}) std::fill(e, e + g.TW, T{});
             continue;
           }
           const T* row = x + ((n * g.Ci + ci) * g.H + ih) * g.W;
-          auto column = [&](index_t q) { return q >= 0 && q < g.W ? row[q] : T{}; };  // q: input column
-          for (index_t k = 0; k < k_lo; ++k) ev[k] = column(2 * k - g.pl), od[k] = column(2 * k + 1 - g.pl);
-          for (index_t k = k_lo; k < k_hi; ++k) ev[k] = row[2 * k - g.pl], od[k] = row[2 * k + 1 - g.pl];
-          for (index_t k = k_hi; k <= g.TW; ++k) ev[k] = column(2 * k - g.pl), od[k] = column(2 * k + 1 - g.pl);
-          for (index_t j = 0; j < g.TW; ++j) {
-            e0[j] = ev[j] - ev[j + 1];
-            e1[j] = od[j] + ev[j + 1];
-            e2[j] = ev[j + 1] - od[j];
-            e3[j] = od[j] - od[j + 1];
-          }
+          std::copy(row, row + wcopy, line + g.pl);
+          winograd_row_dB(static_cast<const T*>(line), g.TW, e0, e1, e2, e3);
         }
       }
       for (index_t p = 0; p < ntp; p += NR) {
@@ -172,15 +230,9 @@ void winograd_rows(const WinogradGeom& g, const T* x, const T* Up, const T* b, T
       for (index_t u = ub; u < ue; ++u) {
         const index_t n = u / g.TH, i = u % g.TH, t0 = (u - ub) * g.TW;
         for (index_t dr = 0; dr < 2 && 2 * i + dr < g.OH; ++dr) {
-          T* __restrict dst = y + ((n * g.Co + co) * g.OH + 2 * i + dr) * g.OW;
-          const T* __restrict o0 = O + (2 * dr) * tb + t0;
-          const T* __restrict o1 = O + (2 * dr + 1) * tb + t0;
-          const index_t full = g.OW / 2;  // tiles with both columns inside
-          for (index_t j = 0; j < full; ++j) {
-            dst[2 * j] = o0[j] + bias;
-            dst[2 * j + 1] = o1[j] + bias;
-          }
-          if (g.OW % 2) dst[2 * full] = o0[full] + bias;
+          T* dst = y + ((n * g.Co + co) * g.OH + 2 * i + dr) * g.OW;
+          winograd_store_row(static_cast<const T*>(O + (2 * dr) * tb + t0),
+                             static_cast<const T*>(O + (2 * dr + 1) * tb + t0), bias, g.OW, dst);
         }
       }
     }
