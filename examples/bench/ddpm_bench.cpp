@@ -3,7 +3,11 @@
 // shared/reference/bench_torch.py, for side-by-side comparison.
 //
 //   ddpm_bench ../shared/bench/mnist.json --threads 2 [--repeat 5] [--batch 32]
-//              [--sample-batch 16] [--ddim-steps 20] [--only fwd1,fwdS,train,ddim]
+//              [--sample-batch 16] [--ddim-steps 20] [--only fwd1,fwdS,train,ddim] [--profile]
+//
+// --profile runs the model on backend::Profiled<Eigen> and prints, per phase on
+// stderr, the wall time of every backend op kind and the time outside them
+// (the timer adds a clock read per op: compare profiled runs with each other).
 //
 // The last line printed is one JSON object:
 //   params, forward_ms_b1, forward_ms_b{S}, train_step_ms, ddim_ms,
