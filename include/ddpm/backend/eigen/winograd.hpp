@@ -11,7 +11,8 @@
 //   M[xi] (Co x tiles) = U[xi] (Co x Ci) * V[xi] (Ci x tiles),
 // run on the packed micro-kernel (kernel.hpp). The transforms only add,
 // subtract and halve, so results differ from the direct sum by a few
-// roundings (the tests hold it to the same tolerance as the other paths).
+// roundings (tested: float error against a double reference no larger than
+// the direct path's).
 //
 // Tiles go in blocks of whole tile rows (across images when they are small),
 // sized so that V and M stay in L2. Threads split the tile rows: every output
@@ -34,8 +35,8 @@ namespace ddpm::backend::eigen_detail {
 
 // Set to false to use the direct (GEMM) convolution everywhere (tests compare both).
 inline bool conv_use_winograd = true;
-// Below this many input and output channels the transforms (scalar loops
-// over short tile rows) cost about what the multiplies save: measured on
+// Below this many input and output channels the transforms (work on short
+// tile rows of 4 to 14 tiles) cost about what the multiplies save: measured on
 // Zen 4, 2 threads, batch 16, against the direct path: 64 -> 64 channels at
 // 14x14 1.0x, 32 -> 64 at 28x28 0.95x; 128 -> 128 at 32x32 1.5x, 256 -> 256
 // at 16x16 1.8x and at 4x4 1.9x, 512 -> 256 at 4x4 1.7x. (Tests lower it to
@@ -54,8 +55,8 @@ struct WinogradGeom {
 };
 
 // Up = the 16 matrices U[xi] = (G g G^T)[xi], each packed as the A operand
-// (rows x depth, pack_a's layout); g = filter(r, d) points at a 3x3 filter
-// read through index(k), k = kh * 3 + kw. Row blocks [b0, b1) of kMR rows.
+// (rows x depth, pack_a's layout), where g is the 3x3 filter of row r and
+// depth d: tap k = kh * 3 + kw is filter(r, d, k). Row blocks [b0, b1) of kMR rows.
 //   G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
 template <class T, class Filter>
 void winograd_weights(index_t rows, index_t depth, Filter filter, T* Up, index_t b0, index_t b1) {
