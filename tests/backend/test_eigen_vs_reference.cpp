@@ -226,9 +226,11 @@ TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]"
 #if DDPM_EIGEN_PACKED_KERNEL
   auto& winograd = ddpm::backend::eigen_detail::conv_use_winograd;
   auto& min_channels = ddpm::backend::eigen_detail::winograd_min_channels;
+  auto& min_channels_small = ddpm::backend::eigen_detail::winograd_min_channels_small;
   auto& min_tiles = ddpm::backend::eigen_detail::winograd_min_tiles;
-  const ddpm::index_t min_channels_default = min_channels, min_tiles_default = min_tiles;
-  min_channels = 16;  // the small cases below take the Winograd path too
+  const ddpm::index_t min_channels_default = min_channels, min_small_default = min_channels_small,
+                      min_tiles_default = min_tiles;
+  min_channels = min_channels_small = 16;  // the small cases below take the Winograd path too
   min_tiles = 1;
 #else
   bool winograd = false;
@@ -280,14 +282,15 @@ TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]"
   winograd = winograd_default;
 #if DDPM_EIGEN_PACKED_KERNEL
   min_channels = min_channels_default;
+  min_channels_small = min_small_default;
   min_tiles = min_tiles_default;
 #endif
 }
 
 #if DDPM_EIGEN_PACKED_KERNEL
 TEST_CASE("eigen: Winograd's float rounding error is close to the direct convolution's", "[backend]") {
-  // A 128 -> 128 channel 3x3 layer (Winograd at the default channel
-  // threshold), in float by both paths, against the same inputs convolved in double.
+  // A 128 -> 128 channel 3x3 layer, in float by both paths, against the same
+  // inputs convolved in double.
   ThreadGuard guard;
   auto& winograd = ddpm::backend::eigen_detail::conv_use_winograd;
   auto& min_tiles = ddpm::backend::eigen_detail::winograd_min_tiles;

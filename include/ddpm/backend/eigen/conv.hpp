@@ -7,7 +7,7 @@
 //             dcol[K, P]  = W^T * dY_n,  dx_n = col2im(dcol)
 //
 // Four paths, all checked against backend::Reference:
-//   - AVX2+FMA builds, 3x3 stride 1 with >= 128 channels in and out: Winograd
+//   - AVX2+FMA builds, 3x3 stride 1 with enough channels and tiles: Winograd
 //     F(2x2, 3x3) (eigen/winograd.hpp), forward and the input gradient; the
 //     weight gradient takes the next path.
 //   - AVX2+FMA builds, stride 1 ("wide", the 3x3 hot path): no im2col at all.
@@ -420,16 +420,15 @@ void conv_bwd_channels_packed(const ConvGeom& g, const T* x, const T* Awt, const
 #endif
 
 #if DDPM_EIGEN_PACKED_KERNEL
-// Winograd needs wide layers and enough tiles to pay for transforming the
-// filters (U is 16/9 the size of W and is streamed once per block of tiles):
-// measured against the direct path at 256 -> 256 channels, 2 threads, 1 image
-// 16x16 (64 tiles) 0.85x, 32x32 1.2x, 2 images 8x8 0.7x; 16 images 4x4 (64
-// tiles, where the direct path computes 36 padded columns per 16 outputs) 1.5x.
+// Winograd needs enough channels and enough tiles to pay for transforming the
+// filters (U is 16/9 the size of W and is streamed once per block of tiles);
+// images of at most 8x8 need wide layers (measurements in winograd.hpp).
 inline bool winograd_applies(const ConvGeom& g) {
+  if (!conv_use_packed_kernel || !conv_use_winograd || g.KH != 3 || g.KW != 3 || g.s != 1) return false;
   const index_t tiles = g.N * ((g.OH + 1) / 2) * ((g.OW + 1) / 2);
-  return conv_use_packed_kernel && conv_use_winograd && g.KH == 3 && g.KW == 3 && g.s == 1 &&
-         g.Ci >= winograd_min_channels && g.Co >= winograd_min_channels &&
-         (tiles >= winograd_min_tiles || (tiles >= winograd_min_tiles / 2 && g.P <= 64));
+  const bool small = g.P <= 64;
+  const index_t min_channels = small ? winograd_min_channels_small : winograd_min_channels;
+  return g.Ci >= min_channels && g.Co >= min_channels && tiles >= (small ? winograd_min_tiles / 2 : winograd_min_tiles);
 }
 #endif
 

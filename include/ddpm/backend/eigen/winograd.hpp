@@ -17,9 +17,9 @@
 // Tiles go in blocks of whole tile rows (across images when they are small),
 // sized so that V and M stay in L2. Threads split the tile rows: every output
 // is computed by one thread, in an order that does not depend on the thread
-// count. Used for 3x3 stride-1 layers with at least winograd_min_channels
-// input and output channels, forward and (as the convolution of dY with the
-// flipped filters) the input gradient of backward.
+// count. Used for 3x3 stride-1 layers with enough channels and tiles (see
+// below), forward and (as the convolution of dY with the flipped filters)
+// the input gradient of backward.
 #include <algorithm>
 #include <cstddef>
 #if defined(__AVX512F__)
@@ -35,16 +35,17 @@ namespace ddpm::backend::eigen_detail {
 
 // Set to false to use the direct (GEMM) convolution everywhere (tests compare both).
 inline bool conv_use_winograd = true;
-// Below this many input and output channels the transforms (work on short
-// tile rows of 4 to 14 tiles) cost about what the multiplies save: measured on
-// Zen 4, 2 threads, batch 16, against the direct path: 64 -> 64 channels at
-// 14x14 1.0x, 32 -> 64 at 28x28 0.95x; 128 -> 128 at 32x32 1.5x, 256 -> 256
-// at 16x16 1.8x and at 4x4 1.9x, 512 -> 256 at 4x4 1.7x. (Tests lower it to
-// check the path on small shapes.)
-inline index_t winograd_min_channels = 128;
-// ... and this many 2x2 output tiles in the batch (half as many for images of
-// at most 8x8); see winograd_applies in conv.hpp.
-inline index_t winograd_min_tiles = 128;
+// When Winograd pays (see winograd_applies in conv.hpp). Measured against the
+// direct path on Zen 4, 2 threads, batch 16: 32 -> 32 channels at 28x28 1.3x
+// forward and 1.5x input gradient, 64 -> 64 at 14x14 1.25x, 128 -> 128 at
+// 32x32 1.5x, 256 -> 256 at 16x16 1.8x and at 4x4 1.5x, 512 -> 256 at 4x4
+// 1.7x; but 64 -> 64 at 7x7 0.84x: on small images the transforms (short
+// tile rows) cost what the multiplies save unless the layer is wide. At
+// batch 1 the filter transform is not paid back by few tiles: 256 -> 256 at
+// 16x16 (64 tiles) 0.85x. (Tests lower all three to check small shapes.)
+inline index_t winograd_min_channels = 32;         // in and out
+inline index_t winograd_min_channels_small = 128;  // in and out, images of at most 8x8
+inline index_t winograd_min_tiles = 128;           // 2x2 output tiles in the batch (half for at most 8x8)
 
 struct WinogradGeom {
   index_t N, Ci, Co, H, W, pt, pl, OH, OW, TH, TW;
@@ -88,6 +89,39 @@ void winograd_weights(index_t rows, index_t depth, Filter filter, T* Up, index_t
         }
       }
     }
+}
+
+// One column c of B^T e for n tiles: (a0 - a2, a1 + a2, a2 - a1, a1 - a3)
+// with a_r = (d B)[r][c]; separate pointers so that the loop vectorises.
+template <class T>
+inline void winograd_in_column(const T* __restrict a0, const T* __restrict a1, const T* __restrict a2,
+                               const T* __restrict a3, T* __restrict v0, T* __restrict v1, T* __restrict v2,
+                               T* __restrict v3, index_t n) {
+  for (index_t l = 0; l < n; ++l) {
+    v0[l] = a0[l] - a2[l];
+    v1[l] = a1[l] + a2[l];
+    v2[l] = a2[l] - a1[l];
+    v3[l] = a1[l] - a3[l];
+  }
+}
+
+// Y = A^T m A, A^T = [1 1 1 0; 0 1 -1 -1], for tiles [0, n) of one output
+// channel: m[xi * ms + t] -> O[(2 * dr + dc) * ldo + t].
+template <class T>
+inline void winograd_out_tiles(const T* __restrict m, index_t ms, index_t n, T* __restrict O, index_t ldo) {
+  for (index_t t = 0; t < n; ++t) {
+    T f[4][2];
+    for (int r = 0; r < 4; ++r) {  // m A
+      const T m0 = m[(r * 4) * ms + t], m1 = m[(r * 4 + 1) * ms + t], m2 = m[(r * 4 + 2) * ms + t],
+              m3 = m[(r * 4 + 3) * ms + t];
+      f[r][0] = m0 + m1 + m2;
+      f[r][1] = m1 - m2 - m3;
+    }
+    for (int c = 0; c < 2; ++c) {  // A^T (m A)
+      O[c * ldo + t] = f[0][c] + f[1][c] + f[2][c];
+      O[(2 + c) * ldo + t] = f[1][c] - f[2][c] - f[3][c];
+    }
+  }
 }
 
 // One zero-padded input row (line[q] = padded column q, readable up to
@@ -198,35 +232,15 @@ void winograd_rows(const WinogradGeom& g, const T* x, const T* Up, const T* b, T
       for (index_t p = 0; p < ntp; p += NR) {
         T* __restrict out = Vp + p * g.Ci + ci * NR;  // panel p / NR, depth row ci
         const T* __restrict e = D + p;
-        for (int c = 0; c < 4; ++c)
-          for (index_t l = 0; l < NR; ++l) {  // B^T (d B), column c
-            const T a0 = e[c * tb + l], a1 = e[(4 + c) * tb + l], a2 = e[(8 + c) * tb + l], a3 = e[(12 + c) * tb + l];
-            out[(0 + c) * bsz + l] = a0 - a2;
-            out[(4 + c) * bsz + l] = a1 + a2;
-            out[(8 + c) * bsz + l] = a2 - a1;
-            out[(12 + c) * bsz + l] = a1 - a3;
-          }
+        for (int c = 0; c < 4; ++c)  // B^T (d B), column c
+          winograd_in_column(e + c * tb, e + (4 + c) * tb, e + (8 + c) * tb, e + (12 + c) * tb, out + c * bsz,
+                             out + (4 + c) * bsz, out + (8 + c) * bsz, out + (12 + c) * bsz, NR);
       }
     }
     for (int xi = 0; xi < 16; ++xi) packed_gemm(g.Co, nt, g.Ci, Up + xi * asz, Vp + xi * bsz, M + xi * g.Co * ldm, ldm, false);
     // Y = A^T m A per tile, A^T = [1 1 1 0; 0 1 -1 -1], then into y (+ bias).
     for (index_t co = 0; co < g.Co; ++co) {
-      const T* m = M + co * ldm;
-      const index_t ms = g.Co * ldm;  // stride between the xi
-#pragma GCC ivdep
-      for (index_t t = 0; t < nt; ++t) {
-        T f[4][2];
-        for (int r = 0; r < 4; ++r) {  // m A
-          const T m0 = m[(r * 4) * ms + t], m1 = m[(r * 4 + 1) * ms + t], m2 = m[(r * 4 + 2) * ms + t],
-                  m3 = m[(r * 4 + 3) * ms + t];
-          f[r][0] = m0 + m1 + m2;
-          f[r][1] = m1 - m2 - m3;
-        }
-        for (int c = 0; c < 2; ++c) {  // A^T (m A)
-          O[c * tb + t] = f[0][c] + f[1][c] + f[2][c];
-          O[(2 + c) * tb + t] = f[1][c] - f[2][c] - f[3][c];
-        }
-      }
+      winograd_out_tiles(static_cast<const T*>(M + co * ldm), g.Co * ldm, nt, O, tb);
       const T bias = b ? b[co] : T{};
       for (index_t u = ub; u < ue; ++u) {
         const index_t n = u / g.TH, i = u % g.TH, t0 = (u - ub) * g.TW;
