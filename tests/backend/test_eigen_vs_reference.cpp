@@ -228,10 +228,11 @@ TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]"
   auto& min_channels = ddpm::backend::eigen_detail::winograd_min_channels;
   auto& min_channels_small = ddpm::backend::eigen_detail::winograd_min_channels_small;
   auto& min_tiles = ddpm::backend::eigen_detail::winograd_min_tiles;
+  auto& min_tiles_small = ddpm::backend::eigen_detail::winograd_min_tiles_small;
   const ddpm::index_t min_channels_default = min_channels, min_small_default = min_channels_small,
-                      min_tiles_default = min_tiles;
+                      min_tiles_default = min_tiles, min_tiles_small_default = min_tiles_small;
   min_channels = min_channels_small = 16;  // the small cases below take the Winograd path too
-  min_tiles = 1;
+  min_tiles = min_tiles_small = 1;
 #else
   bool winograd = false;
 #endif
@@ -284,6 +285,7 @@ TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]"
   min_channels = min_channels_default;
   min_channels_small = min_small_default;
   min_tiles = min_tiles_default;
+  min_tiles_small = min_tiles_small_default;
 #endif
 }
 

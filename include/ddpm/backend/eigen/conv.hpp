@@ -428,7 +428,8 @@ inline bool winograd_applies(const ConvGeom& g) {
   const index_t tiles = g.N * ((g.OH + 1) / 2) * ((g.OW + 1) / 2);
   const bool small = g.P <= 64;
   const index_t min_channels = small ? winograd_min_channels_small : winograd_min_channels;
-  return g.Ci >= min_channels && g.Co >= min_channels && tiles >= (small ? winograd_min_tiles / 2 : winograd_min_tiles);
+  return g.Ci >= min_channels && g.Co >= min_channels &&
+         tiles >= (small ? winograd_min_tiles_small : winograd_min_tiles);
 }
 #endif
 

@@ -40,12 +40,14 @@ inline bool conv_use_winograd = true;
 // forward and 1.5x input gradient, 64 -> 64 at 14x14 1.25x, 128 -> 128 at
 // 32x32 1.5x, 256 -> 256 at 16x16 1.8x and at 4x4 1.5x, 512 -> 256 at 4x4
 // 1.7x; but 64 -> 64 at 7x7 0.84x: on small images the transforms (short
-// tile rows) cost what the multiplies save unless the layer is wide. At
-// batch 1 the filter transform is not paid back by few tiles: 256 -> 256 at
-// 16x16 (64 tiles) 0.85x. (Tests lower all three to check small shapes.)
+// tile rows) cost what the multiplies save unless the layer is wide. With
+// few tiles the filter transform is not paid back: batch 1, 256 -> 256 at
+// 16x16 (64 tiles) 0.85x, 32 -> 32 at 28x28 (196 tiles) 0.85x; 128 -> 128 at
+// 32x32 (256 tiles) 1.2x. (Tests lower all four to check small shapes.)
 inline index_t winograd_min_channels = 32;         // in and out
 inline index_t winograd_min_channels_small = 128;  // in and out, images of at most 8x8
-inline index_t winograd_min_tiles = 128;           // 2x2 output tiles in the batch (half for at most 8x8)
+inline index_t winograd_min_tiles = 256;           // 2x2 output tiles in the batch
+inline index_t winograd_min_tiles_small = 64;      // the same, images of at most 8x8
 
 struct WinogradGeom {
   index_t N, Ci, Co, H, W, pt, pl, OH, OW, TH, TW;
