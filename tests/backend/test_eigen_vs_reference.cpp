@@ -78,6 +78,38 @@ struct ThreadGuard {
   ~ThreadGuard() { E::set_num_threads(saved); }
 };
 
+// Saves the convolution path switches and Winograd limits, restores them on
+// exit (also when a REQUIRE throws); lower_winograd_limits() lets small
+// shapes take the Winograd path.
+struct ConvPathGuard {
+  bool packed = ddpm::backend::eigen_detail::conv_use_packed_kernel;
+  bool wide = ddpm::backend::eigen_detail::conv_use_wide;
+#if DDPM_EIGEN_PACKED_KERNEL
+  bool winograd = ddpm::backend::eigen_detail::conv_use_winograd;
+  index_t limits[4] = {ddpm::backend::eigen_detail::winograd_min_channels,
+                       ddpm::backend::eigen_detail::winograd_min_channels_small,
+                       ddpm::backend::eigen_detail::winograd_min_tiles,
+                       ddpm::backend::eigen_detail::winograd_min_tiles_small};
+  static void lower_winograd_limits(index_t channels, index_t tiles) {
+    using namespace ddpm::backend::eigen_detail;
+    winograd_min_channels = winograd_min_channels_small = channels;
+    winograd_min_tiles = winograd_min_tiles_small = tiles;
+  }
+#endif
+  ~ConvPathGuard() {
+    using namespace ddpm::backend::eigen_detail;
+    conv_use_packed_kernel = packed;
+    conv_use_wide = wide;
+#if DDPM_EIGEN_PACKED_KERNEL
+    conv_use_winograd = winograd;
+    winograd_min_channels = limits[0];
+    winograd_min_channels_small = limits[1];
+    winograd_min_tiles = limits[2];
+    winograd_min_tiles_small = limits[3];
+#endif
+  }
+};
+
 }  // namespace
 
 TEST_CASE("eigen: identity and thread setting", "[backend]") {
@@ -221,22 +253,16 @@ TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]"
   // Four paths: Winograd F(2x2, 3x3) where eligible, packed AVX2 kernel
   // without im2col (stride 1), packed kernel on im2col tiles, Eigen's GEMM on
   // im2col tiles.
+  ConvPathGuard saved;
   auto& packed = ddpm::backend::eigen_detail::conv_use_packed_kernel;
   auto& wide = ddpm::backend::eigen_detail::conv_use_wide;
 #if DDPM_EIGEN_PACKED_KERNEL
   auto& winograd = ddpm::backend::eigen_detail::conv_use_winograd;
-  auto& min_channels = ddpm::backend::eigen_detail::winograd_min_channels;
-  auto& min_channels_small = ddpm::backend::eigen_detail::winograd_min_channels_small;
-  auto& min_tiles = ddpm::backend::eigen_detail::winograd_min_tiles;
-  auto& min_tiles_small = ddpm::backend::eigen_detail::winograd_min_tiles_small;
-  const ddpm::index_t min_channels_default = min_channels, min_small_default = min_channels_small,
-                      min_tiles_default = min_tiles, min_tiles_small_default = min_tiles_small;
-  min_channels = min_channels_small = 16;  // the small cases below take the Winograd path too
-  min_tiles = min_tiles_small = 1;
+  ConvPathGuard::lower_winograd_limits(16, 1);  // the small cases below take the Winograd path too
 #else
   bool winograd = false;
 #endif
-  const bool packed_default = packed, wide_default = wide, winograd_default = winograd;
+  const bool packed_default = saved.packed, winograd_default = winograd;
   for (int th : kThreadCounts)
   for (int path : {0, 1, 2, 3}) {
     E::set_num_threads(th);
@@ -278,15 +304,6 @@ TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]"
       expect_close(dx2, dxr, tol, "conv dx alone");
     }
   }
-  packed = packed_default;
-  wide = wide_default;
-  winograd = winograd_default;
-#if DDPM_EIGEN_PACKED_KERNEL
-  min_channels = min_channels_default;
-  min_channels_small = min_small_default;
-  min_tiles = min_tiles_default;
-  min_tiles_small = min_tiles_small_default;
-#endif
 }
 
 #if DDPM_EIGEN_PACKED_KERNEL
@@ -294,11 +311,9 @@ TEST_CASE("eigen: Winograd's float rounding error is close to the direct convolu
   // A 128 -> 128 channel 3x3 layer, in float by both paths, against the same
   // inputs convolved in double.
   ThreadGuard guard;
+  ConvPathGuard saved;
   auto& winograd = ddpm::backend::eigen_detail::conv_use_winograd;
-  auto& min_tiles = ddpm::backend::eigen_detail::winograd_min_tiles;
-  const bool winograd_default = winograd;
-  const ddpm::index_t min_tiles_default = min_tiles;
-  min_tiles = 1;  // this small batch too
+  ConvPathGuard::lower_winograd_limits(128, 1);  // this small batch too
   Rng rng(11);
   const Conv2dParams p = Conv2dParams::symmetric(1, 1);
   auto x = rnd<float>({2, 128, 9, 8}, rng), w = rnd<float>({128, 128, 3, 3}, rng, 0.03);
@@ -325,8 +340,6 @@ TEST_CASE("eigen: Winograd's float rounding error is close to the direct convolu
     err[on][0] = max_err(y, yd);
     err[on][1] = max_err(dx, dxd);
   }
-  winograd = winograd_default;
-  min_tiles = min_tiles_default;
   INFO("max abs error y: direct " << err[0][0] << ", Winograd " << err[1][0] << "; dx: direct " << err[0][1]
                                   << ", Winograd " << err[1][1]);
   CHECK(err[1][0] < 4 * err[0][0]);

@@ -34,6 +34,22 @@ void linear_backward(ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView
   }
 }
 
+// dx = dy * silu'(x) = dy * s * (1 + x * (1 - s)), s = sigmoid(x), over n
+// values in L1-sized blocks; dx may be x itself. (SiLU's backward, and the
+// fused GroupNorm+SiLU's.)
+template <class T>
+void silu_grad(const T* x, const T* dy, T* dx, index_t n) {
+  constexpr index_t kBlock = 256;
+  alignas(64) T sbuf[kBlock];
+  for (index_t b0 = 0; b0 < n; b0 += kBlock) {
+    const index_t len = std::min(kBlock, n - b0);
+    const auto xa = CArrMap<T>(x + b0, len);
+    auto s = ArrMap<T>(sbuf, len);
+    s = (T{1} + (-xa).exp()).inverse();
+    ArrMap<T>(dx + b0, len) = CArrMap<T>(dy + b0, len) * s * (T{1} + xa * (T{1} - s));
+  }
+}
+
 // ---- GroupNorm --------------------------------------------------------------------
 // The statistics of group q = (n, g): mean and 1/sqrt(var + eps), two passes
 // (the group, cg * S values, stays in L1 between them).
@@ -88,8 +104,9 @@ void group_norm_silu_forward(ConstTensorView<T> xv, int groups, T eps, ConstTens
   });
 }
 
-// GroupNorm backward; group_dy(n, g) points at the output gradient of group
-// (n, g), cg * S contiguous values (dy itself, or dy through the SiLU).
+// GroupNorm backward; group_dy(n, g, off) points at the output gradient of
+// group (n, g), whose cg * S contiguous values start at element off: dy + off
+// itself, or dy through the SiLU in a scratch buffer.
 template <class T, class GroupDy>
 void group_norm_backward_impl(ConstTensorView<T> xv, int groups, ConstTensorView<T> gamma, ConstTensorView<T> mean,
                               ConstTensorView<T> rstd, TensorView<T> dxv, TensorView<T> dgamma, TensorView<T> dbeta,
@@ -106,11 +123,12 @@ void group_norm_backward_impl(ConstTensorView<T> xv, int groups, ConstTensorView
     for (index_t q = q0; q < q1; ++q) {
       const index_t n = q / G, g = q % G;
       const T mu = mean[q], r = rstd[q];
-      const T* dy = group_dy(n, g) - g * cg * S;  // indexed by channel below
+      const index_t off = (n * C + g * cg) * S;
+      const T* dy = group_dy(n, g, off);  // channel c at dy + (c - g * cg) * S
       T sum_g{}, sum_gx{};
       for (index_t c = g * cg; c < (g + 1) * cg; ++c) {
         const auto xa = CArrMap<T>(x + (n * C + c) * S, S);
-        const auto da = CArrMap<T>(dy + c * S, S);
+        const auto da = CArrMap<T>(dy + (c - g * cg) * S, S);
         const T s1 = da.sum(), s2 = (da * (xa - mu)).sum() * r;
         st[2 * (n * C + c)] = s1;
         st[2 * (n * C + c) + 1] = s2;
@@ -126,7 +144,7 @@ void group_norm_backward_impl(ConstTensorView<T> xv, int groups, ConstTensorView
       for (index_t c = g * cg; c < (g + 1) * cg; ++c) {
         const T A = r * (ga ? ga[c] : T{1});
         ArrMap<T>(dx + (n * C + c) * S, S) =
-            CArrMap<T>(dy + c * S, S) * A + CArrMap<T>(x + (n * C + c) * S, S) * B + D;
+            CArrMap<T>(dy + (c - g * cg) * S, S) * A + CArrMap<T>(x + (n * C + c) * S, S) * B + D;
       }
     }
   });
@@ -141,9 +159,8 @@ template <class T>
 void group_norm_backward(ConstTensorView<T> xv, int groups, ConstTensorView<T> gamma, ConstTensorView<T> mean,
                          ConstTensorView<T> rstd, ConstTensorView<T> dyv, TensorView<T> dxv, TensorView<T> dgamma,
                          TensorView<T> dbeta) {
-  const index_t C = xv.dim(1), S = xv.dim(0) > 0 && C > 0 ? xv.numel() / (xv.dim(0) * C) : 0, cg = C / groups;
   group_norm_backward_impl(xv, groups, gamma, mean, rstd, dxv, dgamma, dbeta, 4.0,
-                           [&](index_t n, index_t g) { return dyv.data() + (n * C + g * cg) * S; });
+                           [&](index_t, index_t, index_t off) { return dyv.data() + off; });
 }
 
 // Backward of silu(group_norm(x)): per group, the normalised values are
@@ -156,22 +173,17 @@ void group_norm_silu_backward(ConstTensorView<T> xv, int groups, ConstTensorView
   const index_t C = xv.dim(1), S = xv.dim(0) > 0 && C > 0 ? xv.numel() / (xv.dim(0) * C) : 0, G = groups,
                 cg = C / G;
   const T *x = xv.data(), *ga = gamma.data(), *be = beta.data(), *dy = dyv.data();
-  group_norm_backward_impl(xv, groups, gamma, mean, rstd, dxv, dgamma, dbeta, 28.0, [&](index_t n, index_t g) {
+  group_norm_backward_impl(xv, groups, gamma, mean, rstd, dxv, dgamma, dbeta, 28.0,
+                           [&](index_t n, index_t g, index_t off) {
     T* d = scratch<T>(kGroup, static_cast<std::size_t>(cg * S));
     const T mu = mean[n * G + g], r = rstd[n * G + g];
-    for (index_t c = g * cg; c < (g + 1) * cg; ++c) {
+    for (index_t k = 0; k < cg; ++k) {  // channel g * cg + k
+      const index_t c = g * cg + k;
       const T a = r * (ga ? ga[c] : T{1});
       const T sh = (be ? be[c] : T{}) - mu * a;
-      constexpr index_t kBlock = 256;
-      alignas(64) T sbuf[kBlock];
-      for (index_t b0 = 0; b0 < S; b0 += kBlock) {
-        const index_t len = std::min(kBlock, S - b0), off = (n * C + c) * S + b0;
-        auto u = ArrMap<T>(d + (c - g * cg) * S + b0, len);
-        u = CArrMap<T>(x + off, len) * a + sh;  // as in forward
-        auto sig = ArrMap<T>(sbuf, len);
-        sig = (T{1} + (-u).exp()).inverse();
-        u = CArrMap<T>(dy + off, len) * sig * (T{1} + u * (T{1} - sig));
-      }
+      T* u = d + k * S;
+      ArrMap<T>(u, S) = CArrMap<T>(x + off + k * S, S) * a + sh;  // as in forward
+      silu_grad(u, dy + off + k * S, u, S);
     }
     return static_cast<const T*>(d);
   });
@@ -198,15 +210,7 @@ void silu_backward(ConstTensorView<T> xv, ConstTensorView<T> dyv, TensorView<T> 
   T* dx = dxv.data();
   parallel(threads_for(24.0 * static_cast<double>(n), 2e5), [&](int tid, int parts) {
     const auto [i0, i1] = split_range(n, parts, tid, 64);
-    constexpr index_t kBlock = 256;
-    alignas(64) T sbuf[kBlock];
-    for (index_t b0 = i0; b0 < i1; b0 += kBlock) {
-      const index_t len = std::min(kBlock, i1 - b0);
-      const auto xa = CArrMap<T>(x + b0, len);
-      auto s = ArrMap<T>(sbuf, len);
-      s = (T{1} + (-xa).exp()).inverse();
-      ArrMap<T>(dx + b0, len) = CArrMap<T>(dy + b0, len) * s * (T{1} + xa * (T{1} - s));
-    }
+    if (i1 > i0) silu_grad(x + i0, dy + i0, dx + i0, i1 - i0);
   });
 }
 
