@@ -308,8 +308,8 @@ TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]"
 
 #if DDPM_EIGEN_PACKED_KERNEL
 TEST_CASE("eigen: Winograd's float rounding error is close to the direct convolution's", "[backend]") {
-  // A 128 -> 128 channel 3x3 layer, in float by both paths, against the same
-  // inputs convolved in double.
+  // A 128 -> 128 channel 3x3 layer, y, dx and dw in float by both paths,
+  // against the same inputs convolved in double.
   ThreadGuard guard;
   ConvPathGuard saved;
   auto& winograd = ddpm::backend::eigen_detail::conv_use_winograd;
@@ -323,27 +323,30 @@ TEST_CASE("eigen: Winograd's float rounding error is close to the direct convolu
     for (index_t i = 0; i < t.numel(); ++i) d[i] = t[i];
     return d;
   };
-  Tensor<double> yd({2, 128, 9, 8}), dxd(x.shape());
+  Tensor<double> yd({2, 128, 9, 8}), dxd(x.shape()), dwd(w.shape());
   R::conv2d_forward<double>(widen(x), widen(w), {}, p, yd);
-  R::conv2d_backward<double>(widen(x), widen(w), widen(dy), p, dxd, TensorView<double>{}, TensorView<double>{});
+  R::conv2d_backward<double>(widen(x), widen(w), widen(dy), p, dxd, dwd, TensorView<double>{});
   auto max_err = [](const Tensor<float>& got, const Tensor<double>& want) {
     double e = 0;
     for (index_t i = 0; i < want.numel(); ++i) e = std::max(e, std::abs(double(got[i]) - want[i]));
     return e;
   };
-  double err[2][2];  // [winograd][y, dx]
+  double err[2][3];  // [winograd][y, dx, dw]
   for (int on : {0, 1}) {
     winograd = on;
-    Tensor<float> y({2, 128, 9, 8}), dx(x.shape());
+    Tensor<float> y({2, 128, 9, 8}), dx(x.shape()), dw(w.shape());
     E::conv2d_forward<float>(x, w, {}, p, y);
-    E::conv2d_backward<float>(x, w, dy, p, dx, TensorView<float>{}, TensorView<float>{});
+    E::conv2d_backward<float>(x, w, dy, p, dx, dw, TensorView<float>{});
     err[on][0] = max_err(y, yd);
     err[on][1] = max_err(dx, dxd);
+    err[on][2] = max_err(dw, dwd);
   }
   INFO("max abs error y: direct " << err[0][0] << ", Winograd " << err[1][0] << "; dx: direct " << err[0][1]
-                                  << ", Winograd " << err[1][1]);
+                                  << ", Winograd " << err[1][1] << "; dw: direct " << err[0][2] << ", Winograd "
+                                  << err[1][2]);
   CHECK(err[1][0] < 4 * err[0][0]);
   CHECK(err[1][1] < 4 * err[0][1]);
+  CHECK(err[1][2] < 4 * err[0][2]);
   CHECK(err[1][0] < 1e-5);  // outputs are O(1): sum of 1152 products of N(0,1) x 0.03 N(0,1)
 }
 #endif

@@ -106,7 +106,7 @@ inline int threads_for(double work, double per_thread_min = 4e4) {
 // Per-OS-thread growable buffers, one per slot, 64-byte aligned. They only grow,
 // so steady-state calls with the same shapes never allocate.
 enum Slot : int {
-  kCol, kPartial, kAttn, kStats, kPackA, kPackB, kPackA2, kWideDy, kWideDx, kPartial2, kGroup, kWinoU, kWinoV, kWinoM, kWinoD, kSlots
+  kCol, kPartial, kAttn, kStats, kPackA, kPackB, kPackA2, kWideDy, kWideDx, kPartial2, kGroup, kWinoU, kWinoV, kWinoM, kWinoD, kWinoW, kSlots
 };
 
 template <class T>

@@ -8,8 +8,7 @@
 //
 // Four paths, all checked against backend::Reference:
 //   - AVX2+FMA builds, 3x3 stride 1 with enough channels and tiles: Winograd
-//     F(2x2, 3x3) (eigen/winograd.hpp), forward and the input gradient; the
-//     weight gradient takes the next path.
+//     F(2x2, 3x3) (eigen/winograd.hpp), forward, input and weight gradients.
 //   - AVX2+FMA builds, stride 1 ("wide", the 3x3 hot path): no im2col at all.
 //     The image is zero-padded once; then every row of col is a contiguous
 //     slice of the padded image (WideGeom), packed straight into the panels of
@@ -505,6 +504,11 @@ void conv2d_backward(ConstTensorView<T> xv, ConstTensorView<T> wv, ConstTensorVi
                   [&](index_t ci, index_t co, index_t k) { return w[(co * g.Ci + ci) * 9 + 8 - k]; },
                   static_cast<const T*>(nullptr), dx);
     dx = nullptr;
+  }
+  // The weight gradient in the same transformed domain (winograd.hpp).
+  if (dw && g.P > 0 && winograd_applies(g)) {
+    winograd_conv_weight_grad(WinogradGeom(g.N, g.Ci, g.Co, g.H, g.W, g.pt, g.pb, g.pl, g.pr), x, dy, dw);
+    dw = nullptr;
   }
 #endif
   if (!dx && !dw) return;

@@ -96,22 +96,6 @@ void pack_b(index_t k, index_t n, const T* B, index_t ldb, T* Bp) {
   }
 }
 
-// Bt[n, k] (row-major, ldb), i.e. B transposed -> panels of kNR columns of B.
-template <class T>
-void pack_bt(index_t k, index_t n, const T* Bt, index_t ldb, T* Bp) {
-  constexpr index_t NR = kNR<T>;
-  for (index_t j0 = 0; j0 < n; j0 += NR) {
-    const index_t nr = std::min(NR, n - j0);
-    T* dst = Bp + j0 * k;
-    for (index_t c = 0; c < nr; ++c) {
-      const T* src = Bt + (j0 + c) * ldb;
-      for (index_t p = 0; p < k; ++p) dst[p * NR + c] = src[p];
-    }
-    for (index_t c = nr; c < NR; ++c)
-      for (index_t p = 0; p < k; ++p) dst[p * NR + c] = T{};
-  }
-}
-
 inline index_t packed_a_size(index_t m, index_t k) { return (m + kMR - 1) / kMR * kMR * k; }
 template <class T>
 index_t packed_b_size(index_t k, index_t n) {
@@ -180,6 +164,32 @@ bool transpose_rows(const T* const* src, index_t q, T* dst, index_t ld) {
 }
 }  // namespace simd
 
+// Bt[n, k] (row-major, ldb), i.e. B transposed -> panels of kNR columns of B,
+// in register-block transposes of 8 x 8 floats / 4 x 4 doubles where whole.
+template <class T>
+void pack_bt(index_t k, index_t n, const T* Bt, index_t ldb, T* Bp) {
+  constexpr index_t NR = kNR<T>, L = 32 / static_cast<index_t>(sizeof(T));
+  for (index_t j0 = 0; j0 < n; j0 += NR) {
+    const index_t nr = std::min(NR, n - j0);
+    T* dst = Bp + j0 * k;
+    index_t c = 0;
+    for (; c + L <= nr; c += L) {
+      const T* src[L];
+      for (index_t r = 0; r < L; ++r) src[r] = Bt + (j0 + c + r) * ldb;
+      index_t p = 0;
+      for (; p + L <= k; p += L) simd::transpose_block(src, p, dst + p * NR + c, NR);
+      for (; p < k; ++p)
+        for (index_t r = 0; r < L; ++r) dst[p * NR + c + r] = src[r][p];
+    }
+    for (; c < nr; ++c) {
+      const T* src = Bt + (j0 + c) * ldb;
+      for (index_t p = 0; p < k; ++p) dst[p * NR + c] = src[p];
+    }
+    for (c = nr; c < NR; ++c)
+      for (index_t p = 0; p < k; ++p) dst[p * NR + c] = T{};
+  }
+}
+
 #if defined(__AVX512F__)
 // With AVX-512 a kNR-wide row of the tile is one 512-bit vector: the same
 // packed layout and the same FMA sequence per C element (bit-identical
@@ -201,10 +211,11 @@ inline __m512d zero(double) { return _mm512_setzero_pd(); }
 }  // namespace simd512
 #endif
 
-// One kMR x kNR tile of C (mr x nr valid) over depth kc.
+// One kMR x kNR tile of C (mr x nr valid) over depth kc; B's rows of kNR
+// values are ldb apart (kNR in a packed panel).
 template <class T>
 inline void micro_kernel(index_t kc, const T* __restrict A, const T* __restrict B, T* __restrict C, index_t ldc,
-                         bool accumulate, index_t mr, index_t nr) {
+                         bool accumulate, index_t mr, index_t nr, index_t ldb = kNR<T>) {
 #if defined(__AVX512F__)
   {
     constexpr index_t NR = kNR<T>;
@@ -217,7 +228,7 @@ inline void micro_kernel(index_t kc, const T* __restrict A, const T* __restrict 
 #pragma GCC unroll 8
       for (int r = 0; r < kMR; ++r) c[r] = simd512::fma(simd512::bcast(A + r), b, c[r]);
       A += kMR;
-      B += NR;
+      B += ldb;
     }
     if (mr == kMR && nr == NR) {
 #pragma GCC unroll 8
@@ -249,7 +260,7 @@ inline void micro_kernel(index_t kc, const T* __restrict A, const T* __restrict 
       c1[r] = simd::fma(a, b1, c1[r]);
     }
     A += kMR;
-    B += NR;
+    B += ldb;
   }
   if (mr == kMR && nr == NR) {
 #pragma GCC unroll 8
@@ -296,6 +307,29 @@ void packed_gemm(index_t m, index_t n, index_t k, const T* Ap, const T* Bp, T* C
       for (index_t i0 = 0; i0 < m; i0 += kMR)
         micro_kernel(kc, Ap + i0 * k + k0 * kMR, b, C + i0 * ldc + j0, ldc, acc, std::min(kMR, m - i0),
                      std::min(NR, n - j0));
+    }
+}
+
+// C[m, n] (ldc) = Ap * B with B row-major (ldb) read in place, without
+// packing: every run of kNR columns must be readable (columns from n on:
+// any value; they are computed and dropped). For B made by the caller in a
+// layout whose rows are contiguous runs (Winograd's transformed tiles).
+template <class T>
+void packed_gemm_b_rows(index_t m, index_t n, index_t k, const T* Ap, const T* B, index_t ldb, T* C, index_t ldc) {
+  constexpr index_t NR = kNR<T>;
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    for (index_t i = 0; i < m; ++i) std::fill(C + i * ldc, C + i * ldc + n, T{});
+    return;
+  }
+  const index_t KC = depth_block<T>(k);
+  for (index_t j0 = 0; j0 < n; j0 += NR)  // panel-major, as packed_gemm
+    for (index_t k0 = 0; k0 < k; k0 += KC) {
+      const index_t kc = std::min(KC, k - k0);
+      const T* b = B + k0 * ldb + j0;
+      for (index_t i0 = 0; i0 < m; i0 += kMR)
+        micro_kernel(kc, Ap + i0 * k + k0 * kMR, b, C + i0 * ldc + j0, ldc, k0 > 0, std::min(kMR, m - i0),
+                     std::min(NR, n - j0), ldb);
     }
 }
 

@@ -9,17 +9,20 @@
 // 16 elementwise products are 16 GEMMs, one per position xi of the 4x4
 // transformed tile,
 //   M[xi] (Co x tiles) = U[xi] (Co x Ci) * V[xi] (Ci x tiles),
-// run on the packed micro-kernel (kernel.hpp). The transforms only add,
-// subtract and halve, so results differ from the direct sum by a few
-// roundings (tested: float error against a double reference no larger than
-// the direct path's).
+// run on the micro-kernel (kernel.hpp), which reads V in place: the input
+// transform writes each channel's tiles as contiguous rows, and a GEMM panel
+// of kNR tiles is then kNR contiguous values per channel (no packing). The
+// transforms only add, subtract and halve, so results differ from the direct
+// sum by a few roundings (tested: float error against a double reference no
+// larger than the direct path's).
 //
 // Tiles go in blocks of whole tile rows (across images when they are small),
 // sized so that V and M stay in L2. Threads split the tile rows: every output
 // is computed by one thread, in an order that does not depend on the thread
 // count. Used for 3x3 stride-1 layers with enough channels and tiles (see
-// below), forward and (as the convolution of dY with the flipped filters)
-// the input gradient of backward.
+// below): forward, the input gradient of backward (as the convolution of dY
+// with the flipped filters) and its weight gradient (the same transforms of
+// x and of dY, 16 GEMMs over the tiles; see "weight gradient" below).
 #include <algorithm>
 #include <cstddef>
 #if defined(__AVX512F__)
@@ -36,10 +39,11 @@ namespace ddpm::backend::eigen_detail {
 // Set to false to use the direct (GEMM) convolution everywhere (tests compare both).
 inline bool conv_use_winograd = true;
 // When Winograd pays (see winograd_applies in conv.hpp). Measured against the
-// direct path on Zen 4, 2 threads, batch 16: 32 -> 32 channels at 28x28 1.3x
-// forward and 1.5x input gradient, 64 -> 64 at 14x14 1.25x, 128 -> 128 at
-// 32x32 1.5x, 256 -> 256 at 16x16 1.8x and at 4x4 1.5x, 512 -> 256 at 4x4
-// 1.7x; but 64 -> 64 at 7x7 0.84x: on small images the transforms (short
+// direct path on Zen 4, 2 threads, batch 16: 32 -> 32 channels at 28x28 1.55x
+// forward, 2.0x input gradient and 1.4x weight gradient (batch 32: 1.5x,
+// 1.7x, 1.25x), 64 -> 64 at 14x14 1.15x, 1.3x and 1.15x, 128 -> 128 at 32x32
+// 2.0x, 2.0x and 1.6x, 256 -> 256 at 16x16 1.9x, 2.0x and 1.2x, 512 -> 256 at
+// 4x4 1.7x forward; but 64 -> 64 at 7x7 0.84x: on small images the transforms (short
 // tile rows) cost what the multiplies save unless the layer is wide. With
 // few tiles the filter transform is not paid back: batch 1, 256 -> 256 at
 // 16x16 (64 tiles) 0.85x, 32 -> 32 at 28x28 (196 tiles) 0.85x; 128 -> 128 at
@@ -126,17 +130,46 @@ inline void winograd_out_tiles(const T* __restrict m, index_t ms, index_t n, T* 
   }
 }
 
-// One zero-padded input row (line[q] = padded column q, readable up to
-// 2 * tw + 64) -> (d B)[r][c] for the tw tiles along it:
-//   (d B)[r] = (d0 - d2, d1 + d2, d2 - d1, d1 - d3),  d_c = line[2j + c].
+// (d B)[r][c] for the tw tiles along one input row:
+//   (d B)[r] = (d0 - d2, d1 + d2, d2 - d1, d1 - d3),  d_c = padded column 2j + c,
+// padded column q = row[q - pl] for q - pl in [0, W), else 0. `line` holds
+// 2 tw + 64 values, zero outside [pl, pl + W): the padded row is copied there
+// (the AVX-512 float version reads the row in place instead).
 template <class T>
-void winograd_row_dB(const T* line, index_t tw, T* e0, T* e1, T* e2, T* e3) {
+void winograd_row_dB(const T* row, index_t W, index_t pl, T* line, index_t tw, T* e0, T* e1, T* e2, T* e3) {
+  std::copy(row, row + std::min(W, 2 * tw + 64 - pl), line + pl);
   for (index_t j = 0; j < tw; ++j) {
     const T d0 = line[2 * j], d1 = line[2 * j + 1], d2 = line[2 * j + 2], d3 = line[2 * j + 3];
     e0[j] = d0 - d2;
     e1[j] = d1 + d2;
     e2[j] = d2 - d1;
     e3[j] = d1 - d3;
+  }
+}
+
+// Z[(4 a + b) * zs + j] = (A dY A^T)[a][b] for the tw tiles along a pair of
+// output rows r0, r1 (r1 null past the last row), ow columns each (zero
+// past them), A = [1 0; 1 1; 1 -1; 0 -1]:
+//   Q[r] = dY[r] A^T = (d0, d0 + d1, d0 - d1, -d1),  Z = (Q0, Q0 + Q1, Q0 - Q1, -Q1).
+// `lines` holds 2 x 2 tw values, zero past column ow.
+template <class T>
+void winograd_row_pair_dA(const T* r0, const T* r1, index_t ow, T* lines, index_t tw, T* z, index_t zs) {
+  T* l0 = lines;
+  T* l1 = lines + 2 * tw;
+  std::copy(r0, r0 + ow, l0);
+  if (r1)
+    std::copy(r1, r1 + ow, l1);
+  else
+    std::fill(l1, l1 + ow, T{});
+  for (index_t j = 0; j < tw; ++j) {
+    const T a0 = l0[2 * j], b0 = l0[2 * j + 1], a1 = l1[2 * j], b1 = l1[2 * j + 1];
+    const T q0[4] = {a0, a0 + b0, a0 - b0, -b0}, q1[4] = {a1, a1 + b1, a1 - b1, -b1};
+    for (int b = 0; b < 4; ++b) {
+      z[b * zs + j] = q0[b];
+      z[(4 + b) * zs + j] = q0[b] + q1[b];
+      z[(8 + b) * zs + j] = q0[b] - q1[b];
+      z[(12 + b) * zs + j] = -q1[b];
+    }
   }
 }
 
@@ -151,23 +184,61 @@ void winograd_store_row(const T* o0, const T* o1, T bias, index_t ow, T* dst) {
 
 #if defined(__AVX512F__)
 // The same for float, 16 tiles (32 columns) per step: the rows are short (7
-// or 14 tiles on 14x14 and 28x28 images), too short for the compiler's loops.
+// or 14 tiles on 14x14 and 28x28 images), too short for the compiler's loops,
+// and copying them (a memmove call per row) cost as much as the transform.
 inline __mmask16 first_lanes(index_t n) { return static_cast<__mmask16>((1u << std::min<index_t>(n, 16)) - 1u); }
 
-inline void winograd_row_dB(const float* line, index_t tw, float* e0, float* e1, float* e2, float* e3) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+// row[s + l] for l < 16, zero where s + l is outside [0, n); masked lanes are
+// not read (AVX-512 masked loads do not fault).
+inline __m512 load_clipped(const float* row, index_t n, index_t s) {
+  const index_t lo = std::max<index_t>(0, -s), hi = std::min<index_t>(16, n - s);
+  if (hi <= lo) return _mm512_setzero_ps();
+  const auto m = static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+  return _mm512_maskz_loadu_ps(m, reinterpret_cast<const char*>(row) + s * static_cast<index_t>(sizeof(float)));
+}
+
+inline const __m512i kEven = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+inline const __m512i kOdd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+
+inline void winograd_row_dB(const float* row, index_t W, index_t pl, float*, index_t tw, float* e0, float* e1,
+                            float* e2, float* e3) {
   for (index_t j0 = 0; j0 < tw; j0 += 16) {
-    const float* p = line + 2 * j0;
-    const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
-    const __m512 c = _mm512_loadu_ps(p + 2), d = _mm512_loadu_ps(p + 18);
-    const __m512 d0 = _mm512_permutex2var_ps(a, even, b), d1 = _mm512_permutex2var_ps(a, odd, b);
-    const __m512 d2 = _mm512_permutex2var_ps(c, even, d), d3 = _mm512_permutex2var_ps(c, odd, d);
+    const index_t s = 2 * j0 - pl;
+    const __m512 a = load_clipped(row, W, s), b = load_clipped(row, W, s + 16);
+    const __m512 c = load_clipped(row, W, s + 2), d = load_clipped(row, W, s + 18);
+    const __m512 d0 = _mm512_permutex2var_ps(a, kEven, b), d1 = _mm512_permutex2var_ps(a, kOdd, b);
+    const __m512 d2 = _mm512_permutex2var_ps(c, kEven, d), d3 = _mm512_permutex2var_ps(c, kOdd, d);
     const __mmask16 m = first_lanes(tw - j0);
     _mm512_mask_storeu_ps(e0 + j0, m, _mm512_sub_ps(d0, d2));
     _mm512_mask_storeu_ps(e1 + j0, m, _mm512_add_ps(d1, d2));
     _mm512_mask_storeu_ps(e2 + j0, m, _mm512_sub_ps(d2, d1));
     _mm512_mask_storeu_ps(e3 + j0, m, _mm512_sub_ps(d1, d3));
+  }
+}
+
+inline void winograd_row_pair_dA(const float* r0, const float* r1, index_t ow, float*, index_t tw, float* z,
+                                 index_t zs) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (index_t j0 = 0; j0 < tw; j0 += 16) {
+    const index_t s = 2 * j0;
+    const __m512 x0 = load_clipped(r0, ow, s), y0 = load_clipped(r0, ow, s + 16);
+    const __m512 a0 = _mm512_permutex2var_ps(x0, kEven, y0), b0 = _mm512_permutex2var_ps(x0, kOdd, y0);
+    __m512 a1 = zero, b1 = zero;
+    if (r1) {
+      const __m512 x1 = load_clipped(r1, ow, s), y1 = load_clipped(r1, ow, s + 16);
+      a1 = _mm512_permutex2var_ps(x1, kEven, y1);
+      b1 = _mm512_permutex2var_ps(x1, kOdd, y1);
+    }
+    const __m512 q0[4] = {a0, _mm512_add_ps(a0, b0), _mm512_sub_ps(a0, b0), _mm512_sub_ps(zero, b0)};
+    const __m512 q1[4] = {a1, _mm512_add_ps(a1, b1), _mm512_sub_ps(a1, b1), _mm512_sub_ps(zero, b1)};
+    const __mmask16 m = first_lanes(tw - j0);
+    float* o = z + j0;
+    for (int b = 0; b < 4; ++b) {
+      _mm512_mask_storeu_ps(o + b * zs, m, q0[b]);
+      _mm512_mask_storeu_ps(o + (4 + b) * zs, m, _mm512_add_ps(q0[b], q1[b]));
+      _mm512_mask_storeu_ps(o + (8 + b) * zs, m, _mm512_sub_ps(q0[b], q1[b]));
+      _mm512_mask_storeu_ps(o + (12 + b) * zs, m, _mm512_sub_ps(zero, q1[b]));
+    }
   }
 }
 
@@ -186,6 +257,87 @@ inline void winograd_store_row(const float* o0, const float* o1, float bias, ind
 }
 #endif
 
+// V[xi * vs + t] = (B^T d B)[xi] for the tiles t of tile rows [ub, ue) of one
+// input channel xc (x of that channel: H x W; row u = image u / TH, tile row
+// u % TH, its tiles from t = (u - ub) * TW), B^T = [1 0 -1 0; 0 1 1 0;
+// 0 -1 1 0; 0 1 0 -1]. The channel of image n is xc + n * xs. work: 16 TW +
+// 2 TW + 64 values (E rows, then `line`, zero outside [pl, pl + W) as for
+// winograd_row_dB).
+template <class T>
+void winograd_input_tiles(const WinogradGeom& g, const T* xc, index_t xs, index_t ub, index_t ue, T* V, index_t vs,
+                          T* work) {
+  T* E = work;  // E[(r * 4 + c) * TW + j] = (d B)[r][c] of tile j
+  T* line = work + 16 * g.TW;
+  for (index_t u = ub; u < ue; ++u) {
+    const index_t n = u / g.TH, i = u % g.TH, t0 = (u - ub) * g.TW;
+    for (index_t r = 0; r < 4; ++r) {
+      T *e0 = E + (r * 4) * g.TW, *e1 = e0 + g.TW, *e2 = e1 + g.TW, *e3 = e2 + g.TW;
+      const index_t ih = 2 * i + r - g.pt;
+      if (ih < 0 || ih >= g.H) {
+        std::fill(e0, e0 + 4 * g.TW, T{});
+        continue;
+      }
+      winograd_row_dB(xc + n * xs + ih * g.W, g.W, g.pl, line, g.TW, e0, e1, e2, e3);
+    }
+    T* out = V + t0;
+    for (int c = 0; c < 4; ++c)  // B^T (d B), column c
+      winograd_in_column(static_cast<const T*>(E + c * g.TW), static_cast<const T*>(E + (4 + c) * g.TW),
+                         static_cast<const T*>(E + (8 + c) * g.TW), static_cast<const T*>(E + (12 + c) * g.TW),
+                         out + c * vs, out + (4 + c) * vs, out + (8 + c) * vs, out + (12 + c) * vs, g.TW);
+  }
+}
+
+#if defined(__AVX512F__)
+// float: the whole 4 x 4 transform of 16 tiles in registers, rows read in place.
+inline void winograd_input_tiles(const WinogradGeom& g, const float* xc, index_t xs, index_t ub, index_t ue, float* V,
+                                 index_t vs, float*) {
+  for (index_t u = ub; u < ue; ++u) {
+    const index_t n = u / g.TH, i = u % g.TH, t0 = (u - ub) * g.TW;
+    const float* rows[4];
+    for (index_t r = 0; r < 4; ++r) {
+      const index_t ih = 2 * i + r - g.pt;
+      rows[r] = ih < 0 || ih >= g.H ? nullptr : xc + n * xs + ih * g.W;
+    }
+    for (index_t j0 = 0; j0 < g.TW; j0 += 16) {
+      const index_t s = 2 * j0 - g.pl;
+      __m512 e[4][4];  // (d B)[r][c]
+      for (int r = 0; r < 4; ++r) {
+        if (!rows[r]) {
+          for (auto& v : e[r]) v = _mm512_setzero_ps();
+          continue;
+        }
+        const __m512 a = load_clipped(rows[r], g.W, s), b = load_clipped(rows[r], g.W, s + 16);
+        const __m512 c = load_clipped(rows[r], g.W, s + 2), d = load_clipped(rows[r], g.W, s + 18);
+        const __m512 d0 = _mm512_permutex2var_ps(a, kEven, b), d1 = _mm512_permutex2var_ps(a, kOdd, b);
+        const __m512 d2 = _mm512_permutex2var_ps(c, kEven, d), d3 = _mm512_permutex2var_ps(c, kOdd, d);
+        e[r][0] = _mm512_sub_ps(d0, d2);
+        e[r][1] = _mm512_add_ps(d1, d2);
+        e[r][2] = _mm512_sub_ps(d2, d1);
+        e[r][3] = _mm512_sub_ps(d1, d3);
+      }
+      const __mmask16 m = first_lanes(g.TW - j0);
+      float* out = V + t0 + j0;
+      for (int c = 0; c < 4; ++c) {
+        _mm512_mask_storeu_ps(out + c * vs, m, _mm512_sub_ps(e[0][c], e[2][c]));
+        _mm512_mask_storeu_ps(out + (4 + c) * vs, m, _mm512_add_ps(e[1][c], e[2][c]));
+        _mm512_mask_storeu_ps(out + (8 + c) * vs, m, _mm512_sub_ps(e[2][c], e[1][c]));
+        _mm512_mask_storeu_ps(out + (12 + c) * vs, m, _mm512_sub_ps(e[1][c], e[3][c]));
+      }
+    }
+  }
+}
+#endif
+
+// A row stride of at least n values, whole kNR panels and an odd number of
+// 64-byte lines: rows read one after another (a GEMM's B panel) then fall in
+// different L1 sets, where a power-of-two stride would keep only 8 of them.
+template <class T>
+index_t winograd_row_stride(index_t n) {
+  constexpr index_t NR = kNR<T>;
+  const index_t s = (n + NR - 1) / NR * NR;
+  return (s / NR) % 2 ? s : s + NR;
+}
+
 // Tile rows [u0, u1) (row u = image u / TH, tile row u % TH) of y = conv(x) + b.
 template <class T>
 void winograd_rows(const WinogradGeom& g, const T* x, const T* Up, const T* b, T* y, index_t u0, index_t u1) {
@@ -199,47 +351,25 @@ void winograd_rows(const WinogradGeom& g, const T* x, const T* Up, const T* b, T
   const index_t rows_per_block = std::max<index_t>(1, (budget < 2 * NR ? 4 * NR : budget) / g.TW);
   const index_t tb = (rows_per_block * g.TW + NR - 1) / NR * NR;  // tiles per block, whole panels
   const index_t ldm = tb + NR;  // off a power of two: the kMR stored rows use different L1 sets
-  const index_t asz = packed_a_size(g.Co, g.Ci), bsz = packed_b_size<T>(g.Ci, tb);
-  T* Vp = scratch<T>(kWinoV, static_cast<std::size_t>(16 * bsz));
+  const index_t ldv = winograd_row_stride<T>(tb);
+  const index_t asz = packed_a_size(g.Co, g.Ci);
+  // V[xi][ci][t] plain, read by the GEMM as B (Ci x tiles) in place: each
+  // panel of NR tiles is NR contiguous values per channel. Tiles past the
+  // block's are read too and their columns dropped.
+  T* V = scratch<T>(kWinoV, static_cast<std::size_t>(16 * g.Ci * ldv));
   T* M = scratch<T>(kWinoM, static_cast<std::size_t>(16 * g.Co * ldm));
-  const index_t lw = 2 * g.TW + 64;  // one zero-padded input row, with slack for whole-vector loads
-  T* D = scratch<T>(kWinoD, static_cast<std::size_t>(16 * tb + 4 * tb + lw));
-  T* O = D + 16 * tb;    // 4 x tb: the 2x2 outputs of each tile
-  T* line = O + 4 * tb;  // line[q]: padded column q of the current input row
-  const index_t wcopy = std::min(g.W, lw - g.pl);
-  std::fill(line, line + lw, T{});  // only [pl, pl + W) is ever rewritten
+  T* work = scratch<T>(kWinoD, static_cast<std::size_t>(4 * tb + 18 * g.TW + 64));
+  T* O = work;  // 4 x tb: the 2x2 outputs of each tile
+  T* line = work + 4 * tb + 16 * g.TW;
+  std::fill(line, line + 2 * g.TW + 64, T{});  // only [pl, pl + W) is ever rewritten
 
   for (index_t ub = u0; ub < u1; ub += rows_per_block) {
-    const index_t ue = std::min(u1, ub + rows_per_block), nt = (ue - ub) * g.TW, ntp = (nt + NR - 1) / NR * NR;
-    for (int k = 0; k < 16; ++k) std::fill(D + k * tb + nt, D + k * tb + ntp, T{});
-    // V[xi][ci][tiles] = B^T d B, written as packed B panels.
-    //   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
-    for (index_t ci = 0; ci < g.Ci; ++ci) {
-      // D[r * 4 + c][t] = (d B)[r][c] of tile t, from the even and odd columns
-      // of input row r: (d B)[r] = (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
-      for (index_t u = ub; u < ue; ++u) {
-        const index_t n = u / g.TH, i = u % g.TH, t0 = (u - ub) * g.TW;
-        for (index_t r = 0; r < 4; ++r) {
-          T *e0 = D + (r * 4) * tb + t0, *e1 = e0 + tb, *e2 = e1 + tb, *e3 = e2 + tb;
-          const index_t ih = 2 * i + r - g.pt;
-          if (ih < 0 || ih >= g.H) {
-            for (T* e : {e0, e1, e2, e3}) std::fill(e, e + g.TW, T{});
-            continue;
-          }
-          const T* row = x + ((n * g.Ci + ci) * g.H + ih) * g.W;
-          std::copy(row, row + wcopy, line + g.pl);
-          winograd_row_dB(static_cast<const T*>(line), g.TW, e0, e1, e2, e3);
-        }
-      }
-      for (index_t p = 0; p < ntp; p += NR) {
-        T* __restrict out = Vp + p * g.Ci + ci * NR;  // panel p / NR, depth row ci
-        const T* __restrict e = D + p;
-        for (int c = 0; c < 4; ++c)  // B^T (d B), column c
-          winograd_in_column(e + c * tb, e + (4 + c) * tb, e + (8 + c) * tb, e + (12 + c) * tb, out + c * bsz,
-                             out + (4 + c) * bsz, out + (8 + c) * bsz, out + (12 + c) * bsz, NR);
-      }
-    }
-    for (int xi = 0; xi < 16; ++xi) packed_gemm(g.Co, nt, g.Ci, Up + xi * asz, Vp + xi * bsz, M + xi * g.Co * ldm, ldm, false);
+    const index_t ue = std::min(u1, ub + rows_per_block), nt = (ue - ub) * g.TW;
+    for (index_t ci = 0; ci < g.Ci; ++ci)
+      winograd_input_tiles(g, x + ci * g.H * g.W, g.Ci * g.H * g.W, ub, ue, V + ci * ldv, g.Ci * ldv, work + 4 * tb);
+    for (int xi = 0; xi < 16; ++xi)
+      packed_gemm_b_rows(g.Co, nt, g.Ci, Up + xi * asz, static_cast<const T*>(V + xi * g.Ci * ldv), ldv,
+                         M + xi * g.Co * ldm, ldm);
     // Y = A^T m A per tile, A^T = [1 1 1 0; 0 1 -1 -1], then into y (+ bias).
     for (index_t co = 0; co < g.Co; ++co) {
       winograd_out_tiles(static_cast<const T*>(M + co * ldm), g.Co * ldm, nt, O, tb);
@@ -270,6 +400,110 @@ void winograd_conv(const WinogradGeom& g, const T* x, Filter filter, const T* b,
   parallel(threads_for(flops, 2e5), [&](int tid, int parts) {
     const auto [u0, u1] = split_range(g.N * g.TH, parts, tid);
     winograd_rows(g, x, static_cast<const T*>(Up), b, y, u0, u1);
+  });
+}
+
+// ---- weight gradient --------------------------------------------------------
+// The forward is bilinear in U = G g G^T and V = B^T d B: with
+// M = U .* V and Y = A^T M A, dL/dM = A dY A^T, so per filter
+//   dW[co][ci] = G^T [ sum_tiles (A dY A^T)[co] .* (B^T d B)[ci] ] G,
+// again 16 GEMMs, now over the tiles (the depth):
+//   Mw[xi] (Co x Ci) += Z[xi] (Co x tiles) * V[xi]^T (tiles x Ci).
+// V is the forward's input transform of the same tiles; Z transforms the
+// 2x2 blocks of dY (zero past the output's edge).
+
+// Tile rows [u0, u1) of the weight gradient, accumulated into Mw (16 x Co x
+// Ci, the transformed domain; the caller zeroes it and applies G^T . G).
+template <class T>
+void winograd_dw_rows(const WinogradGeom& g, const T* x, const T* dy, T* Mw, index_t u0, index_t u1) {
+  if (u1 <= u0) return;
+  // Tile rows per block: the plain transforms (16 x (Ci + Co) x tiles) in
+  // about 256 KiB, their packed copies as much again.
+  const index_t budget = static_cast<index_t>(256 * 1024 / sizeof(T)) / (16 * (g.Ci + g.Co));
+  const index_t rows_per_block = std::max<index_t>(1, budget / g.TW);
+  const index_t tb = (rows_per_block * g.TW + 15) / 16 * 16;  // room for the zero tail below
+  const index_t ld = winograd_row_stride<T>(tb);
+  const index_t asz = packed_a_size(g.Co, tb), bsz = packed_b_size<T>(tb, g.Ci);
+  T* V = scratch<T>(kWinoV, static_cast<std::size_t>(16 * (g.Ci + g.Co) * ld));
+  T* Z = V + 16 * g.Ci * ld;
+  T* Zp = scratch<T>(kWinoM, static_cast<std::size_t>(16 * (asz + bsz)));
+  T* Vp = Zp + 16 * asz;
+  T* work = scratch<T>(kWinoD, static_cast<std::size_t>(22 * g.TW + 64));
+  T* line = work + 16 * g.TW;
+  T* lines = line + 2 * g.TW + 64;
+  std::fill(line, line + 2 * g.TW + 64, T{});
+  std::fill(lines, lines + 4 * g.TW, T{});  // past column OW: zero for good
+  index_t zeroed = tb;  // V and Z are zero in [zeroed, tb) of every row
+
+  for (index_t ub = u0; ub < u1; ub += rows_per_block) {
+    const index_t ue = std::min(u1, ub + rows_per_block), nt = (ue - ub) * g.TW;
+    // Depth padded with zero tiles to whole register-block transposes.
+    const index_t ntp = (nt + 15) / 16 * 16;
+    if (nt < zeroed) {
+      for (index_t r = 0; r < 16 * (g.Ci + g.Co); ++r) std::fill(V + r * ld + nt, V + r * ld + ntp, T{});
+      zeroed = nt;
+    }
+    for (index_t ci = 0; ci < g.Ci; ++ci)  // V[xi][ci][t], B^T d B
+      winograd_input_tiles(g, x + ci * g.H * g.W, g.Ci * g.H * g.W, ub, ue, V + ci * ld, g.Ci * ld, work);
+    for (index_t co = 0; co < g.Co; ++co)  // Z[xi][co][t], A dY A^T
+      for (index_t u = ub; u < ue; ++u) {
+        const index_t n = u / g.TH, i = u % g.TH;
+        const T* r0 = dy + ((n * g.Co + co) * g.OH + 2 * i) * g.OW;
+        winograd_row_pair_dA(r0, 2 * i + 1 < g.OH ? r0 + g.OW : nullptr, g.OW, lines, g.TW,
+                             Z + co * ld + (u - ub) * g.TW, g.Co * ld);
+      }
+    for (int xi = 0; xi < 16; ++xi) {
+      pack_a(g.Co, ntp, Z + xi * g.Co * ld, ld, false, Zp + xi * asz);
+      pack_bt(ntp, g.Ci, V + xi * g.Ci * ld, ld, Vp + xi * bsz);
+      packed_gemm(g.Co, g.Ci, ntp, Zp + xi * asz, Vp + xi * bsz, Mw + xi * g.Co * g.Ci, g.Ci, true);
+    }
+  }
+}
+
+// dw[co][ci] += G^T Mw[.][co][ci] G for pairs [p0, p1) (p = co * Ci + ci),
+//   G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
+template <class T>
+void winograd_dw_out(const T* Mw, index_t pairs, T* dw, index_t p0, index_t p1) {
+  for (index_t p = p0; p < p1; ++p) {
+    T h[4][3];  // Mw G
+    for (int a = 0; a < 4; ++a) {
+      const T m0 = Mw[(4 * a) * pairs + p], m1 = Mw[(4 * a + 1) * pairs + p], m2 = Mw[(4 * a + 2) * pairs + p],
+              m3 = Mw[(4 * a + 3) * pairs + p];
+      h[a][0] = m0 + (m1 + m2) * T(0.5);
+      h[a][1] = (m1 - m2) * T(0.5);
+      h[a][2] = (m1 + m2) * T(0.5) + m3;
+    }
+    T* out = dw + p * 9;
+    for (int l = 0; l < 3; ++l) {  // G^T (Mw G)
+      out[l] += h[0][l] + (h[1][l] + h[2][l]) * T(0.5);
+      out[3 + l] += (h[1][l] - h[2][l]) * T(0.5);
+      out[6 + l] += (h[1][l] + h[2][l]) * T(0.5) + h[3][l];
+    }
+  }
+}
+
+// dw += the weight gradient of y = conv3x3(x, w) (geometry g, dy as y),
+// dw laid out as w: [Co][Ci][3][3]. Each thread sums its tile rows into its
+// own Mw; the partials are added in thread order (deterministic for a given
+// thread count).
+template <class T>
+void winograd_conv_weight_grad(const WinogradGeom& g, const T* x, const T* dy, T* dw) {
+  const index_t pairs = g.Co * g.Ci, msz = 16 * pairs;
+  const double flops = 2.0 * 16 * static_cast<double>(g.N * g.TH * g.TW) * static_cast<double>(pairs);
+  const int want = std::min<int>(threads_for(flops, 2e5), static_cast<int>(std::max<index_t>(1, g.N * g.TH)));
+  T* Mw = scratch<T>(kWinoW, static_cast<std::size_t>(want * msz));
+  int used = 1;
+  parallel(want, [&](int tid, int parts) {
+    if (tid == 0) used = parts;
+    T* m = Mw + tid * msz;
+    std::fill(m, m + msz, T{});
+    const auto [u0, u1] = split_range(g.N * g.TH, parts, tid);
+    winograd_dw_rows(g, x, dy, m, u0, u1);
+  });
+  for (int t = 1; t < used; ++t) ArrMap<T>(Mw, msz) += CArrMap<T>(Mw + t * msz, msz);
+  parallel(threads_for(40.0 * static_cast<double>(pairs), 1e5), [&](int tid, int parts) {
+    const auto [p0, p1] = split_range(pairs, parts, tid);
+    winograd_dw_out(static_cast<const T*>(Mw), pairs, dw, p0, p1);
   });
 }
 
