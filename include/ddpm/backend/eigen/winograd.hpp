@@ -41,10 +41,10 @@ inline bool conv_use_winograd = true;
 // When Winograd pays (see winograd_applies in conv.hpp). Measured against the
 // direct path on Zen 4, 2 threads, batch 16, forward / input gradient /
 // weight gradient: 32 -> 32 channels at 28x28 1.55x / 2.0x / 1.4x (batch 32:
-// 1.5x / 1.7x / 1.25x), 64 -> 64 at 14x14 1.15x / 1.1-1.3x / 1.05-1.15x,
-// 128 -> 128 at 32x32 2.0x / 2.0x / 1.6x, 256 -> 256 at 16x16 1.9x / 2.0x /
-// 1.2x, 512 -> 256 at 4x4 1.7x forward. But 64 -> 64 at 7x7 0.7-0.9x /
-// 0.85x / 0.65-0.8x: on small images the transforms (short tile rows) cost
+// 1.5x / 1.7x / 1.45x), 64 -> 64 at 14x14 1.15x / 1.1-1.3x / 1.3x (batch
+// 32), 128 -> 128 at 32x32 2.0x / 2.0x / 1.9x, 256 -> 256 at 16x16 1.9x /
+// 2.0x / 1.9x, 512 -> 256 at 4x4 1.7x forward. But 64 -> 64 at 7x7 0.7-0.9x
+// / 0.85x / 0.65-0.8x: on small images the transforms (short tile rows) cost
 // what the multiplies save unless the layer is wide. With few tiles the
 // transforms are not paid back: batch 1, 32 -> 32 at 28x28 (196 tiles)
 // 0.65-0.75x, 256 -> 256 at 16x16 (64 tiles) 0.65-0.75x; 128 -> 128 at 32x32
