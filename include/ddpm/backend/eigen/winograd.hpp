@@ -69,13 +69,26 @@ struct WinogradGeom {
         OW(w + pad_left + pad_right - 2), TH((OH + 1) / 2), TW((OW + 1) / 2) {}
 };
 
+// Stride between the 16 planes (one per position xi of the 4x4 transformed
+// tile) of a buffer holding n values per plane: n rounded up to an odd number
+// of 64-byte lines. The 16 values of one tile are stored or loaded together;
+// at n * sizeof(T) a multiple of 2 KiB (any 32 channels of whole lines) they
+// fell in one or two L1 sets and missed: the input transform of 64 channels
+// at 14x14 took 2.8x as long, at 7x7 2.4x.
+template <class T>
+index_t winograd_plane_stride(index_t n) {
+  constexpr index_t line = 64 / static_cast<index_t>(sizeof(T));
+  const index_t s = (n + line - 1) / line * line;
+  return (s / line) % 2 ? s : s + line;
+}
+
 // Up = the 16 matrices U[xi] = (G g G^T)[xi], each packed as the A operand
-// (rows x depth, pack_a's layout), where g is the 3x3 filter of row r and
+// (rows x depth, pack_a's layout) winograd_plane_stride apart, where g is the 3x3 filter of row r and
 // depth d: tap k = kh * 3 + kw is filter(r, d, k). Row blocks [b0, b1) of kMR rows.
 //   G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
 template <class T, class Filter>
 void winograd_weights(index_t rows, index_t depth, Filter filter, T* Up, index_t b0, index_t b1) {
-  const index_t asz = packed_a_size(rows, depth);
+  const index_t asz = winograd_plane_stride<T>(packed_a_size(rows, depth));
   for (index_t blk = b0; blk < b1; ++blk)
     for (index_t d = 0; d < depth; ++d) {
       // The kMR rows of this block side by side (lane rr), so that each of the
@@ -196,13 +209,16 @@ void winograd_store_row(const T* o0, const T* o1, T bias, index_t ow, T* dst) {
 // and copying them (a memmove call per row) cost as much as the transform.
 inline __mmask16 first_lanes(index_t n) { return static_cast<__mmask16>((1u << std::min<index_t>(n, 16)) - 1u); }
 
+// Lanes l of row[s + l] inside [0, n).
+inline __mmask16 clip_mask(index_t n, index_t s) {
+  const index_t lo = std::max<index_t>(0, -s), hi = std::min<index_t>(16, n - s);
+  return hi <= lo ? __mmask16{0} : static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+
 // row[s + l] for l < 16, zero where s + l is outside [0, n); masked lanes are
 // not read (AVX-512 masked loads do not fault).
 inline __m512 load_clipped(const float* row, index_t n, index_t s) {
-  const index_t lo = std::max<index_t>(0, -s), hi = std::min<index_t>(16, n - s);
-  if (hi <= lo) return _mm512_setzero_ps();
-  const auto m = static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
-  return _mm512_maskz_loadu_ps(m, reinterpret_cast<const char*>(row) + s * static_cast<index_t>(sizeof(float)));
+  return _mm512_maskz_loadu_ps(clip_mask(n, s), reinterpret_cast<const char*>(row) + s * static_cast<index_t>(sizeof(float)));
 }
 
 inline const __m512i kEven = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -296,41 +312,55 @@ void winograd_input_tiles(const WinogradGeom& g, const T* xc, index_t xs, index_
 }
 
 #if defined(__AVX512F__)
-// float: the whole 4 x 4 transform of 16 tiles in registers, rows read in place.
+// float: 16 tiles at a time, rows read in place. B^T d B is separable, so the
+// rows are combined first (F = B^T d: R0 - R2, R1 + R2, R2 - R1, R1 - R3),
+// then each F's columns (F B): few live registers, no spills, and the load
+// masks are shared by the 4 rows (a row past the image's edge loads with
+// mask 0, i.e. zeros without a memory access).
 inline void winograd_input_tiles(const WinogradGeom& g, const float* xc, index_t xs, index_t ub, index_t ue, float* V,
                                  index_t vs, float*) {
+  constexpr index_t off[4] = {0, 16, 2, 18};  // the loads of a row: d at s + off, see winograd_row_dB
   for (index_t u = ub; u < ue; ++u) {
     const index_t n = u / g.TH, i = u % g.TH, t0 = (u - ub) * g.TW;
-    const float* rows[4];
+    const char* rows[4];
+    __mmask16 live[4];
     for (index_t r = 0; r < 4; ++r) {
       const index_t ih = 2 * i + r - g.pt;
-      rows[r] = ih < 0 || ih >= g.H ? nullptr : xc + n * xs + ih * g.W;
+      live[r] = ih < 0 || ih >= g.H ? __mmask16{0} : __mmask16{0xFFFF};
+      rows[r] = reinterpret_cast<const char*>(xc + n * xs + (live[r] ? ih : 0) * g.W);
     }
     for (index_t j0 = 0; j0 < g.TW; j0 += 16) {
       const index_t s = 2 * j0 - g.pl;
-      __m512 e[4][4];  // (d B)[r][c]
-      for (int r = 0; r < 4; ++r) {
-        if (!rows[r]) {
-          for (auto& v : e[r]) v = _mm512_setzero_ps();
-          continue;
-        }
-        const __m512 a = load_clipped(rows[r], g.W, s), b = load_clipped(rows[r], g.W, s + 16);
-        const __m512 c = load_clipped(rows[r], g.W, s + 2), d = load_clipped(rows[r], g.W, s + 18);
-        const __m512 d0 = _mm512_permutex2var_ps(a, kEven, b), d1 = _mm512_permutex2var_ps(a, kOdd, b);
-        const __m512 d2 = _mm512_permutex2var_ps(c, kEven, d), d3 = _mm512_permutex2var_ps(c, kOdd, d);
-        e[r][0] = _mm512_sub_ps(d0, d2);
-        e[r][1] = _mm512_add_ps(d1, d2);
-        e[r][2] = _mm512_sub_ps(d2, d1);
-        e[r][3] = _mm512_sub_ps(d1, d3);
-      }
-      const __mmask16 m = first_lanes(g.TW - j0);
+      __mmask16 m[4];
+      for (int q = 0; q < 4; ++q) m[q] = clip_mask(g.W, s + off[q]);
+      const auto load = [&](int r, __m512(&d)[4]) {
+        for (int q = 0; q < 4; ++q)
+          d[q] = _mm512_maskz_loadu_ps(m[q] & live[r], rows[r] + (s + off[q]) * static_cast<index_t>(sizeof(float)));
+      };
+      const __mmask16 sm = first_lanes(g.TW - j0);
       float* out = V + t0 + j0;
-      for (int c = 0; c < 4; ++c) {
-        _mm512_mask_storeu_ps(out + c * vs, m, _mm512_sub_ps(e[0][c], e[2][c]));
-        _mm512_mask_storeu_ps(out + (4 + c) * vs, m, _mm512_add_ps(e[1][c], e[2][c]));
-        _mm512_mask_storeu_ps(out + (8 + c) * vs, m, _mm512_sub_ps(e[2][c], e[1][c]));
-        _mm512_mask_storeu_ps(out + (12 + c) * vs, m, _mm512_sub_ps(e[1][c], e[3][c]));
-      }
+      // Columns of one F: (F B)[c] = (f0 - f2, f1 + f2, f2 - f1, f1 - f3), f_c = column 2j + c.
+      const auto columns = [&](const __m512(&f)[4], float* o) {
+        const __m512 d0 = _mm512_permutex2var_ps(f[0], kEven, f[1]), d1 = _mm512_permutex2var_ps(f[0], kOdd, f[1]);
+        const __m512 d2 = _mm512_permutex2var_ps(f[2], kEven, f[3]), d3 = _mm512_permutex2var_ps(f[2], kOdd, f[3]);
+        _mm512_mask_storeu_ps(o, sm, _mm512_sub_ps(d0, d2));
+        _mm512_mask_storeu_ps(o + vs, sm, _mm512_add_ps(d1, d2));
+        _mm512_mask_storeu_ps(o + 2 * vs, sm, _mm512_sub_ps(d2, d1));
+        _mm512_mask_storeu_ps(o + 3 * vs, sm, _mm512_sub_ps(d1, d3));
+      };
+      __m512 r1[4], r2[4], x[4], f[4];
+      load(1, r1);
+      load(2, r2);
+      for (int q = 0; q < 4; ++q) f[q] = _mm512_add_ps(r1[q], r2[q]);
+      columns(f, out + 4 * vs);
+      for (int q = 0; q < 4; ++q) f[q] = _mm512_sub_ps(r2[q], r1[q]);
+      columns(f, out + 8 * vs);
+      load(0, x);
+      for (int q = 0; q < 4; ++q) f[q] = _mm512_sub_ps(x[q], r2[q]);
+      columns(f, out);
+      load(3, x);
+      for (int q = 0; q < 4; ++q) f[q] = _mm512_sub_ps(r1[q], x[q]);
+      columns(f, out + 12 * vs);
     }
   }
 }
@@ -361,12 +391,13 @@ void winograd_rows(const WinogradGeom& g, const T* x, const T* Up, const T* b, T
   const index_t tb = (rows_per_block * g.TW + NR - 1) / NR * NR;  // tiles per block, whole panels
   const index_t ldm = tb + NR;  // off a power of two: the kMR stored rows use different L1 sets
   const index_t ldv = winograd_row_stride<T>(tb);
-  const index_t asz = packed_a_size(g.Co, g.Ci);
+  const index_t asz = winograd_plane_stride<T>(packed_a_size(g.Co, g.Ci));
+  const index_t vps = winograd_plane_stride<T>(g.Ci * ldv), mps = winograd_plane_stride<T>(g.Co * ldm);
   // V[xi][ci][t] plain, read by the GEMM as B (Ci x tiles) in place: each
   // panel of NR tiles is NR contiguous values per channel. Tiles past the
   // block's are read too and their columns dropped.
-  T* V = scratch<T>(kWinoV, static_cast<std::size_t>(16 * g.Ci * ldv));
-  T* M = scratch<T>(kWinoM, static_cast<std::size_t>(16 * g.Co * ldm));
+  T* V = scratch<T>(kWinoV, static_cast<std::size_t>(16 * vps));
+  T* M = scratch<T>(kWinoM, static_cast<std::size_t>(16 * mps));
   T* work = scratch<T>(kWinoD, static_cast<std::size_t>(4 * tb + 18 * g.TW + 64));
   T* O = work;  // 4 x tb: the 2x2 outputs of each tile
   T* line = work + 4 * tb + 16 * g.TW;
@@ -375,13 +406,13 @@ void winograd_rows(const WinogradGeom& g, const T* x, const T* Up, const T* b, T
   for (index_t ub = u0; ub < u1; ub += rows_per_block) {
     const index_t ue = std::min(u1, ub + rows_per_block), nt = (ue - ub) * g.TW;
     for (index_t ci = 0; ci < g.Ci; ++ci)
-      winograd_input_tiles(g, x + ci * g.H * g.W, g.Ci * g.H * g.W, ub, ue, V + ci * ldv, g.Ci * ldv, work + 4 * tb);
+      winograd_input_tiles(g, x + ci * g.H * g.W, g.Ci * g.H * g.W, ub, ue, V + ci * ldv, vps, work + 4 * tb);
     for (int xi = 0; xi < 16; ++xi)
-      packed_gemm_b_rows(g.Co, nt, g.Ci, Up + xi * asz, static_cast<const T*>(V + xi * g.Ci * ldv), ldv,
-                         M + xi * g.Co * ldm, ldm);
+      packed_gemm_b_rows(g.Co, nt, g.Ci, Up + xi * asz, static_cast<const T*>(V + xi * vps), ldv,
+                         M + xi * mps, ldm);
     // Y = A^T m A per tile, A^T = [1 1 1 0; 0 1 -1 -1], then into y (+ bias).
     for (index_t co = 0; co < g.Co; ++co) {
-      winograd_out_tiles(static_cast<const T*>(M + co * ldm), g.Co * ldm, nt, O, tb);
+      winograd_out_tiles(static_cast<const T*>(M + co * ldm), mps, nt, O, tb);
       const T bias = b ? b[co] : T{};
       for (index_t u = ub; u < ue; ++u) {
         const index_t n = u / g.TH, i = u % g.TH, t0 = (u - ub) * g.TW;
@@ -400,7 +431,7 @@ void winograd_rows(const WinogradGeom& g, const T* x, const T* Up, const T* b, T
 template <class T, class Filter>
 void winograd_conv(const WinogradGeom& g, const T* x, Filter filter, const T* b, T* y) {
   const index_t blocks = (g.Co + kMR - 1) / kMR;
-  T* Up = scratch<T>(kWinoU, static_cast<std::size_t>(16 * packed_a_size(g.Co, g.Ci)));
+  T* Up = scratch<T>(kWinoU, static_cast<std::size_t>(16 * winograd_plane_stride<T>(packed_a_size(g.Co, g.Ci))));
   parallel(threads_for(40.0 * static_cast<double>(g.Co * g.Ci), 1e5), [&](int tid, int parts) {
     const auto [b0, b1] = split_range(blocks, parts, tid);
     winograd_weights(g.Co, g.Ci, filter, Up, b0, b1);
@@ -421,8 +452,9 @@ void winograd_conv(const WinogradGeom& g, const T* x, Filter filter, const T* b,
 // V is the forward's input transform of the same tiles; Z transforms the
 // 2x2 blocks of dY (zero past the output's edge).
 
-// Tile rows [u0, u1) of the weight gradient, accumulated into Mw (16 x Co x
-// Ci, the transformed domain; the caller zeroes it and applies G^T . G).
+// Tile rows [u0, u1) of the weight gradient, accumulated into Mw (16 planes
+// of Co x Ci, winograd_plane_stride apart: the transformed domain; the caller
+// zeroes it and applies G^T . G).
 template <class T>
 void winograd_dw_rows(const WinogradGeom& g, const T* x, const T* dy, T* Mw, index_t u0, index_t u1) {
   if (u1 <= u0) return;
@@ -434,8 +466,9 @@ void winograd_dw_rows(const WinogradGeom& g, const T* x, const T* dy, T* Mw, ind
   const index_t tb = (rows_per_block * g.TW + 15) / 16 * 16;  // room for the zero tail below
   const index_t ld = winograd_row_stride<T>(tb);
   const index_t asz = packed_a_size(g.Co, tb), bsz = packed_b_size<T>(tb, g.Ci);
-  T* V = scratch<T>(kWinoV, static_cast<std::size_t>(16 * (g.Ci + g.Co) * ld));
-  T* Z = V + 16 * g.Ci * ld;
+  const index_t vps = winograd_plane_stride<T>(g.Ci * ld), zps = winograd_plane_stride<T>(g.Co * ld);
+  T* V = scratch<T>(kWinoV, static_cast<std::size_t>(16 * (vps + zps)));
+  T* Z = V + 16 * vps;
   T* Zp = scratch<T>(kWinoM, static_cast<std::size_t>(16 * (asz + bsz)));
   T* Vp = Zp + 16 * asz;
   T* work = scratch<T>(kWinoD, static_cast<std::size_t>(22 * g.TW + 64));
@@ -450,35 +483,39 @@ void winograd_dw_rows(const WinogradGeom& g, const T* x, const T* dy, T* Mw, ind
     // Depth padded with zero tiles to whole register-block transposes.
     const index_t ntp = (nt + 15) / 16 * 16;
     if (nt < zeroed) {
-      for (index_t r = 0; r < 16 * (g.Ci + g.Co); ++r) std::fill(V + r * ld + nt, V + r * ld + ntp, T{});
+      for (int xi = 0; xi < 16; ++xi) {
+        for (index_t r = 0; r < g.Ci; ++r) std::fill(V + xi * vps + r * ld + nt, V + xi * vps + r * ld + ntp, T{});
+        for (index_t r = 0; r < g.Co; ++r) std::fill(Z + xi * zps + r * ld + nt, Z + xi * zps + r * ld + ntp, T{});
+      }
       zeroed = nt;
     }
     for (index_t ci = 0; ci < g.Ci; ++ci)  // V[xi][ci][t], B^T d B
-      winograd_input_tiles(g, x + ci * g.H * g.W, g.Ci * g.H * g.W, ub, ue, V + ci * ld, g.Ci * ld, work);
+      winograd_input_tiles(g, x + ci * g.H * g.W, g.Ci * g.H * g.W, ub, ue, V + ci * ld, vps, work);
     for (index_t co = 0; co < g.Co; ++co)  // Z[xi][co][t], A dY A^T
       for (index_t u = ub; u < ue; ++u) {
         const index_t n = u / g.TH, i = u % g.TH;
         const T* r0 = dy + ((n * g.Co + co) * g.OH + 2 * i) * g.OW;
         winograd_row_pair_dA(r0, 2 * i + 1 < g.OH ? r0 + g.OW : nullptr, g.OW, lines, g.TW,
-                             Z + co * ld + (u - ub) * g.TW, g.Co * ld);
+                             Z + co * ld + (u - ub) * g.TW, zps);
       }
     for (int xi = 0; xi < 16; ++xi) {
-      pack_a(g.Co, ntp, Z + xi * g.Co * ld, ld, false, Zp + xi * asz);
-      pack_bt(ntp, g.Ci, V + xi * g.Ci * ld, ld, Vp + xi * bsz);
-      packed_gemm(g.Co, g.Ci, ntp, Zp + xi * asz, Vp + xi * bsz, Mw + xi * g.Co * g.Ci, g.Ci, true);
+      pack_a(g.Co, ntp, Z + xi * zps, ld, false, Zp + xi * asz);
+      pack_bt(ntp, g.Ci, V + xi * vps, ld, Vp + xi * bsz);
+      packed_gemm(g.Co, g.Ci, ntp, Zp + xi * asz, Vp + xi * bsz, Mw + xi * winograd_plane_stride<T>(g.Co * g.Ci), g.Ci, true);
     }
   }
 }
 
-// dw[co][ci] += G^T Mw[.][co][ci] G for pairs [p0, p1) (p = co * Ci + ci),
+// dw[co][ci] += G^T Mw[.][co][ci] G for pairs [p0, p1) (p = co * Ci + ci;
+// planes ps apart),
 //   G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
 template <class T>
-void winograd_dw_out(const T* Mw, index_t pairs, T* dw, index_t p0, index_t p1) {
+void winograd_dw_out(const T* Mw, index_t ps, T* dw, index_t p0, index_t p1) {
   for (index_t p = p0; p < p1; ++p) {
     T h[4][3];  // Mw G
     for (int a = 0; a < 4; ++a) {
-      const T m0 = Mw[(4 * a) * pairs + p], m1 = Mw[(4 * a + 1) * pairs + p], m2 = Mw[(4 * a + 2) * pairs + p],
-              m3 = Mw[(4 * a + 3) * pairs + p];
+      const T m0 = Mw[(4 * a) * ps + p], m1 = Mw[(4 * a + 1) * ps + p], m2 = Mw[(4 * a + 2) * ps + p],
+              m3 = Mw[(4 * a + 3) * ps + p];
       h[a][0] = m0 + (m1 + m2) * T(0.5);
       h[a][1] = (m1 - m2) * T(0.5);
       h[a][2] = (m1 + m2) * T(0.5) + m3;
@@ -498,7 +535,7 @@ void winograd_dw_out(const T* Mw, index_t pairs, T* dw, index_t p0, index_t p1) 
 // thread count).
 template <class T>
 void winograd_conv_weight_grad(const WinogradGeom& g, const T* x, const T* dy, T* dw) {
-  const index_t pairs = g.Co * g.Ci, msz = 16 * pairs;
+  const index_t pairs = g.Co * g.Ci, ps = winograd_plane_stride<T>(pairs), msz = 16 * ps;
   const double flops = 2.0 * 16 * static_cast<double>(g.N * g.TH * g.TW) * static_cast<double>(pairs);
   const int want = std::min<int>(threads_for(flops, 2e5), static_cast<int>(std::max<index_t>(1, g.N * g.TH)));
   T* Mw = scratch<T>(kWinoW, static_cast<std::size_t>(want * msz));
@@ -513,7 +550,7 @@ void winograd_conv_weight_grad(const WinogradGeom& g, const T* x, const T* dy, T
   for (int t = 1; t < used; ++t) ArrMap<T>(Mw, msz) += CArrMap<T>(Mw + t * msz, msz);
   parallel(threads_for(40.0 * static_cast<double>(pairs), 1e5), [&](int tid, int parts) {
     const auto [p0, p1] = split_range(pairs, parts, tid);
-    winograd_dw_out(static_cast<const T*>(Mw), pairs, dw, p0, p1);
+    winograd_dw_out(static_cast<const T*>(Mw), ps, dw, p0, p1);
   });
 }
 
