@@ -50,9 +50,9 @@ inline bool conv_use_winograd = true;
 // 0.65-0.75x, 256 -> 256 at 16x16 (64 tiles) 0.65-0.75x; 128 -> 128 at 32x32
 // (256 tiles) 1.2x. (Tests lower all four to check small shapes.)
 inline index_t winograd_min_channels = 32;         // in and out
-inline index_t winograd_min_channels_small = 128;  // in and out, images of at most 8x8
-inline index_t winograd_min_tiles = 256;           // 2x2 output tiles in the batch
-inline index_t winograd_min_tiles_small = 64;      // the same, images of at most 8x8
+inline index_t winograd_min_channels_small = 32;   // in and out, images of at most 8x8
+inline index_t winograd_min_tiles = 48;            // 2x2 output tiles in the batch
+inline index_t winograd_min_tiles_small = 256;     // the same, images of at most 8x8
 // Working set per block of tile rows (the transformed tiles, plus the
 // outputs forward; plus their packed copies for the weight gradient).
 // Measured, 2 threads, batch 16: the weight gradient of 256 -> 256 at 16x16
