@@ -91,30 +91,29 @@ void winograd_weights(index_t rows, index_t depth, Filter filter, T* Up, index_t
   const index_t asz = winograd_plane_stride<T>(packed_a_size(rows, depth));
   for (index_t blk = b0; blk < b1; ++blk)
     for (index_t d = 0; d < depth; ++d) {
-      // The kMR rows of this block side by side (lane rr), so that each of the
-      // 16 results is one contiguous store of kMR values.
-      T g[9][kMR];
-      for (index_t rr = 0; rr < kMR; ++rr) {
-        const index_t r = blk * kMR + rr;
-        for (int k = 0; k < 9; ++k) g[k][rr] = r < rows ? filter(r, d, k) : T{};
-      }
-      T* out = Up + blk * kMR * depth + d * kMR;
-      for (index_t rr = 0; rr < kMR; ++rr) {
-        T h[3][4];  // g G^T
-        for (int k = 0; k < 3; ++k) {
+      // The kMR rows of this block side by side (lane rr, innermost in every
+      // loop so that each step is one vector op over the rows), and each of
+      // the 16 results one contiguous store of kMR values.
+      T g[9][kMR], h[3][4][kMR];  // the filters, then g G^T
+      const index_t live = std::min<index_t>(kMR, rows - blk * kMR);
+      for (index_t rr = 0; rr < kMR; ++rr)
+        for (int k = 0; k < 9; ++k) g[k][rr] = rr < live ? filter(blk * kMR + rr, d, k) : T{};
+      for (int k = 0; k < 3; ++k)
+        for (index_t rr = 0; rr < kMR; ++rr) {
           const T g0 = g[3 * k][rr], g1 = g[3 * k + 1][rr], g2 = g[3 * k + 2][rr];
-          h[k][0] = g0;
-          h[k][1] = (g0 + g1 + g2) * T(0.5);
-          h[k][2] = (g0 - g1 + g2) * T(0.5);
-          h[k][3] = g2;
+          h[k][0][rr] = g0;
+          h[k][1][rr] = (g0 + g1 + g2) * T(0.5);
+          h[k][2][rr] = (g0 - g1 + g2) * T(0.5);
+          h[k][3][rr] = g2;
         }
-        for (int c = 0; c < 4; ++c) {  // G (g G^T)
-          out[(0 + c) * asz + rr] = h[0][c];
-          out[(4 + c) * asz + rr] = (h[0][c] + h[1][c] + h[2][c]) * T(0.5);
-          out[(8 + c) * asz + rr] = (h[0][c] - h[1][c] + h[2][c]) * T(0.5);
-          out[(12 + c) * asz + rr] = h[2][c];
+      T* out = Up + blk * kMR * depth + d * kMR;
+      for (int c = 0; c < 4; ++c)  // G (g G^T)
+        for (index_t rr = 0; rr < kMR; ++rr) {
+          out[(0 + c) * asz + rr] = h[0][c][rr];
+          out[(4 + c) * asz + rr] = (h[0][c][rr] + h[1][c][rr] + h[2][c][rr]) * T(0.5);
+          out[(8 + c) * asz + rr] = (h[0][c][rr] - h[1][c][rr] + h[2][c][rr]) * T(0.5);
+          out[(12 + c) * asz + rr] = h[2][c][rr];
         }
-      }
     }
 }
 
