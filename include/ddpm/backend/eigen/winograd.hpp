@@ -311,55 +311,55 @@ void winograd_input_tiles(const WinogradGeom& g, const T* xc, index_t xs, index_
 }
 
 #if defined(__AVX512F__)
-// float: 16 tiles at a time, rows read in place. B^T d B is separable, so the
-// rows are combined first (F = B^T d: R0 - R2, R1 + R2, R2 - R1, R1 - R3),
-// then each F's columns (F B): few live registers, no spills, and the load
-// masks are shared by the 4 rows (a row past the image's edge loads with
-// mask 0, i.e. zeros without a memory access).
+// float: 16 tiles at a time, rows read in place, the whole transform in
+// registers. Consecutive tile rows overlap by two image rows (stride 2), so
+// each row's (d B) is computed once and kept for the next tile row: per 16
+// tiles 2 rows of 4 loads and 4 permutes instead of 4. The load masks are
+// shared by all rows; a row past the image's edge loads with mask 0 (zeros,
+// no memory access).
 inline void winograd_input_tiles(const WinogradGeom& g, const float* xc, index_t xs, index_t ub, index_t ue, float* V,
                                  index_t vs, float*) {
-  constexpr index_t off[4] = {0, 16, 2, 18};  // the loads of a row: d at s + off, see winograd_row_dB
-  for (index_t u = ub; u < ue; ++u) {
-    const index_t n = u / g.TH, i = u % g.TH, t0 = (u - ub) * g.TW;
-    const char* rows[4];
-    __mmask16 live[4];
-    for (index_t r = 0; r < 4; ++r) {
-      const index_t ih = 2 * i + r - g.pt;
-      live[r] = ih < 0 || ih >= g.H ? __mmask16{0} : __mmask16{0xFFFF};
-      rows[r] = reinterpret_cast<const char*>(xc + n * xs + (live[r] ? ih : 0) * g.W);
-    }
-    for (index_t j0 = 0; j0 < g.TW; j0 += 16) {
-      const index_t s = 2 * j0 - g.pl;
-      __mmask16 m[4];
-      for (int q = 0; q < 4; ++q) m[q] = clip_mask(g.W, s + off[q]);
-      const auto load = [&](int r, __m512(&d)[4]) {
-        for (int q = 0; q < 4; ++q)
-          d[q] = _mm512_maskz_loadu_ps(m[q] & live[r], rows[r] + (s + off[q]) * static_cast<index_t>(sizeof(float)));
-      };
-      const __mmask16 sm = first_lanes(g.TW - j0);
-      float* out = V + t0 + j0;
-      // Columns of one F: (F B)[c] = (f0 - f2, f1 + f2, f2 - f1, f1 - f3), f_c = column 2j + c.
-      const auto columns = [&](const __m512(&f)[4], float* o) {
-        const __m512 d0 = _mm512_permutex2var_ps(f[0], kEven, f[1]), d1 = _mm512_permutex2var_ps(f[0], kOdd, f[1]);
-        const __m512 d2 = _mm512_permutex2var_ps(f[2], kEven, f[3]), d3 = _mm512_permutex2var_ps(f[2], kOdd, f[3]);
-        _mm512_mask_storeu_ps(o, sm, _mm512_sub_ps(d0, d2));
-        _mm512_mask_storeu_ps(o + vs, sm, _mm512_add_ps(d1, d2));
-        _mm512_mask_storeu_ps(o + 2 * vs, sm, _mm512_sub_ps(d2, d1));
-        _mm512_mask_storeu_ps(o + 3 * vs, sm, _mm512_sub_ps(d1, d3));
-      };
-      __m512 r1[4], r2[4], x[4], f[4];
-      load(1, r1);
-      load(2, r2);
-      for (int q = 0; q < 4; ++q) f[q] = _mm512_add_ps(r1[q], r2[q]);
-      columns(f, out + 4 * vs);
-      for (int q = 0; q < 4; ++q) f[q] = _mm512_sub_ps(r2[q], r1[q]);
-      columns(f, out + 8 * vs);
-      load(0, x);
-      for (int q = 0; q < 4; ++q) f[q] = _mm512_sub_ps(x[q], r2[q]);
-      columns(f, out);
-      load(3, x);
-      for (int q = 0; q < 4; ++q) f[q] = _mm512_sub_ps(r1[q], x[q]);
-      columns(f, out + 12 * vs);
+  constexpr index_t off[4] = {0, 16, 2, 18};  // a row's loads: padded columns 2j + c at s + off
+  for (index_t j0 = 0; j0 < g.TW; j0 += 16) {
+    const index_t s = 2 * j0 - g.pl;
+    __mmask16 m[4];
+    for (int q = 0; q < 4; ++q) m[q] = clip_mask(g.W, s + off[q]);
+    const __mmask16 sm = first_lanes(g.TW - j0);
+    // (d B) of image row ih of image n: (d0 - d2, d1 + d2, d2 - d1, d1 - d3), d_c = padded column 2j + c.
+    const auto row_dB = [&](index_t n, index_t ih, __m512(&e)[4]) {
+      const __mmask16 live = ih < 0 || ih >= g.H ? __mmask16{0} : __mmask16{0xFFFF};
+      const char* row = reinterpret_cast<const char*>(xc + n * xs + (live ? ih : 0) * g.W);
+      __m512 v[4];
+      for (int q = 0; q < 4; ++q)
+        v[q] = _mm512_maskz_loadu_ps(m[q] & live, row + (s + off[q]) * static_cast<index_t>(sizeof(float)));
+      const __m512 d0 = _mm512_permutex2var_ps(v[0], kEven, v[1]), d1 = _mm512_permutex2var_ps(v[0], kOdd, v[1]);
+      const __m512 d2 = _mm512_permutex2var_ps(v[2], kEven, v[3]), d3 = _mm512_permutex2var_ps(v[2], kOdd, v[3]);
+      e[0] = _mm512_sub_ps(d0, d2);
+      e[1] = _mm512_add_ps(d1, d2);
+      e[2] = _mm512_sub_ps(d2, d1);
+      e[3] = _mm512_sub_ps(d1, d3);
+    };
+    __m512 e0[4], e1[4], e2[4], e3[4];  // (d B) of the tile row's 4 image rows
+    for (index_t u = ub; u < ue; ++u) {
+      const index_t n = u / g.TH, i = u % g.TH, ih = 2 * i - g.pt;
+      if (u > ub && i > 0) {  // rows 2i, 2i + 1 were the last tile row's rows 2, 3
+        for (int c = 0; c < 4; ++c) {
+          e0[c] = e2[c];
+          e1[c] = e3[c];
+        }
+      } else {
+        row_dB(n, ih, e0);
+        row_dB(n, ih + 1, e1);
+      }
+      row_dB(n, ih + 2, e2);
+      row_dB(n, ih + 3, e3);
+      float* out = V + (u - ub) * g.TW + j0;
+      for (int c = 0; c < 4; ++c) {  // B^T (d B), column c
+        _mm512_mask_storeu_ps(out + c * vs, sm, _mm512_sub_ps(e0[c], e2[c]));
+        _mm512_mask_storeu_ps(out + (4 + c) * vs, sm, _mm512_add_ps(e1[c], e2[c]));
+        _mm512_mask_storeu_ps(out + (8 + c) * vs, sm, _mm512_sub_ps(e2[c], e1[c]));
+        _mm512_mask_storeu_ps(out + (12 + c) * vs, sm, _mm512_sub_ps(e1[c], e3[c]));
+      }
     }
   }
 }
