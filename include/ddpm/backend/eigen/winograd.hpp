@@ -430,14 +430,14 @@ void winograd_rows(const WinogradGeom& g, const T* x, const T* Up, const T* b, T
 template <class T, class Filter>
 void winograd_conv(const WinogradGeom& g, const T* x, Filter filter, const T* b, T* y) {
   const index_t blocks = (g.Co + kMR - 1) / kMR;
-  T* Up = scratch<T>(kWinoU, static_cast<std::size_t>(16 * winograd_plane_stride<T>(packed_a_size(g.Co, g.Ci))));
-  parallel(threads_for(40.0 * static_cast<double>(g.Co * g.Ci), 1e5), [&](int tid, int parts) {
-    const auto [b0, b1] = split_range(blocks, parts, tid);
-    winograd_weights(g.Co, g.Ci, filter, Up, b0, b1);
-  });
   const double flops = 2.0 * 16 * static_cast<double>(g.N * g.TH * g.TW) * static_cast<double>(g.Ci * g.Co);
+  // Each thread transforms all the filters into its own scratch: shared,
+  // half of them had to cross to the other core's cache on every call.
   parallel(threads_for(flops, 2e5), [&](int tid, int parts) {
     const auto [u0, u1] = split_range(g.N * g.TH, parts, tid);
+    if (u1 <= u0) return;
+    T* Up = scratch<T>(kWinoU, static_cast<std::size_t>(16 * winograd_plane_stride<T>(packed_a_size(g.Co, g.Ci))));
+    winograd_weights(g.Co, g.Ci, filter, Up, 0, blocks);
     winograd_rows(g, x, static_cast<const T*>(Up), b, y, u0, u1);
   });
 }
