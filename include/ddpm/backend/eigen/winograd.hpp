@@ -546,9 +546,13 @@ void winograd_conv_weight_grad(const WinogradGeom& g, const T* x, const T* dy, T
     const auto [u0, u1] = split_range(g.N * g.TH, parts, tid);
     winograd_dw_rows(g, x, dy, m, u0, u1);
   });
-  for (int t = 1; t < used; ++t) ArrMap<T>(Mw, msz) += CArrMap<T>(Mw + t * msz, msz);
+  // Each thread adds up the partials (in thread order) of its own pairs, then transforms them.
   parallel(threads_for(40.0 * static_cast<double>(pairs), 1e5), [&](int tid, int parts) {
     const auto [p0, p1] = split_range(pairs, parts, tid);
+    if (p1 <= p0) return;
+    for (int t = 1; t < used; ++t)
+      for (int xi = 0; xi < 16; ++xi)
+        ArrMap<T>(Mw + xi * ps + p0, p1 - p0) += CArrMap<T>(Mw + t * msz + xi * ps + p0, p1 - p0);
     winograd_dw_out(static_cast<const T*>(Mw), ps, dw, p0, p1);
   });
 }
