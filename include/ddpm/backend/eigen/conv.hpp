@@ -420,8 +420,9 @@ void conv_bwd_channels_packed(const ConvGeom& g, const T* x, const T* Awt, const
 
 #if DDPM_EIGEN_PACKED_KERNEL
 // Winograd needs enough channels and enough tiles to pay for transforming the
-// filters (U is 16/9 the size of W and is streamed once per block of tiles);
-// images of at most 8x8 need wide layers (measurements in winograd.hpp).
+// filters (U is 16/9 the size of W, made by every thread) and the short tile
+// rows of small images; images of at most 8x8 have their own limits
+// (measurements in winograd.hpp).
 inline bool winograd_applies(const ConvGeom& g) {
   if (!conv_use_packed_kernel || !conv_use_winograd || g.KH != 3 || g.KW != 3 || g.s != 1) return false;
   const index_t tiles = g.N * ((g.OH + 1) / 2) * ((g.OW + 1) / 2);

@@ -39,20 +39,23 @@ namespace ddpm::backend::eigen_detail {
 // Set to false to use the direct (GEMM) convolution everywhere (tests compare both).
 inline bool conv_use_winograd = true;
 // When Winograd pays (see winograd_applies in conv.hpp). Measured against the
-// direct path on Zen 4, 2 threads, batch 16, forward / input gradient /
-// weight gradient: 32 -> 32 channels at 28x28 1.55x / 2.0x / 1.4x (batch 32:
-// 1.5x / 1.7x / 1.45x), 64 -> 64 at 14x14 1.15x / 1.1-1.3x / 1.3x (batch
-// 32), 128 -> 128 at 32x32 2.0x / 2.0x / 1.9x, 256 -> 256 at 16x16 1.9x /
-// 2.0x / 1.9x, 512 -> 256 at 4x4 1.7x forward. But 64 -> 64 at 7x7 0.7-0.9x
-// / 0.85x / 0.65-0.8x: on small images the transforms (short tile rows) cost
-// what the multiplies save unless the layer is wide. With few tiles the
-// transforms are not paid back: batch 1, 32 -> 32 at 28x28 (196 tiles)
-// 0.65-0.75x, 256 -> 256 at 16x16 (64 tiles) 0.65-0.75x; 128 -> 128 at 32x32
-// (256 tiles) 1.2x. (Tests lower all four to check small shapes.)
-inline index_t winograd_min_channels = 32;         // in and out
-inline index_t winograd_min_channels_small = 32;   // in and out, images of at most 8x8
-inline index_t winograd_min_tiles = 48;            // 2x2 output tiles in the batch
-inline index_t winograd_min_tiles_small = 256;     // the same, images of at most 8x8
+// direct path (both on the two-panel micro-kernel), 2 threads, Sapphire
+// Rapids, forward / input gradient / weight gradient:
+//   batch 32: 32 -> 32 at 28x28 1.66x / 2.26x / 1.20x, 64 -> 64 at 14x14
+//     2.02x / 2.45x / 1.42x, 64 -> 64 at 7x7 1.78x / 1.99x / 1.23x;
+//   batch 16: 64 -> 64 at 7x7 1.61x / 1.90x / 1.11x, 128 -> 128 at 4x4
+//     2.08x / 2.22x / 1.39x;
+//   batch 1 (49-196 tiles): 32 -> 32 at 28x28 1.56x / 1.83x, 64 -> 64 at
+//     14x14 1.23x / 1.38x, 128 -> 64 at 14x14 1.35x / 1.38x;
+//   64 tiles on small images: batch 4, 64 -> 64 at 7x7 1.35x / 1.48x / 0.89x;
+// but 16 tiles (batch 1 at 7x7, batch 4 at 4x4) 0.75-0.81x, 8 tiles 0.47x:
+// the transforms are not paid back. (Zen 4, earlier kernels: 128 -> 128 and
+// 256 -> 256 at 32x32 and 16x16 1.9-2.0x in all three.) Tests lower all four
+// limits to check small shapes.
+inline index_t winograd_min_channels = 32;        // in and out
+inline index_t winograd_min_channels_small = 32;  // in and out, images of at most 8x8
+inline index_t winograd_min_tiles = 48;           // 2x2 output tiles in the batch
+inline index_t winograd_min_tiles_small = 64;     // the same, images of at most 8x8
 // Working set per block of tile rows (the transformed tiles, plus the
 // outputs forward; plus their packed copies for the weight gradient).
 // Measured, 2 threads, batch 16: the weight gradient of 256 -> 256 at 16x16
