@@ -57,12 +57,15 @@ inline index_t winograd_min_channels_small = 32;  // in and out, images of at mo
 inline index_t winograd_min_tiles = 48;           // 2x2 output tiles in the batch
 inline index_t winograd_min_tiles_small = 64;     // the same, images of at most 8x8
 // Working set per block of tile rows (the transformed tiles, plus the
-// outputs forward; plus their packed copies for the weight gradient).
-// Measured, 2 threads, batch 16: the weight gradient of 256 -> 256 at 16x16
-// took 23 ms with 256 KiB (blocks of 8 tiles), 13 ms with 1 MiB; 96 -> 32 at
-// 28x28 2.7 ms and 2.5 ms. The forward gains nothing past 512 KiB.
+// outputs forward; plus their packed copies for the weight gradient, which
+// takes at least 64 tiles a block: with 8, 256 -> 256 at 16x16 ran 1.8x
+// slower). The weight gradient's 512 KiB (twice that with the packed copies)
+// leaves room in a 2 MiB L2: with 1 MiB, batch 32, 32 -> 32 at 28x28 took
+// 1.79 ms against 1.42, 64 -> 64 at 7x7 0.58 against 0.44; wide layers
+// (256 -> 256 at 16x16, 128 -> 128 at 32x32, batch 16) within 2%.
+// The forward gains nothing past 512 KiB.
 inline std::size_t winograd_fwd_bytes = 512 * 1024;
-inline std::size_t winograd_dw_bytes = 1024 * 1024;
+inline std::size_t winograd_dw_bytes = 512 * 1024;
 
 struct WinogradGeom {
   index_t N, Ci, Co, H, W, pt, pl, OH, OW, TH, TW;
