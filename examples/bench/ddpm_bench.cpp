@@ -119,6 +119,10 @@ struct FlopCounter {
   template <class T>
   static void transpose(ddpm::ConstTensorView<T>, index_t, index_t, index_t, ddpm::TensorView<T>) {}
   template <class T>
+  static void concat_channels(ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
+  template <class T>
+  static void split_channels(ddpm::ConstTensorView<T>, ddpm::TensorView<T>, ddpm::TensorView<T>) {}
+  template <class T>
   static void attention_forward(ddpm::ConstTensorView<T> q, ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, int,
                                 T, ddpm::TensorView<T>, ddpm::TensorView<T>) {
     // q k^T and probs v: 2 x (N * L * L * C) multiply-adds

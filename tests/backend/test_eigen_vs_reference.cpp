@@ -451,8 +451,8 @@ TEMPLATE_TEST_CASE("eigen: silu and upsample match reference", "[backend]", floa
   }
 }
 
-// ---- Glue: add, add_channel_bias, channel_sum, transpose -----------------------------
-TEMPLATE_TEST_CASE("eigen: add, channel bias, channel sum and transpose match reference", "[backend]", float,
+// ---- Glue: add, add_channel_bias, channel_sum, transpose, concat -----------------------
+TEMPLATE_TEST_CASE("eigen: add, channel bias, channel sum, transpose and concat match reference", "[backend]", float,
                    double) {
   using T = TestType;
   ThreadGuard guard;
@@ -497,6 +497,20 @@ TEMPLATE_TEST_CASE("eigen: add, channel bias, channel sum and transpose match re
       auto back = nans<T>(s);
       E::transpose<T>(te, n, cb, ca, back);
       CHECK(identical(back, a));
+
+      // Skip concatenation: b with other channel counts (one empty).
+      for (index_t cs : {index_t{0}, index_t{1}, s[1], 2 * s[1] + 3}) {
+        const auto skip = rnd<T>({s[0], cs, s[2], s[3]}, rng);
+        const Shape cat{s[0], s[1] + cs, s[2], s[3]};
+        auto ce = nans<T>(cat), cr = nans<T>(cat);
+        E::concat_channels<T>(a, skip, ce);
+        R::concat_channels<T>(a, skip, cr);
+        CHECK(identical(ce, cr));
+        auto ha = nans<T>(s), hb = nans<T>(skip.shape());
+        E::split_channels<T>(ce, ha, hb);
+        CHECK(identical(ha, a));
+        CHECK(identical(hb, skip));
+      }
     }
   }
 }

@@ -238,4 +238,15 @@ TEST_CASE("reference: glue ops by hand", "[backend]") {
   Tensor<double> tr({1, 3, 2});
   R::transpose<double>(a, 1, 2, 3, tr);
   check(tr, {1, 4, 2, 5, 3, 6});
+
+  // Two images: p [2, 1, 2] and q [2, 2, 2] -> [2, 3, 2], image by image.
+  auto p = t({2, 1, 2}, {1, 2, 3, 4});
+  auto q = t({2, 2, 2}, {5, 6, 7, 8, 9, 10, 11, 12});
+  Tensor<double> cat({2, 3, 2});
+  R::concat_channels<double>(p, q, cat);
+  check(cat, {1, 2, 5, 6, 7, 8, 3, 4, 9, 10, 11, 12});
+  Tensor<double> p2({2, 1, 2}), q2({2, 2, 2});
+  R::split_channels<double>(cat, p2, q2);
+  check(p2, {1, 2, 3, 4});
+  check(q2, {5, 6, 7, 8, 9, 10, 11, 12});
 }

@@ -89,6 +89,11 @@ concept BackendOps = requires(index_t n, T s, int i, const T* cp, T* p, ConstTen
   B::channel_sum(x, y);
   // x viewed as [n, a, b] -> y [n, b, a] (no aliasing).
   B::transpose(x, n, n, n, y);
+  // The U-Net's skip concatenation: y[m] = [a[m], b[m]] for a [N, Ca, ...],
+  // b [N, Cb, ...] (same N and trailing dims), y [N, Ca + Cb, ...]; and its
+  // inverse, a[m] = y[m, :Ca], b[m] = y[m, Ca:] (Ca = a.dim(1)). No aliasing.
+  B::concat_channels(x, x, y);
+  B::split_channels(x, y, y);
 
   // Multi-head scaled dot-product self-attention on token-major data.
   // q, k, v, out: [N, L, C] with C = heads * d (head h owns channels h*d..h*d+d-1).

@@ -130,6 +130,14 @@ struct Eigen {
   static void transpose(ConstTensorView<T> x, index_t n, index_t a, index_t b, TensorView<T> y) {
     eigen_detail::transpose(x, n, a, b, y);
   }
+  template <Scalar T>
+  static void concat_channels(ConstTensorView<T> a, ConstTensorView<T> b, TensorView<T> y) {
+    eigen_detail::concat_channels(a, b, y);
+  }
+  template <Scalar T>
+  static void split_channels(ConstTensorView<T> y, TensorView<T> a, TensorView<T> b) {
+    eigen_detail::split_channels(y, a, b);
+  }
 
   template <Scalar T>
   static void attention_forward(ConstTensorView<T> q, ConstTensorView<T> k, ConstTensorView<T> v, int heads,

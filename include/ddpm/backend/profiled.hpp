@@ -34,7 +34,7 @@ struct Profiled {
 
   enum Op : int {
     kGemm, kLinearFwd, kLinearBwd, kConvFwd, kConvBwd, kNormFwd, kNormBwd, kNormSiluFwd, kNormSiluBwd, kSiluFwd, kSiluBwd,
-    kUpsampleFwd, kUpsampleBwd, kAttentionFwd, kAttentionBwd, kAdd, kAddChannelBias, kChannelSum, kTranspose, kOps
+    kUpsampleFwd, kUpsampleBwd, kAttentionFwd, kAttentionBwd, kAdd, kAddChannelBias, kChannelSum, kTranspose, kConcat, kSplit, kOps
   };
 
   static constexpr std::string_view name() { return "profiled"; }
@@ -47,7 +47,7 @@ struct Profiled {
     static constexpr std::array<std::string_view, kOps> names{
         "gemm", "linear_forward", "linear_backward", "conv2d_forward", "conv2d_backward", "group_norm_forward",
         "group_norm_backward", "group_norm_silu_forward", "group_norm_silu_backward", "silu_forward", "silu_backward", "upsample_forward", "upsample_backward",
-        "attention_forward", "attention_backward", "add", "add_channel_bias", "channel_sum", "transpose"};
+        "attention_forward", "attention_backward", "add", "add_channel_bias", "channel_sum", "transpose", "concat_channels", "split_channels"};
     std::vector<OpTime> out;
     for (int i = 0; i < kOps; ++i)
       if (table()[i].calls > 0) out.push_back({names[i], table()[i].calls, table()[i].seconds});
@@ -134,6 +134,14 @@ struct Profiled {
   template <Scalar T>
   static void transpose(ConstTensorView<T> x, index_t n, index_t a, index_t b, TensorView<T> y) {
     timed(kTranspose, [&] { B::transpose(x, n, a, b, y); });
+  }
+  template <Scalar T>
+  static void concat_channels(ConstTensorView<T> a, ConstTensorView<T> b, TensorView<T> y) {
+    timed(kConcat, [&] { B::concat_channels(a, b, y); });
+  }
+  template <Scalar T>
+  static void split_channels(ConstTensorView<T> y, TensorView<T> a, TensorView<T> b) {
+    timed(kSplit, [&] { B::split_channels(y, a, b); });
   }
   template <Scalar T>
   static void attention_forward(ConstTensorView<T> q, ConstTensorView<T> k, ConstTensorView<T> v, int heads,

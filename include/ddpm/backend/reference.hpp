@@ -304,6 +304,23 @@ struct Reference {
       for (index_t i = 0; i < a; ++i)
         for (index_t j = 0; j < b; ++j) y[(m * b + j) * a + i] = x[(m * a + i) * b + j];
   }
+  // Per image m: sa = a.numel() / N values of a, then sb of b.
+  template <Scalar T>
+  static void concat_channels(ConstTensorView<T> a, ConstTensorView<T> b, TensorView<T> y) {
+    const index_t N = y.dim(0), sa = N ? a.numel() / N : 0, sb = N ? b.numel() / N : 0;
+    for (index_t m = 0; m < N; ++m) {
+      for (index_t i = 0; i < sa; ++i) y[m * (sa + sb) + i] = a[m * sa + i];
+      for (index_t i = 0; i < sb; ++i) y[m * (sa + sb) + sa + i] = b[m * sb + i];
+    }
+  }
+  template <Scalar T>
+  static void split_channels(ConstTensorView<T> y, TensorView<T> a, TensorView<T> b) {
+    const index_t N = y.dim(0), sa = N ? a.numel() / N : 0, sb = N ? b.numel() / N : 0;
+    for (index_t m = 0; m < N; ++m) {
+      for (index_t i = 0; i < sa; ++i) a[m * sa + i] = y[m * (sa + sb) + i];
+      for (index_t i = 0; i < sb; ++i) b[m * sb + i] = y[m * (sa + sb) + sa + i];
+    }
+  }
 
   // ---- Attention ------------------------------------------------------------
   // For each batch n and head h (channels h*d .. h*d+d-1, d = C / heads):

@@ -30,11 +30,7 @@ class ChannelConcat : public LayerBase {
     ensure_shape(y_, s);
     a_shape_ = hidden.shape();
     b_shape_ = skip.shape();
-    const index_t N = hidden.dim(0), a = N ? hidden.numel() / N : 0, b = N ? skip.numel() / N : 0;
-    for (index_t n = 0; n < N; ++n) {
-      std::copy_n(hidden.data() + n * a, a, y_.data() + n * (a + b));
-      std::copy_n(skip.data() + n * b, b, y_.data() + n * (a + b) + a);
-    }
+    B::concat_channels(hidden, skip, y_.view());
     have_forward_ = mode_ == Mode::Training;
     return y_.view();
   }
@@ -45,11 +41,7 @@ class ChannelConcat : public LayerBase {
     check_shape("output gradient", dy.shape(), y_.shape());
     ensure_shape(da_, a_shape_);
     ensure_shape(db_, b_shape_);
-    const index_t N = a_shape_[0], a = N ? a_shape_.numel() / N : 0, b = N ? b_shape_.numel() / N : 0;
-    for (index_t n = 0; n < N; ++n) {
-      std::copy_n(dy.data() + n * (a + b), a, da_.data() + n * a);
-      std::copy_n(dy.data() + n * (a + b) + a, b, db_.data() + n * b);
-    }
+    B::split_channels(dy, da_.view(), db_.view());
     return da_.view();
   }
   ConstTensorView<T> skip_grad() const { return db_.view(); }

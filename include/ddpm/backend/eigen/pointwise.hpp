@@ -314,4 +314,45 @@ void transpose(ConstTensorView<T> xv, index_t n, index_t a, index_t b, TensorVie
   });
 }
 
+// The skip concatenation and its inverse: per image, sa values of a then sb
+// of b in y. Threads split y evenly (not by image: batch 1 is one image),
+// and copy(q, part, len) is called for each contiguous run: y[q, q + len)
+// and the same values of a (part 0) or b (part 1) at offset off.
+template <class Copy>
+void for_each_channel_block(index_t N, index_t sa, index_t sb, Copy copy) {
+  const index_t s = sa + sb;
+  parallel(threads_for(static_cast<double>(N * s), 1e5), [&](int tid, int parts) {
+    const auto [q0, q1] = split_range(N * s, parts, tid, 16);
+    for (index_t q = q0; q < q1;) {
+      const index_t m = q / s, r = q % s;
+      const bool in_a = r < sa;
+      const index_t len = std::min(q1 - q, (in_a ? sa : s) - r);
+      copy(q, in_a ? 0 : 1, in_a ? m * sa + r : m * sb + (r - sa), len);
+      q += len;
+    }
+  });
+}
+
+template <class T>
+void concat_channels(ConstTensorView<T> av, ConstTensorView<T> bv, TensorView<T> yv) {
+  const index_t N = yv.dim(0);
+  if (N == 0) return;
+  const T* src[2] = {av.data(), bv.data()};
+  T* y = yv.data();
+  for_each_channel_block(N, av.numel() / N, bv.numel() / N, [&](index_t q, int part, index_t off, index_t len) {
+    std::copy_n(src[part] + off, len, y + q);
+  });
+}
+
+template <class T>
+void split_channels(ConstTensorView<T> yv, TensorView<T> av, TensorView<T> bv) {
+  const index_t N = yv.dim(0);
+  if (N == 0) return;
+  T* dst[2] = {av.data(), bv.data()};
+  const T* y = yv.data();
+  for_each_channel_block(N, av.numel() / N, bv.numel() / N, [&](index_t q, int part, index_t off, index_t len) {
+    std::copy_n(y + q, len, dst[part] + off);
+  });
+}
+
 }  // namespace ddpm::backend::eigen_detail
