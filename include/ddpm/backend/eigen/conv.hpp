@@ -211,14 +211,20 @@ void conv_fwd_pixels_packed(const ConvGeom& g, const T* x, const T* Ap, const T*
   T* Bp = scratch<T>(kPackB, static_cast<std::size_t>(packed_b_size<T>(g.K, tile)));
   for (index_t t0 = p0; t0 < p1; t0 += tile) {
     const index_t t1 = std::min(p1, t0 + tile), tw = t1 - t0;
-    if (g.pointwise) {
-      pack_b(g.K, tw, x + t0, g.P, Bp);
-    } else {
-      im2col(g, x, 0, g.Ci, t0, t1, col);
-      pack_b(g.K, tw, col, tw, Bp);
-    }
     if (b)
       for (index_t co = 0; co < g.Co; ++co) std::fill(y + co * g.P + t0, y + co * g.P + t1, b[co]);
+    if (g.pointwise) {
+      // x's rows (each channel's pixels, contiguous) read in place in whole
+      // runs of kPanels kNR pixels; only the rest is packed.
+      const index_t whole = tw / (kPanels * kNR<T>) * (kPanels * kNR<T>);
+      packed_gemm_b_rows(g.Co, whole, g.K, Ap, x + t0, g.P, y + t0, g.P, b != nullptr);
+      if (whole == tw) continue;
+      pack_b(g.K, tw - whole, x + t0 + whole, g.P, Bp);
+      packed_gemm(g.Co, tw - whole, g.K, Ap, Bp, y + t0 + whole, g.P, b != nullptr);
+      continue;
+    }
+    im2col(g, x, 0, g.Ci, t0, t1, col);
+    pack_b(g.K, tw, col, tw, Bp);
     packed_gemm(g.Co, tw, g.K, Ap, Bp, y + t0, g.P, b != nullptr);
   }
 }

@@ -372,16 +372,19 @@ void packed_gemm(index_t m, index_t n, index_t k, const T* Ap, const T* Bp, T* C
     }
 }
 
-// C[m, n] (ldc) = Ap * B with B row-major (ldb) read in place, without
-// packing: every run of kNR columns must be readable (columns from n on:
-// any value; they are computed and dropped). For B made by the caller in a
-// layout whose rows are contiguous runs (Winograd's transformed tiles).
+// C[m, n] (ldc) = (or += when accumulate) Ap * B with B row-major (ldb)
+// read in place, without packing: every run of kPanels kNR columns must be
+// readable (columns from n on: any value; they are computed and dropped).
+// For B whose rows are contiguous runs (Winograd's transformed tiles, the
+// input of a 1x1 convolution).
 template <class T>
-void packed_gemm_b_rows(index_t m, index_t n, index_t k, const T* Ap, const T* B, index_t ldb, T* C, index_t ldc) {
+void packed_gemm_b_rows(index_t m, index_t n, index_t k, const T* Ap, const T* B, index_t ldb, T* C, index_t ldc,
+                        bool accumulate = false) {
   constexpr index_t NR = kNR<T>;
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
-    for (index_t i = 0; i < m; ++i) std::fill(C + i * ldc, C + i * ldc + n, T{});
+    if (!accumulate)
+      for (index_t i = 0; i < m; ++i) std::fill(C + i * ldc, C + i * ldc + n, T{});
     return;
   }
   const index_t KC = depth_block<T>(k);
@@ -390,7 +393,7 @@ void packed_gemm_b_rows(index_t m, index_t n, index_t k, const T* Ap, const T* B
       const index_t kc = std::min(KC, k - k0);
       const T* b = B + k0 * ldb + j0;
       for (index_t i0 = 0; i0 < m; i0 += kMR)
-        micro_kernel_wide(kc, Ap + i0 * k + k0 * kMR, b, b + NR, C + i0 * ldc + j0, ldc, k0 > 0,
+        micro_kernel_wide(kc, Ap + i0 * k + k0 * kMR, b, b + NR, C + i0 * ldc + j0, ldc, accumulate || k0 > 0,
                           std::min(kMR, m - i0), std::min(kPanels * NR, n - j0), ldb);
     }
 }
