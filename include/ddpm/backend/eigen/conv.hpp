@@ -455,7 +455,7 @@ void conv2d_forward(ConstTensorView<T> xv, ConstTensorView<T> wv, ConstTensorVie
 #if DDPM_EIGEN_PACKED_KERNEL
   if (winograd_applies(g)) {
     winograd_conv(WinogradGeom(g.N, g.Ci, g.Co, g.H, g.W, g.pt, g.pb, g.pl, g.pr), x,
-                  [&](index_t co, index_t ci, index_t k) { return w[(co * g.Ci + ci) * 9 + k]; }, b, y);
+                  Filter3x3<T>{w, g.Ci * 9, 9}, b, y);
     return;
   }
 #endif
@@ -516,8 +516,7 @@ void conv2d_backward(ConstTensorView<T> xv, ConstTensorView<T> wv, ConstTensorVi
   // (Ci <- Co), padded by 2 - pad on each side: Winograd again.
   if (dx && g.P > 0 && winograd_applies(g) && std::max({g.pt, g.pb, g.pl, g.pr}) <= 2) {
     winograd_conv(WinogradGeom(g.N, g.Co, g.Ci, g.OH, g.OW, 2 - g.pt, 2 - g.pb, 2 - g.pl, 2 - g.pr), dy,
-                  [&](index_t ci, index_t co, index_t k) { return w[(co * g.Ci + ci) * 9 + 8 - k]; },
-                  static_cast<const T*>(nullptr), dx);
+                  Filter3x3<T>{w, 9, g.Ci * 9, true}, static_cast<const T*>(nullptr), dx);
     dx = nullptr;
   }
   // The weight gradient in the same transformed domain (winograd.hpp).

@@ -25,6 +25,7 @@
 // x and of dY, 16 GEMMs over the tiles; see "weight gradient" below).
 #include <algorithm>
 #include <cstddef>
+#include <utility>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -88,22 +89,43 @@ index_t winograd_plane_stride(index_t n) {
   return (s / line) % 2 ? s : s + line;
 }
 
+// The 3x3 filters of a Winograd convolution: the 9 taps (k = kh * 3 + kw) of
+// row r and depth d at w + r * row_stride + d * depth_stride, in reverse
+// order when `flipped` (the input gradient convolves with the flipped filters).
+template <class T>
+struct Filter3x3 {
+  const T* w;
+  index_t row_stride, depth_stride;
+  bool flipped = false;
+};
+
 // Up = the 16 matrices U[xi] = (G g G^T)[xi], each packed as the A operand
-// (rows x depth, pack_a's layout) winograd_plane_stride apart, where g is the 3x3 filter of row r and
-// depth d: tap k = kh * 3 + kw is filter(r, d, k). Row blocks [b0, b1) of kMR rows.
+// (rows x depth, pack_a's layout) winograd_plane_stride apart, for the row
+// blocks [b0, b1) of kMR rows.
 //   G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
-template <class T, class Filter>
-void winograd_weights(index_t rows, index_t depth, Filter filter, T* Up, index_t b0, index_t b1) {
+template <class T>
+void winograd_weights(index_t rows, index_t depth, const Filter3x3<T>& f, T* Up, index_t b0, index_t b1) {
+  static constexpr T kZeroTaps[9] = {};
   const index_t asz = winograd_plane_stride<T>(packed_a_size(rows, depth));
   for (index_t blk = b0; blk < b1; ++blk)
     for (index_t d = 0; d < depth; ++d) {
       // The kMR rows of this block side by side (lane rr, innermost in every
       // loop so that each step is one vector op over the rows), and each of
-      // the 16 results one contiguous store of kMR values.
+      // the 16 results one contiguous store of kMR values. The taps come in
+      // by register-block transposes of the rows' taps where the build has
+      // them (a gather of 9 x kMR scalars was two thirds of the time).
       T g[9][kMR], h[3][4][kMR];  // the filters, then g G^T
-      const index_t live = std::min<index_t>(kMR, rows - blk * kMR);
-      for (index_t rr = 0; rr < kMR; ++rr)
-        for (int k = 0; k < 9; ++k) g[k][rr] = rr < live ? filter(blk * kMR + rr, d, k) : T{};
+      const T* src[kMR];
+      for (index_t rr = 0; rr < kMR; ++rr) {
+        const index_t r = blk * kMR + rr;
+        src[rr] = r < rows ? f.w + r * f.row_stride + d * f.depth_stride : kZeroTaps;
+      }
+      index_t k0 = 0;
+      if (kMR <= 9 && simd::transpose_rows(src, 0, &g[0][0], kMR)) k0 = kMR;
+      for (index_t k = k0; k < 9; ++k)
+        for (index_t rr = 0; rr < kMR; ++rr) g[k][rr] = src[rr][k];
+      if (f.flipped)
+        for (int k = 0; k < 4; ++k) std::swap(g[k], g[8 - k]);
       for (int k = 0; k < 3; ++k)
         for (index_t rr = 0; rr < kMR; ++rr) {
           const T g0 = g[3 * k][rr], g1 = g[3 * k + 1][rr], g2 = g[3 * k + 2][rr];
@@ -431,10 +453,10 @@ void winograd_rows(const WinogradGeom& g, const T* x, const T* Up, const T* b, T
   }
 }
 
-// y = conv3x3(x, filter) + b, stride 1: filter(co, ci, k) is tap k = kh * 3 + kw
-// of the filter from input channel ci to output channel co.
-template <class T, class Filter>
-void winograd_conv(const WinogradGeom& g, const T* x, Filter filter, const T* b, T* y) {
+// y = conv3x3(x, filter) + b, stride 1: filter's row co, depth ci is the
+// filter from input channel ci to output channel co.
+template <class T>
+void winograd_conv(const WinogradGeom& g, const T* x, const Filter3x3<T>& filter, const T* b, T* y) {
   const index_t blocks = (g.Co + kMR - 1) / kMR;
   const double flops = 2.0 * 16 * static_cast<double>(g.N * g.TH * g.TW) * static_cast<double>(g.Ci * g.Co);
   // Each thread transforms all the filters into its own scratch: shared,
