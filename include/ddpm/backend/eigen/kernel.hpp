@@ -203,10 +203,6 @@ void pack_bt(index_t k, index_t n, const T* Bt, index_t ldb, T* Bp) {
 }
 
 #if defined(__AVX512F__)
-// With AVX-512 a kNR-wide row of the tile is one 512-bit vector: the same
-// packed layout and the same FMA sequence per C element (bit-identical
-// results), half the instructions. Measured on Zen 4 (which splits 512-bit
-// FMAs in two): 115 GFLOP/s per core in L1 against 94 with 256-bit vectors.
 namespace simd512 {
 inline __m512 load(const float* p) { return _mm512_loadu_ps(p); }
 inline __m512d load(const double* p) { return _mm512_loadu_pd(p); }
@@ -223,79 +219,102 @@ inline __m512d zero(double) { return _mm512_setzero_pd(); }
 }  // namespace simd512
 #endif
 
+// The vector operations of one instruction set, for the kernels below.
+struct Vec256 {
+  template <class T>
+  static constexpr index_t width = 32 / static_cast<index_t>(sizeof(T));
+  template <class T>
+  static auto zero() { return simd::zero(T{}); }
+  template <class T>
+  static auto load(const T* p) { return simd::load(p); }
+  template <class T>
+  static auto bcast(const T* p) { return simd::bcast(p); }
+  template <class V>
+  static V fma(V a, V b, V c) { return simd::fma(a, b, c); }
+  template <class V>
+  static V add(V a, V b) { return simd::add(a, b); }
+  template <class T, class V>
+  static void store(T* p, V v) { simd::store(p, v); }
+};
+#if defined(__AVX512F__)
+struct Vec512 {
+  template <class T>
+  static constexpr index_t width = 64 / static_cast<index_t>(sizeof(T));
+  template <class T>
+  static auto zero() { return simd512::zero(T{}); }
+  template <class T>
+  static auto load(const T* p) { return simd512::load(p); }
+  template <class T>
+  static auto bcast(const T* p) { return simd512::bcast(p); }
+  template <class V>
+  static V fma(V a, V b, V c) { return simd512::fma(a, b, c); }
+  template <class V>
+  static V add(V a, V b) { return simd512::add(a, b); }
+  template <class T, class V>
+  static void store(T* p, V v) { simd512::store(p, v); }
+};
+#endif
+
+// A register tile of kMR rows by `Vecs` vectors of Ops (1 or 2), over depth
+// kc: C[r, v * w + j] (+)= sum_p A[p * kMR + r] * Bv[p * ldb + j], w the
+// vector width, B0 and B1 the vectors' columns (B1 unused with one). mr x nr
+// of it valid. Every C element sums its products in depth order.
+template <class Ops, int Vecs, class T>
+inline void register_tile(index_t kc, const T* __restrict A, const T* __restrict B0, const T* __restrict B1,
+                          T* __restrict C, index_t ldc, bool accumulate, index_t mr, index_t nr, index_t ldb) {
+  constexpr index_t W = Ops::template width<T>;
+  using V = decltype(Ops::template zero<T>());
+  const T* B[2] = {B0, B1};
+  V c[Vecs][kMR];
+#pragma GCC unroll 16
+  for (int v = 0; v < Vecs; ++v)
+#pragma GCC unroll 8
+    for (int r = 0; r < kMR; ++r) c[v][r] = Ops::template zero<T>();
+  for (index_t p = 0; p < kc; ++p) {
+    V b[Vecs];
+#pragma GCC unroll 2
+    for (int v = 0; v < Vecs; ++v) b[v] = Ops::load(B[v] + p * ldb);
+#pragma GCC unroll 8
+    for (int r = 0; r < kMR; ++r) {
+      const V a = Ops::bcast(A + r);
+#pragma GCC unroll 2
+      for (int v = 0; v < Vecs; ++v) c[v][r] = Ops::fma(a, b[v], c[v][r]);
+    }
+    A += kMR;
+  }
+  if (mr == kMR && nr == Vecs * W) {
+#pragma GCC unroll 8
+    for (int r = 0; r < kMR; ++r)
+#pragma GCC unroll 2
+      for (int v = 0; v < Vecs; ++v) {
+        T* out = C + r * ldc + v * W;
+        Ops::store(out, accumulate ? Ops::add(Ops::load(out), c[v][r]) : c[v][r]);
+      }
+    return;
+  }
+  alignas(64) T tmp[kMR * Vecs * W];
+#pragma GCC unroll 8
+  for (int r = 0; r < kMR; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < Vecs; ++v) Ops::store(tmp + (r * Vecs + v) * W, c[v][r]);
+  for (index_t r = 0; r < mr; ++r)
+    for (index_t j = 0; j < nr; ++j)
+      C[r * ldc + j] = accumulate ? C[r * ldc + j] + tmp[r * Vecs * W + j] : tmp[r * Vecs * W + j];
+}
+
 // One kMR x kNR tile of C (mr x nr valid) over depth kc; B's rows of kNR
-// values are ldb apart (kNR in a packed panel).
+// values are ldb apart (kNR in a packed panel). A kNR row is one 512-bit
+// vector with AVX-512 (measured on Zen 4, which splits 512-bit FMAs in two:
+// 115 GFLOP/s per core in L1 against 94 with 256-bit vectors), else two
+// 256-bit ones: the same FMA sequence per C element (bit-identical results).
 template <class T>
 inline void micro_kernel(index_t kc, const T* __restrict A, const T* __restrict B, T* __restrict C, index_t ldc,
                          bool accumulate, index_t mr, index_t nr, index_t ldb = kNR<T>) {
 #if defined(__AVX512F__)
-  {
-    constexpr index_t NR = kNR<T>;
-    using V = decltype(simd512::zero(T{}));
-    V c[kMR];
-#pragma GCC unroll 8
-    for (int r = 0; r < kMR; ++r) c[r] = simd512::zero(T{});
-    for (index_t p = 0; p < kc; ++p) {
-      const V b = simd512::load(B);
-#pragma GCC unroll 8
-      for (int r = 0; r < kMR; ++r) c[r] = simd512::fma(simd512::bcast(A + r), b, c[r]);
-      A += kMR;
-      B += ldb;
-    }
-    if (mr == kMR && nr == NR) {
-#pragma GCC unroll 8
-      for (int r = 0; r < kMR; ++r) {
-        T* out = C + r * ldc;
-        simd512::store(out, accumulate ? simd512::add(simd512::load(out), c[r]) : c[r]);
-      }
-      return;
-    }
-    alignas(64) T tmp[kMR * NR];
-#pragma GCC unroll 8
-    for (int r = 0; r < kMR; ++r) simd512::store(tmp + r * NR, c[r]);
-    for (index_t r = 0; r < mr; ++r)
-      for (index_t j = 0; j < nr; ++j) C[r * ldc + j] = accumulate ? C[r * ldc + j] + tmp[r * NR + j] : tmp[r * NR + j];
-    return;
-  }
+  register_tile<Vec512, 1>(kc, A, B, B, C, ldc, accumulate, mr, nr, ldb);
+#else
+  register_tile<Vec256, 2>(kc, A, B, B + Vec256::width<T>, C, ldc, accumulate, mr, nr, ldb);
 #endif
-  constexpr index_t L = 32 / static_cast<index_t>(sizeof(T)), NR = kNR<T>;
-  using V = decltype(simd::zero(T{}));
-  V c0[kMR], c1[kMR];
-#pragma GCC unroll 8
-  for (int r = 0; r < kMR; ++r) c0[r] = c1[r] = simd::zero(T{});
-  for (index_t p = 0; p < kc; ++p) {
-    const V b0 = simd::load(B), b1 = simd::load(B + L);
-#pragma GCC unroll 8
-    for (int r = 0; r < kMR; ++r) {
-      const V a = simd::bcast(A + r);
-      c0[r] = simd::fma(a, b0, c0[r]);
-      c1[r] = simd::fma(a, b1, c1[r]);
-    }
-    A += kMR;
-    B += ldb;
-  }
-  if (mr == kMR && nr == NR) {
-#pragma GCC unroll 8
-    for (int r = 0; r < kMR; ++r) {
-      T* c = C + r * ldc;
-      if (accumulate) {
-        simd::store(c, simd::add(simd::load(c), c0[r]));
-        simd::store(c + L, simd::add(simd::load(c + L), c1[r]));
-      } else {
-        simd::store(c, c0[r]);
-        simd::store(c + L, c1[r]);
-      }
-    }
-    return;
-  }
-  alignas(64) T tmp[kMR * NR];
-#pragma GCC unroll 8
-  for (int r = 0; r < kMR; ++r) {
-    simd::store(tmp + r * NR, c0[r]);
-    simd::store(tmp + r * NR + L, c1[r]);
-  }
-  for (index_t r = 0; r < mr; ++r)
-    for (index_t j = 0; j < nr; ++j) C[r * ldc + j] = accumulate ? C[r * ldc + j] + tmp[r * NR + j] : tmp[r * NR + j];
 }
 
 // A kMR x kPanels kNR tile of C (mr x nr valid, nr <= kPanels kNR) over depth
@@ -304,48 +323,11 @@ inline void micro_kernel(index_t kc, const T* __restrict A, const T* __restrict 
 template <class T>
 inline void micro_kernel_wide(index_t kc, const T* __restrict A, const T* __restrict B0, const T* __restrict B1,
                               T* __restrict C, index_t ldc, bool accumulate, index_t mr, index_t nr, index_t ldb) {
-  constexpr index_t NR = kNR<T>;
 #if defined(__AVX512F__)
-  if (nr > NR) {
-    using V = decltype(simd512::zero(T{}));
-    V c0[kMR], c1[kMR];
-#pragma GCC unroll 8
-    for (int r = 0; r < kMR; ++r) c0[r] = c1[r] = simd512::zero(T{});
-    for (index_t p = 0; p < kc; ++p) {
-      const V b0 = simd512::load(B0), b1 = simd512::load(B1);
-#pragma GCC unroll 8
-      for (int r = 0; r < kMR; ++r) {
-        const V a = simd512::bcast(A + r);
-        c0[r] = simd512::fma(a, b0, c0[r]);
-        c1[r] = simd512::fma(a, b1, c1[r]);
-      }
-      A += kMR;
-      B0 += ldb;
-      B1 += ldb;
-    }
-    if (mr == kMR && nr == 2 * NR) {
-#pragma GCC unroll 8
-      for (int r = 0; r < kMR; ++r) {
-        T* out = C + r * ldc;
-        simd512::store(out, accumulate ? simd512::add(simd512::load(out), c0[r]) : c0[r]);
-        simd512::store(out + NR, accumulate ? simd512::add(simd512::load(out + NR), c1[r]) : c1[r]);
-      }
-      return;
-    }
-    alignas(64) T tmp[kMR * 2 * NR];
-#pragma GCC unroll 8
-    for (int r = 0; r < kMR; ++r) {
-      simd512::store(tmp + r * 2 * NR, c0[r]);
-      simd512::store(tmp + r * 2 * NR + NR, c1[r]);
-    }
-    for (index_t r = 0; r < mr; ++r)
-      for (index_t j = 0; j < nr; ++j)
-        C[r * ldc + j] = accumulate ? C[r * ldc + j] + tmp[r * 2 * NR + j] : tmp[r * 2 * NR + j];
-    return;
-  }
+  if (nr > kNR<T>) return register_tile<Vec512, 2>(kc, A, B0, B1, C, ldc, accumulate, mr, nr, ldb);
 #endif
   (void)B1;
-  micro_kernel(kc, A, B0, C, ldc, accumulate, mr, std::min(nr, NR), ldb);
+  micro_kernel(kc, A, B0, C, ldc, accumulate, mr, std::min(nr, kNR<T>), ldb);
 }
 
 // C[m, n] (ldc) = (or += when accumulate) Ap * Bp, both packed over the same depth k.
