@@ -116,20 +116,25 @@ index_t packed_b_size(index_t k, index_t n) {
 
 #if DDPM_EIGEN_PACKED_KERNEL
 
-namespace simd {
-inline __m256 load(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256d load(const double* p) { return _mm256_loadu_pd(p); }
-inline __m256 bcast(const float* p) { return _mm256_broadcast_ss(p); }
-inline __m256d bcast(const double* p) { return _mm256_broadcast_sd(p); }
-inline __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
-inline __m256d fma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
-inline __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
-inline __m256d add(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
-inline void store(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
-inline void store(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
-inline __m256 zero(float) { return _mm256_setzero_ps(); }
-inline __m256d zero(double) { return _mm256_setzero_pd(); }
+// The vector operations of one instruction set, for register_tile below.
+struct Vec256 {
+  template <class T>
+  static constexpr index_t width = 32 / static_cast<index_t>(sizeof(T));
+  static __m256 load(const float* p) { return _mm256_loadu_ps(p); }
+  static __m256d load(const double* p) { return _mm256_loadu_pd(p); }
+  static __m256 bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static __m256d bcast(const double* p) { return _mm256_broadcast_sd(p); }
+  static __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+  static __m256d fma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
+  static __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+  static __m256d add(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
+  static void store(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+  static void store(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
+  static __m256 zero(float) { return _mm256_setzero_ps(); }
+  static __m256d zero(double) { return _mm256_setzero_pd(); }
+};
 
+namespace simd {
 // dst[i * ld + j] = src[j][q + i] for i, j < lanes: a register-block transpose
 // (8 x 8 floats / 4 x 4 doubles) of `lanes` rows read from `lanes` pointers.
 inline void transpose_block(const float* const* src, index_t q, float* dst, index_t ld) {
@@ -203,55 +208,21 @@ void pack_bt(index_t k, index_t n, const T* Bt, index_t ldb, T* Bp) {
 }
 
 #if defined(__AVX512F__)
-namespace simd512 {
-inline __m512 load(const float* p) { return _mm512_loadu_ps(p); }
-inline __m512d load(const double* p) { return _mm512_loadu_pd(p); }
-inline __m512 bcast(const float* p) { return _mm512_set1_ps(*p); }
-inline __m512d bcast(const double* p) { return _mm512_set1_pd(*p); }
-inline __m512 fma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
-inline __m512d fma(__m512d a, __m512d b, __m512d c) { return _mm512_fmadd_pd(a, b, c); }
-inline __m512 add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
-inline __m512d add(__m512d a, __m512d b) { return _mm512_add_pd(a, b); }
-inline void store(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
-inline void store(double* p, __m512d v) { _mm512_storeu_pd(p, v); }
-inline __m512 zero(float) { return _mm512_setzero_ps(); }
-inline __m512d zero(double) { return _mm512_setzero_pd(); }
-}  // namespace simd512
-#endif
-
-// The vector operations of one instruction set, for the kernels below.
-struct Vec256 {
-  template <class T>
-  static constexpr index_t width = 32 / static_cast<index_t>(sizeof(T));
-  template <class T>
-  static auto zero() { return simd::zero(T{}); }
-  template <class T>
-  static auto load(const T* p) { return simd::load(p); }
-  template <class T>
-  static auto bcast(const T* p) { return simd::bcast(p); }
-  template <class V>
-  static V fma(V a, V b, V c) { return simd::fma(a, b, c); }
-  template <class V>
-  static V add(V a, V b) { return simd::add(a, b); }
-  template <class T, class V>
-  static void store(T* p, V v) { simd::store(p, v); }
-};
-#if defined(__AVX512F__)
 struct Vec512 {
   template <class T>
   static constexpr index_t width = 64 / static_cast<index_t>(sizeof(T));
-  template <class T>
-  static auto zero() { return simd512::zero(T{}); }
-  template <class T>
-  static auto load(const T* p) { return simd512::load(p); }
-  template <class T>
-  static auto bcast(const T* p) { return simd512::bcast(p); }
-  template <class V>
-  static V fma(V a, V b, V c) { return simd512::fma(a, b, c); }
-  template <class V>
-  static V add(V a, V b) { return simd512::add(a, b); }
-  template <class T, class V>
-  static void store(T* p, V v) { simd512::store(p, v); }
+  static __m512 load(const float* p) { return _mm512_loadu_ps(p); }
+  static __m512d load(const double* p) { return _mm512_loadu_pd(p); }
+  static __m512 bcast(const float* p) { return _mm512_set1_ps(*p); }
+  static __m512d bcast(const double* p) { return _mm512_set1_pd(*p); }
+  static __m512 fma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+  static __m512d fma(__m512d a, __m512d b, __m512d c) { return _mm512_fmadd_pd(a, b, c); }
+  static __m512 add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+  static __m512d add(__m512d a, __m512d b) { return _mm512_add_pd(a, b); }
+  static void store(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+  static void store(double* p, __m512d v) { _mm512_storeu_pd(p, v); }
+  static __m512 zero(float) { return _mm512_setzero_ps(); }
+  static __m512d zero(double) { return _mm512_setzero_pd(); }
 };
 #endif
 
@@ -263,13 +234,13 @@ template <class Ops, int Vecs, class T>
 inline void register_tile(index_t kc, const T* __restrict A, const T* __restrict B0, const T* __restrict B1,
                           T* __restrict C, index_t ldc, bool accumulate, index_t mr, index_t nr, index_t ldb) {
   constexpr index_t W = Ops::template width<T>;
-  using V = decltype(Ops::template zero<T>());
+  using V = decltype(Ops::zero(T{}));
   const T* B[2] = {B0, B1};
   V c[Vecs][kMR];
 #pragma GCC unroll 16
   for (int v = 0; v < Vecs; ++v)
 #pragma GCC unroll 8
-    for (int r = 0; r < kMR; ++r) c[v][r] = Ops::template zero<T>();
+    for (int r = 0; r < kMR; ++r) c[v][r] = Ops::zero(T{});
   for (index_t p = 0; p < kc; ++p) {
     V b[Vecs];
 #pragma GCC unroll 2

@@ -100,14 +100,13 @@ struct Filter3x3 {
 };
 
 // Up = the 16 matrices U[xi] = (G g G^T)[xi], each packed as the A operand
-// (rows x depth, pack_a's layout) winograd_plane_stride apart, for the row
-// blocks [b0, b1) of kMR rows.
+// (rows x depth, pack_a's layout) winograd_plane_stride apart.
 //   G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
 template <class T>
-void winograd_weights(index_t rows, index_t depth, const Filter3x3<T>& f, T* Up, index_t b0, index_t b1) {
+void winograd_weights(index_t rows, index_t depth, const Filter3x3<T>& f, T* Up) {
   static constexpr T kZeroTaps[9] = {};
   const index_t asz = winograd_plane_stride<T>(packed_a_size(rows, depth));
-  for (index_t blk = b0; blk < b1; ++blk)
+  for (index_t blk = 0; blk * kMR < rows; ++blk)
     for (index_t d = 0; d < depth; ++d) {
       // The kMR rows of this block side by side (lane rr, innermost in every
       // loop so that each step is one vector op over the rows), and each of
@@ -251,20 +250,20 @@ inline __m512 load_clipped(const float* row, index_t n, index_t s) {
 inline const __m512i kEven = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
 inline const __m512i kOdd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
 
-inline void winograd_row_dB(const float* row, index_t W, index_t pl, float*, index_t tw, float* e0, float* e1,
-                            float* e2, float* e3) {
-  for (index_t j0 = 0; j0 < tw; j0 += 16) {
-    const index_t s = 2 * j0 - pl;
-    const __m512 a = load_clipped(row, W, s), b = load_clipped(row, W, s + 16);
-    const __m512 c = load_clipped(row, W, s + 2), d = load_clipped(row, W, s + 18);
-    const __m512 d0 = _mm512_permutex2var_ps(a, kEven, b), d1 = _mm512_permutex2var_ps(a, kOdd, b);
-    const __m512 d2 = _mm512_permutex2var_ps(c, kEven, d), d3 = _mm512_permutex2var_ps(c, kOdd, d);
-    const __mmask16 m = first_lanes(tw - j0);
-    _mm512_mask_storeu_ps(e0 + j0, m, _mm512_sub_ps(d0, d2));
-    _mm512_mask_storeu_ps(e1 + j0, m, _mm512_add_ps(d1, d2));
-    _mm512_mask_storeu_ps(e2 + j0, m, _mm512_sub_ps(d2, d1));
-    _mm512_mask_storeu_ps(e3 + j0, m, _mm512_sub_ps(d1, d3));
-  }
+// winograd_row_dB for 16 tiles, into registers: the row read at s + (0, 16,
+// 2, 18) under the clip masks m and `live` (0: a row past the image's edge,
+// zeros without a memory access).
+inline void winograd_row_dB16(const char* row, index_t s, const __mmask16 (&m)[4], __mmask16 live, __m512 (&e)[4]) {
+  constexpr index_t off[4] = {0, 16, 2, 18};
+  __m512 v[4];
+  for (int q = 0; q < 4; ++q)
+    v[q] = _mm512_maskz_loadu_ps(m[q] & live, row + (s + off[q]) * static_cast<index_t>(sizeof(float)));
+  const __m512 d0 = _mm512_permutex2var_ps(v[0], kEven, v[1]), d1 = _mm512_permutex2var_ps(v[0], kOdd, v[1]);
+  const __m512 d2 = _mm512_permutex2var_ps(v[2], kEven, v[3]), d3 = _mm512_permutex2var_ps(v[2], kOdd, v[3]);
+  e[0] = _mm512_sub_ps(d0, d2);
+  e[1] = _mm512_add_ps(d1, d2);
+  e[2] = _mm512_sub_ps(d2, d1);
+  e[3] = _mm512_sub_ps(d1, d3);
 }
 
 inline void winograd_row_pair_dA(const float* r0, const float* r1, index_t ow, float*, index_t tw, float* z,
@@ -347,25 +346,14 @@ void winograd_input_tiles(const WinogradGeom& g, const T* xc, index_t xs, index_
 // no memory access).
 inline void winograd_input_tiles(const WinogradGeom& g, const float* xc, index_t xs, index_t ub, index_t ue, float* V,
                                  index_t vs, float*) {
-  constexpr index_t off[4] = {0, 16, 2, 18};  // a row's loads: padded columns 2j + c at s + off
   for (index_t j0 = 0; j0 < g.TW; j0 += 16) {
     const index_t s = 2 * j0 - g.pl;
-    __mmask16 m[4];
-    for (int q = 0; q < 4; ++q) m[q] = clip_mask(g.W, s + off[q]);
+    const __mmask16 m[4] = {clip_mask(g.W, s), clip_mask(g.W, s + 16), clip_mask(g.W, s + 2), clip_mask(g.W, s + 18)};
     const __mmask16 sm = first_lanes(g.TW - j0);
-    // (d B) of image row ih of image n: (d0 - d2, d1 + d2, d2 - d1, d1 - d3), d_c = padded column 2j + c.
-    const auto row_dB = [&](index_t n, index_t ih, __m512(&e)[4]) {
-      const __mmask16 live = ih < 0 || ih >= g.H ? __mmask16{0} : __mmask16{0xFFFF};
-      const char* row = reinterpret_cast<const char*>(xc + n * xs + (live ? ih : 0) * g.W);
-      __m512 v[4];
-      for (int q = 0; q < 4; ++q)
-        v[q] = _mm512_maskz_loadu_ps(m[q] & live, row + (s + off[q]) * static_cast<index_t>(sizeof(float)));
-      const __m512 d0 = _mm512_permutex2var_ps(v[0], kEven, v[1]), d1 = _mm512_permutex2var_ps(v[0], kOdd, v[1]);
-      const __m512 d2 = _mm512_permutex2var_ps(v[2], kEven, v[3]), d3 = _mm512_permutex2var_ps(v[2], kOdd, v[3]);
-      e[0] = _mm512_sub_ps(d0, d2);
-      e[1] = _mm512_add_ps(d1, d2);
-      e[2] = _mm512_sub_ps(d2, d1);
-      e[3] = _mm512_sub_ps(d1, d3);
+    const auto row_dB = [&](index_t n, index_t ih, __m512(&e)[4]) {  // image row ih of image n
+      const bool live = ih >= 0 && ih < g.H;
+      winograd_row_dB16(reinterpret_cast<const char*>(xc + n * xs + (live ? ih : 0) * g.W), s, m,
+                        live ? __mmask16{0xFFFF} : __mmask16{0}, e);
     };
     __m512 e0[4], e1[4], e2[4], e3[4];  // (d B) of the tile row's 4 image rows
     for (index_t u = ub; u < ue; ++u) {
@@ -457,7 +445,6 @@ void winograd_rows(const WinogradGeom& g, const T* x, const T* Up, const T* b, T
 // filter from input channel ci to output channel co.
 template <class T>
 void winograd_conv(const WinogradGeom& g, const T* x, const Filter3x3<T>& filter, const T* b, T* y) {
-  const index_t blocks = (g.Co + kMR - 1) / kMR;
   const double flops = 2.0 * 16 * static_cast<double>(g.N * g.TH * g.TW) * static_cast<double>(g.Ci * g.Co);
   // Each thread transforms all the filters into its own scratch: shared,
   // half of them had to cross to the other core's cache on every call.
@@ -465,7 +452,7 @@ void winograd_conv(const WinogradGeom& g, const T* x, const Filter3x3<T>& filter
     const auto [u0, u1] = split_range(g.N * g.TH, parts, tid);
     if (u1 <= u0) return;
     T* Up = scratch<T>(kWinoU, static_cast<std::size_t>(16 * winograd_plane_stride<T>(packed_a_size(g.Co, g.Ci))));
-    winograd_weights(g.Co, g.Ci, filter, Up, 0, blocks);
+    winograd_weights(g.Co, g.Ci, filter, Up);
     winograd_rows(g, x, static_cast<const T*>(Up), b, y, u0, u1);
   });
 }
@@ -480,10 +467,10 @@ void winograd_conv(const WinogradGeom& g, const T* x, const Filter3x3<T>& filter
 // 2x2 blocks of dY (zero past the output's edge).
 
 // Tile rows [u0, u1) of the weight gradient, accumulated into Mw (16 planes
-// of Co x Ci, winograd_plane_stride apart: the transformed domain; the caller
-// zeroes it and applies G^T . G).
+// of Co x Ci, ps = winograd_plane_stride apart: the transformed domain; the
+// caller zeroes it and applies G^T . G).
 template <class T>
-void winograd_dw_rows(const WinogradGeom& g, const T* x, const T* dy, T* Mw, index_t u0, index_t u1) {
+void winograd_dw_rows(const WinogradGeom& g, const T* x, const T* dy, T* Mw, index_t ps, index_t u0, index_t u1) {
   if (u1 <= u0) return;
   // Tile rows per block: the plain transforms (16 x (Ci + Co) x tiles) in
   // winograd_dw_bytes, their packed copies as much again; at least 64 tiles
@@ -528,7 +515,7 @@ void winograd_dw_rows(const WinogradGeom& g, const T* x, const T* dy, T* Mw, ind
     for (int xi = 0; xi < 16; ++xi) {
       pack_a(g.Co, ntp, Z + xi * zps, ld, false, Zp + xi * asz);
       pack_bt(ntp, g.Ci, V + xi * vps, ld, Vp + xi * bsz);
-      packed_gemm(g.Co, g.Ci, ntp, Zp + xi * asz, Vp + xi * bsz, Mw + xi * winograd_plane_stride<T>(g.Co * g.Ci), g.Ci, true);
+      packed_gemm(g.Co, g.Ci, ntp, Zp + xi * asz, Vp + xi * bsz, Mw + xi * ps, g.Ci, true);
     }
   }
 }
@@ -572,7 +559,7 @@ void winograd_conv_weight_grad(const WinogradGeom& g, const T* x, const T* dy, T
     T* m = Mw + tid * msz;
     std::fill(m, m + msz, T{});
     const auto [u0, u1] = split_range(g.N * g.TH, parts, tid);
-    winograd_dw_rows(g, x, dy, m, u0, u1);
+    winograd_dw_rows(g, x, dy, m, ps, u0, u1);
   });
   // Each thread adds up the partials (in thread order) of its own pairs, then transforms them.
   parallel(threads_for(40.0 * static_cast<double>(pairs), 1e5), [&](int tid, int parts) {
