@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "ddpm/backend/eigen.hpp"
+#include "ddpm/backend/flop_counter.hpp"
 #include "ddpm/backend/profiled.hpp"
 #include "ddpm/core/random.hpp"
 #include "ddpm/io/unet_config_json.hpp"
@@ -52,97 +53,17 @@
 namespace {
 
 using ddpm::index_t;
-using ddpm::backend::Trans;
 
-// A backend that computes nothing and counts the flops (2 per multiply-add) of
-// the GEMM-like ops: conv2d, linear, gemm, attention.
-struct FlopCounter {
-  using memory_space = ddpm::Host;
-  static inline double flops = 0;
-  static constexpr std::string_view name() { return "flop-counter"; }
-  static void set_num_threads(int) {}
-  static int num_threads() { return 1; }
-  template <class T>
-  static void gemm(Trans, Trans, index_t m, index_t n, index_t k, T, const T*, index_t, const T*, index_t, T, T*,
-                   index_t) {
-    flops += 2.0 * double(m) * double(n) * double(k);
-  }
-  template <class T>
-  static void linear_forward(ddpm::ConstTensorView<T> x, ddpm::ConstTensorView<T> w, ddpm::ConstTensorView<T>,
-                             ddpm::TensorView<T>) {
-    flops += 2.0 * double(x.numel() / x.dim(x.rank() - 1)) * double(w.numel());
-  }
-  template <class T>
-  static void linear_backward(ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>,
-                              ddpm::TensorView<T>, ddpm::TensorView<T>, ddpm::TensorView<T>) {}
-  template <class T>
-  static void conv2d_forward(ddpm::ConstTensorView<T> x, ddpm::ConstTensorView<T> w, ddpm::ConstTensorView<T>,
-                             ddpm::backend::Conv2dParams p, ddpm::TensorView<T>) {
-    const double P = double(p.out_h(x.dim(2), w.dim(2))) * double(p.out_w(x.dim(3), w.dim(3)));
-    flops += 2.0 * double(x.dim(0)) * double(w.numel()) * P;
-  }
-  template <class T>
-  static void conv2d_backward(ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>,
-                              ddpm::backend::Conv2dParams, ddpm::TensorView<T>, ddpm::TensorView<T>,
-                              ddpm::TensorView<T>) {}
-  template <class T>
-  static void group_norm_forward(ddpm::ConstTensorView<T>, int, T, ddpm::ConstTensorView<T>,
-                                 ddpm::ConstTensorView<T>, ddpm::TensorView<T>, ddpm::TensorView<T>,
-                                 ddpm::TensorView<T>) {}
-  template <class T>
-  static void group_norm_backward(ddpm::ConstTensorView<T>, int, ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>,
-                                  ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::TensorView<T>,
-                                  ddpm::TensorView<T>, ddpm::TensorView<T>) {}
-  template <class T>
-  static void group_norm_silu_forward(ddpm::ConstTensorView<T>, int, T, ddpm::ConstTensorView<T>,
-                                      ddpm::ConstTensorView<T>, ddpm::TensorView<T>, ddpm::TensorView<T>,
-                                      ddpm::TensorView<T>) {}
-  template <class T>
-  static void group_norm_silu_backward(ddpm::ConstTensorView<T>, int, ddpm::ConstTensorView<T>,
-                                       ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>,
-                                       ddpm::ConstTensorView<T>, ddpm::TensorView<T>, ddpm::TensorView<T>,
-                                       ddpm::TensorView<T>) {}
-  template <class T>
-  static void silu_forward(ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
-  template <class T>
-  static void silu_backward(ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
-  template <class T>
-  static void upsample_nearest2x_forward(ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
-  template <class T>
-  static void upsample_nearest2x_backward(ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
-  template <class T>
-  static void add(ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, T, ddpm::TensorView<T>) {}
-  template <class T>
-  static void add_channel_bias(ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
-  template <class T>
-  static void channel_sum(ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
-  template <class T>
-  static void transpose(ddpm::ConstTensorView<T>, index_t, index_t, index_t, ddpm::TensorView<T>) {}
-  template <class T>
-  static void concat_channels(ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::TensorView<T>) {}
-  template <class T>
-  static void split_channels(ddpm::ConstTensorView<T>, ddpm::TensorView<T>, ddpm::TensorView<T>) {}
-  template <class T>
-  static void attention_forward(ddpm::ConstTensorView<T> q, ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, int,
-                                T, ddpm::TensorView<T>, ddpm::TensorView<T>) {
-    // q k^T and probs v: 2 x (N * L * L * C) multiply-adds
-    flops += 4.0 * double(q.dim(0)) * double(q.dim(1)) * double(q.dim(1)) * double(q.dim(2));
-  }
-  template <class T>
-  static void attention_backward(ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>, ddpm::ConstTensorView<T>,
-                                 ddpm::ConstTensorView<T>, int, T, ddpm::ConstTensorView<T>, ddpm::TensorView<T>,
-                                 ddpm::TensorView<T>, ddpm::TensorView<T>) {}
-};
-static_assert(ddpm::backend::Backend<FlopCounter>);
+using ddpm::backend::FlopCounter;
 
 double forward_flops_per_image(const ddpm::nn::UNet2DConfig& c, index_t size) {
   ddpm::nn::UNet2D<float, FlopCounter> m(c);
   m.set_mode(ddpm::nn::Mode::Inference);
   ddpm::Tensor<float> x({1, c.in_channels, size, size});
   std::vector<std::int64_t> labels(c.num_class_embeds ? 1 : 0, 0);
-  FlopCounter::flops = 0;
+  FlopCounter::reset();
   m.forward(x.view(), 500.0, labels);
-  return FlopCounter::flops;
+  return FlopCounter::flops();
 }
 
 struct Options {

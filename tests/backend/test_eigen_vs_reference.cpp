@@ -18,6 +18,7 @@
 #include "ddpm/backend/reference.hpp"
 #include "ddpm/core/random.hpp"
 
+namespace ops = ddpm::ops;
 using ddpm::ConstTensorView;
 using ddpm::index_t;
 using ddpm::Rng;
@@ -146,8 +147,8 @@ TEMPLATE_TEST_CASE("eigen: gemm matches reference", "[backend]", float, double) 
           auto A = rnd<T>({ar, lda}, rng), B = rnd<T>({br, ldb}, rng);
           auto C0 = c.beta == 0 ? nans<T>({c.m, ldc}) : rnd<T>({c.m, ldc}, rng);
           auto Ce = C0, Cr = C0;
-          E::gemm(ta, tb, c.m, c.n, c.k, T(c.alpha), A.data(), lda, B.data(), ldb, T(c.beta), Ce.data(), ldc);
-          R::gemm(ta, tb, c.m, c.n, c.k, T(c.alpha), A.data(), lda, B.data(), ldb, T(c.beta), Cr.data(), ldc);
+          E::run(ops::gemm, ta, tb, c.m, c.n, c.k, T(c.alpha), A.data(), lda, B.data(), ldb, T(c.beta), Ce.data(), ldc);
+          R::run(ops::gemm, ta, tb, c.m, c.n, c.k, T(c.alpha), A.data(), lda, B.data(), ldb, T(c.beta), Cr.data(), ldc);
           // Compare the logical m x n block only; padding columns must be untouched.
           Tensor<T> ge({c.m, c.n}), gr({c.m, c.n});
           bool pad_kept = true;
@@ -191,22 +192,22 @@ TEMPLATE_TEST_CASE("eigen: linear forward/backward match reference", "[backend]"
       for (bool with_bias : {true, false}) {
         auto ye = nans<T>(ys), yr = nans<T>(ys);
         ConstTensorView<T> bv = with_bias ? ConstTensorView<T>(b) : ConstTensorView<T>{};
-        E::linear_forward<T>(x, w, bv, ye);
-        R::linear_forward<T>(x, w, bv, yr);
+        E::run(ops::linear_forward, x, w, bv, ye);
+        R::run(ops::linear_forward, x, w, bv, yr);
         expect_close(ye, yr, tol, with_bias ? "linear y" : "linear y (no bias)");
       }
       auto dy = rnd<T>(ys, rng);
       auto dxe = nans<T>(c.x), dxr = nans<T>(c.x);
       auto dw0 = rnd<T>({c.out, in}, rng), db0 = rnd<T>({c.out}, rng);  // += onto existing values
       auto dwe = dw0, dwr = dw0, dbe = db0, dbr = db0;
-      E::linear_backward<T>(x, w, dy, dxe, dwe, dbe);
-      R::linear_backward<T>(x, w, dy, dxr, dwr, dbr);
+      E::run(ops::linear_backward, x, w, dy, dxe, dwe, dbe);
+      R::run(ops::linear_backward, x, w, dy, dxr, dwr, dbr);
       expect_close(dxe, dxr, tol, "linear dx");
       expect_close(dwe, dwr, tol, "linear dw");
       expect_close(dbe, dbr, tol, "linear db");
       // Absent dx and db: dw alone, accumulated once more.
-      E::linear_backward<T>(x, w, dy, TensorView<T>{}, dwe, TensorView<T>{});
-      R::linear_backward<T>(x, w, dy, TensorView<T>{}, dwr, TensorView<T>{});
+      E::run(ops::linear_backward, x, w, dy, TensorView<T>{}, dwe, TensorView<T>{});
+      R::run(ops::linear_backward, x, w, dy, TensorView<T>{}, dwr, TensorView<T>{});
       expect_close(dwe, dwr, tol, "linear dw twice");
     }
   }
@@ -281,26 +282,26 @@ TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]"
       for (bool with_bias : {true, false}) {
         auto ye = nans<T>(ys), yr = nans<T>(ys);
         ConstTensorView<T> bv = with_bias ? ConstTensorView<T>(b) : ConstTensorView<T>{};
-        E::conv2d_forward<T>(x, w, bv, c.p, ye);
-        R::conv2d_forward<T>(x, w, bv, c.p, yr);
+        E::run(ops::conv2d_forward, x, w, bv, c.p, ye);
+        R::run(ops::conv2d_forward, x, w, bv, c.p, yr);
         expect_close(ye, yr, tol, with_bias ? "conv y" : "conv y (no bias)");
       }
       auto dy = rnd<T>(ys, rng);
       auto dw0 = rnd<T>(w.shape(), rng), db0 = rnd<T>(b.shape(), rng);
       auto dxe = nans<T>(x.shape()), dxr = nans<T>(x.shape());
       auto dwe = dw0, dwr = dw0, dbe = db0, dbr = db0;
-      E::conv2d_backward<T>(x, w, dy, c.p, dxe, dwe, dbe);
-      R::conv2d_backward<T>(x, w, dy, c.p, dxr, dwr, dbr);
+      E::run(ops::conv2d_backward, x, w, dy, c.p, dxe, dwe, dbe);
+      R::run(ops::conv2d_backward, x, w, dy, c.p, dxr, dwr, dbr);
       expect_close(dxe, dxr, tol, "conv dx");
       expect_close(dwe, dwr, tol, "conv dw (+=)");
       expect_close(dbe, dbr, tol, "conv db (+=)");
       // Absent dx (first layer), then dx alone.
-      E::conv2d_backward<T>(x, w, dy, c.p, TensorView<T>{}, dwe, dbe);
-      R::conv2d_backward<T>(x, w, dy, c.p, TensorView<T>{}, dwr, dbr);
+      E::run(ops::conv2d_backward, x, w, dy, c.p, TensorView<T>{}, dwe, dbe);
+      R::run(ops::conv2d_backward, x, w, dy, c.p, TensorView<T>{}, dwr, dbr);
       expect_close(dwe, dwr, tol, "conv dw, no dx");
       expect_close(dbe, dbr, tol, "conv db, no dx");
       auto dx2 = nans<T>(x.shape());
-      E::conv2d_backward<T>(x, w, dy, c.p, dx2, TensorView<T>{}, TensorView<T>{});
+      E::run(ops::conv2d_backward, x, w, dy, c.p, dx2, TensorView<T>{}, TensorView<T>{});
       expect_close(dx2, dxr, tol, "conv dx alone");
     }
   }
@@ -324,8 +325,8 @@ TEST_CASE("eigen: Winograd's float rounding error is close to the direct convolu
     return d;
   };
   Tensor<double> yd({2, 128, 9, 8}), dxd(x.shape()), dwd(w.shape());
-  R::conv2d_forward<double>(widen(x), widen(w), {}, p, yd);
-  R::conv2d_backward<double>(widen(x), widen(w), widen(dy), p, dxd, dwd, TensorView<double>{});
+  R::run(ops::conv2d_forward, widen(x), widen(w), {}, p, yd);
+  R::run(ops::conv2d_backward, widen(x), widen(w), widen(dy), p, dxd, dwd, TensorView<double>{});
   auto max_err = [](const Tensor<float>& got, const Tensor<double>& want) {
     double e = 0;
     for (index_t i = 0; i < want.numel(); ++i) e = std::max(e, std::abs(double(got[i]) - want[i]));
@@ -335,8 +336,8 @@ TEST_CASE("eigen: Winograd's float rounding error is close to the direct convolu
   for (int on : {0, 1}) {
     winograd = on;
     Tensor<float> y({2, 128, 9, 8}), dx(x.shape()), dw(w.shape());
-    E::conv2d_forward<float>(x, w, {}, p, y);
-    E::conv2d_backward<float>(x, w, dy, p, dx, dw, TensorView<float>{});
+    E::run(ops::conv2d_forward, x, w, {}, p, y);
+    E::run(ops::conv2d_backward, x, w, dy, p, dx, dw, TensorView<float>{});
     err[on][0] = max_err(y, yd);
     err[on][1] = max_err(dx, dxd);
     err[on][2] = max_err(dw, dwd);
@@ -376,8 +377,8 @@ TEMPLATE_TEST_CASE("eigen: group_norm forward/backward match reference", "[backe
         ConstTensorView<T> bv = affine ? ConstTensorView<T>(beta) : ConstTensorView<T>{};
         auto ye = nans<T>(c.x), yr = nans<T>(c.x);
         auto me = nans<T>({N * G}), mr = nans<T>({N * G}), re = nans<T>({N * G}), rr = nans<T>({N * G});
-        E::group_norm_forward<T>(x, c.groups, T(1e-5), gv, bv, ye, me, re);
-        R::group_norm_forward<T>(x, c.groups, T(1e-5), gv, bv, yr, mr, rr);
+        E::run(ops::group_norm_forward, x, c.groups, T(1e-5), gv, bv, ye, me, re);
+        R::run(ops::group_norm_forward, x, c.groups, T(1e-5), gv, bv, yr, mr, rr);
         expect_close(ye, yr, tol, "gn y");
         expect_close(me, mr, tol, "gn mean");
         expect_close(re, rr, tol, "gn rstd");
@@ -385,25 +386,25 @@ TEMPLATE_TEST_CASE("eigen: group_norm forward/backward match reference", "[backe
         auto dg0 = rnd<T>({C}, rng), db0 = rnd<T>({C}, rng);
         auto dxe = nans<T>(c.x), dxr = nans<T>(c.x);
         auto dge = dg0, dgr = dg0, dbe = db0, dbr = db0;
-        E::group_norm_backward<T>(x, c.groups, gv, mr, rr, dy, dxe, dge, dbe);
-        R::group_norm_backward<T>(x, c.groups, gv, mr, rr, dy, dxr, dgr, dbr);
+        E::run(ops::group_norm_backward, x, c.groups, gv, mr, rr, dy, dxe, dge, dbe);
+        R::run(ops::group_norm_backward, x, c.groups, gv, mr, rr, dy, dxr, dgr, dbr);
         expect_close(dxe, dxr, tol, "gn dx");
         expect_close(dge, dgr, tol, "gn dgamma (+=)");
         expect_close(dbe, dbr, tol, "gn dbeta (+=)");
         // Absent dx, absent dbeta.
-        E::group_norm_backward<T>(x, c.groups, gv, mr, rr, dy, TensorView<T>{}, dge, TensorView<T>{});
-        R::group_norm_backward<T>(x, c.groups, gv, mr, rr, dy, TensorView<T>{}, dgr, TensorView<T>{});
+        E::run(ops::group_norm_backward, x, c.groups, gv, mr, rr, dy, TensorView<T>{}, dge, TensorView<T>{});
+        R::run(ops::group_norm_backward, x, c.groups, gv, mr, rr, dy, TensorView<T>{}, dgr, TensorView<T>{});
         expect_close(dge, dgr, tol, "gn dgamma, no dx");
 
         // Fused with the SiLU that follows.
         auto se = nans<T>(c.x), sr = nans<T>(c.x);
-        E::group_norm_silu_forward<T>(x, c.groups, T(1e-5), gv, bv, se, me, re);
-        R::group_norm_silu_forward<T>(x, c.groups, T(1e-5), gv, bv, sr, mr, rr);
+        E::run(ops::group_norm_silu_forward, x, c.groups, T(1e-5), gv, bv, se, me, re);
+        R::run(ops::group_norm_silu_forward, x, c.groups, T(1e-5), gv, bv, sr, mr, rr);
         expect_close(se, sr, tol, "gn+silu y");
         expect_close(me, mr, tol, "gn+silu mean");
         dge = dg0, dgr = dg0, dbe = db0, dbr = db0;
-        E::group_norm_silu_backward<T>(x, c.groups, gv, bv, mr, rr, dy, dxe, dge, dbe);
-        R::group_norm_silu_backward<T>(x, c.groups, gv, bv, mr, rr, dy, dxr, dgr, dbr);
+        E::run(ops::group_norm_silu_backward, x, c.groups, gv, bv, mr, rr, dy, dxe, dge, dbe);
+        R::run(ops::group_norm_silu_backward, x, c.groups, gv, bv, mr, rr, dy, dxr, dgr, dbr);
         expect_close(dxe, dxr, tol, "gn+silu dx");
         expect_close(dge, dgr, tol, "gn+silu dgamma (+=)");
         expect_close(dbe, dbr, tol, "gn+silu dbeta (+=)");
@@ -425,13 +426,13 @@ TEMPLATE_TEST_CASE("eigen: silu and upsample match reference", "[backend]", floa
       auto x = rnd<T>({n}, rng, 4.0);
       if (n >= 4) x[0] = T(-120), x[1] = T(120), x[2] = T(-1000), x[3] = T(0);  // saturation
       auto ye = nans<T>({n}), yr = nans<T>({n});
-      E::silu_forward<T>(x, ye);
-      R::silu_forward<T>(x, yr);
+      E::run(ops::silu_forward, x, ye);
+      R::run(ops::silu_forward, x, yr);
       expect_close(ye, yr, tol, "silu y");
       auto dy = rnd<T>({n}, rng);
       auto dxe = nans<T>({n}), dxr = nans<T>({n});
-      E::silu_backward<T>(x, dy, dxe);
-      R::silu_backward<T>(x, dy, dxr);
+      E::run(ops::silu_backward, x, dy, dxe);
+      R::run(ops::silu_backward, x, dy, dxr);
       expect_close(dxe, dxr, tol, "silu dx");
     }
     for (Shape s : {Shape{1, 1, 1, 1}, Shape{2, 3, 5, 7}, Shape{4, 16, 14, 14}, Shape{2, 64, 7, 7}}) {
@@ -439,13 +440,13 @@ TEMPLATE_TEST_CASE("eigen: silu and upsample match reference", "[backend]", floa
       auto x = rnd<T>(s, rng);
       const Shape ys{s[0], s[1], 2 * s[2], 2 * s[3]};
       auto ye = nans<T>(ys), yr = nans<T>(ys);
-      E::upsample_nearest2x_forward<T>(x, ye);
-      R::upsample_nearest2x_forward<T>(x, yr);
+      E::run(ops::upsample_nearest2x_forward, x, ye);
+      R::run(ops::upsample_nearest2x_forward, x, yr);
       CHECK(identical(ye, yr));
       auto dy = rnd<T>(ys, rng);
       auto dxe = nans<T>(s), dxr = nans<T>(s);
-      E::upsample_nearest2x_backward<T>(dy, dxe);
-      R::upsample_nearest2x_backward<T>(dy, dxr);
+      E::run(ops::upsample_nearest2x_backward, dy, dxe);
+      R::run(ops::upsample_nearest2x_backward, dy, dxr);
       expect_close(dxe, dxr, tol, "upsample dx");
     }
   }
@@ -465,37 +466,37 @@ TEMPLATE_TEST_CASE("eigen: add, channel bias, channel sum, transpose and concat 
       const auto a = rnd<T>(s, rng), b = rnd<T>(s, rng);
       for (double alpha : {1.0, 0.5}) {
         auto ye = nans<T>(s), yr = nans<T>(s);
-        E::add<T>(a, b, T(alpha), ye);
-        R::add<T>(a, b, T(alpha), yr);
+        E::run(ops::add, a, b, T(alpha), ye);
+        R::run(ops::add, a, b, T(alpha), yr);
         CHECK(identical(ye, yr));  // one rounding per element either way
-        E::add<T>(a, {}, T(alpha), ye);
-        R::add<T>(a, {}, T(alpha), yr);
+        E::run(ops::add, a, {}, T(alpha), ye);
+        R::run(ops::add, a, {}, T(alpha), yr);
         CHECK(identical(ye, yr));
       }
       auto acc = a;  // in place: y aliases a
-      E::add<T>(acc, b, T{1}, acc);
+      E::run(ops::add, acc, b, T{1}, acc);
       auto want = nans<T>(s);
-      R::add<T>(a, b, T{1}, want);
+      R::run(ops::add, a, b, T{1}, want);
       CHECK(identical(acc, want));
 
       const auto e = rnd<T>({s[0], s[1]}, rng);
       auto be = nans<T>(s), br = nans<T>(s);
-      E::add_channel_bias<T>(a, e, be);
-      R::add_channel_bias<T>(a, e, br);
+      E::run(ops::add_channel_bias, a, e, be);
+      R::run(ops::add_channel_bias, a, e, br);
       CHECK(identical(be, br));
 
       auto se = nans<T>({s[0], s[1]}), sr = nans<T>({s[0], s[1]});
-      E::channel_sum<T>(a, se);
-      R::channel_sum<T>(a, sr);
+      E::run(ops::channel_sum, a, se);
+      R::run(ops::channel_sum, a, sr);
       expect_close(se, sr, base_tol<T>() * std::sqrt(double(s[2] * s[3])), "channel_sum");
 
       const index_t n = s[0], ca = s[1], cb = s[2] * s[3];
       auto te = nans<T>({n, cb, ca}), tr = nans<T>({n, cb, ca});
-      E::transpose<T>(a, n, ca, cb, te);
-      R::transpose<T>(a, n, ca, cb, tr);
+      E::run(ops::transpose, a, n, ca, cb, te);
+      R::run(ops::transpose, a, n, ca, cb, tr);
       CHECK(identical(te, tr));
       auto back = nans<T>(s);
-      E::transpose<T>(te, n, cb, ca, back);
+      E::run(ops::transpose, te, n, cb, ca, back);
       CHECK(identical(back, a));
 
       // Skip concatenation: b with other channel counts (one empty).
@@ -503,11 +504,11 @@ TEMPLATE_TEST_CASE("eigen: add, channel bias, channel sum, transpose and concat 
         const auto skip = rnd<T>({s[0], cs, s[2], s[3]}, rng);
         const Shape cat{s[0], s[1] + cs, s[2], s[3]};
         auto ce = nans<T>(cat), cr = nans<T>(cat);
-        E::concat_channels<T>(a, skip, ce);
-        R::concat_channels<T>(a, skip, cr);
+        E::run(ops::concat_channels, a, skip, ce);
+        R::run(ops::concat_channels, a, skip, cr);
         CHECK(identical(ce, cr));
         auto ha = nans<T>(s), hb = nans<T>(skip.shape());
-        E::split_channels<T>(ce, ha, hb);
+        E::run(ops::split_channels, ce, ha, hb);
         CHECK(identical(ha, a));
         CHECK(identical(hb, skip));
       }
@@ -536,25 +537,25 @@ TEMPLATE_TEST_CASE("eigen: attention forward/backward match reference", "[backen
       const T scale = T(1) / std::sqrt(T(d));
       const double tol = base_tol<T>() * std::sqrt(double(c.L + d)) * 8;
       auto oe = nans<T>(s), orf = nans<T>(s), pe = nans<T>(ps), pr = nans<T>(ps);
-      E::attention_forward<T>(q, k, v, c.heads, scale, oe, pe);
-      R::attention_forward<T>(q, k, v, c.heads, scale, orf, pr);
+      E::run(ops::attention_forward, q, k, v, c.heads, scale, oe, pe);
+      R::run(ops::attention_forward, q, k, v, c.heads, scale, orf, pr);
       expect_close(oe, orf, tol, "attn out");
       expect_close(pe, pr, tol, "attn probs");
       auto dout = rnd<T>(s, rng);
       auto dqe = nans<T>(s), dke = nans<T>(s), dve = nans<T>(s);
       auto dqr = nans<T>(s), dkr = nans<T>(s), dvr = nans<T>(s);
-      E::attention_backward<T>(q, k, v, pr, c.heads, scale, dout, dqe, dke, dve);
-      R::attention_backward<T>(q, k, v, pr, c.heads, scale, dout, dqr, dkr, dvr);
+      E::run(ops::attention_backward, q, k, v, pr, c.heads, scale, dout, dqe, dke, dve);
+      R::run(ops::attention_backward, q, k, v, pr, c.heads, scale, dout, dqr, dkr, dvr);
       expect_close(dqe, dqr, tol, "attn dq");
       expect_close(dke, dkr, tol, "attn dk");
       expect_close(dve, dvr, tol, "attn dv");
       // Absent gradients are skipped, the others unchanged.
       auto dq2 = nans<T>(s), dv2 = nans<T>(s), dk2 = nans<T>(s);
-      E::attention_backward<T>(q, k, v, pr, c.heads, scale, dout, dq2, TensorView<T>{}, TensorView<T>{});
+      E::run(ops::attention_backward, q, k, v, pr, c.heads, scale, dout, dq2, TensorView<T>{}, TensorView<T>{});
       expect_close(dq2, dqr, tol, "attn dq alone");
-      E::attention_backward<T>(q, k, v, pr, c.heads, scale, dout, TensorView<T>{}, TensorView<T>{}, dv2);
+      E::run(ops::attention_backward, q, k, v, pr, c.heads, scale, dout, TensorView<T>{}, TensorView<T>{}, dv2);
       expect_close(dv2, dvr, tol, "attn dv alone");
-      E::attention_backward<T>(q, k, v, pr, c.heads, scale, dout, TensorView<T>{}, dk2, TensorView<T>{});
+      E::run(ops::attention_backward, q, k, v, pr, c.heads, scale, dout, TensorView<T>{}, dk2, TensorView<T>{});
       expect_close(dk2, dkr, tol, "attn dk alone");
     }
   }
@@ -575,16 +576,17 @@ TEST_CASE("eigen: results are identical across runs with the same thread count",
     auto run = [&] {
       std::vector<Tensor<T>> r;
       Tensor<T> y({5, 40, 14, 14}), dx(x.shape()), dw(w.shape()), db(b.shape());
-      E::conv2d_forward<T>(x, w, b, p, y);
-      E::conv2d_backward<T>(x, w, dy, p, dx, dw, db);
+      E::run(ops::conv2d_forward, x, w, b, p, y);
+      E::run(ops::conv2d_backward, x, w, dy, p, dx, dw, db);
       Tensor<T> gy(x.shape()), mean({5 * 8}), rstd({5 * 8}), gdx(x.shape()), dg({24}), dbe({24});
-      E::group_norm_forward<T>(x, 8, 1e-5f, ConstTensorView<T>(w.data(), {24}), ConstTensorView<T>{}, gy, mean, rstd);
-      E::group_norm_backward<T>(x, 8, ConstTensorView<T>(w.data(), {24}), mean, rstd, x, gdx, dg, dbe);
+      E::run(ops::group_norm_forward, x, 8, 1e-5f, ConstTensorView<T>(w.data(), {24}), ConstTensorView<T>{}, gy, mean,
+             rstd);
+      E::run(ops::group_norm_backward, x, 8, ConstTensorView<T>(w.data(), {24}), mean, rstd, x, gdx, dg, dbe);
       Tensor<T> o(q.shape()), pr({3, 2, 49, 49}), dq(q.shape()), dk(q.shape()), dv(q.shape());
-      E::attention_forward<T>(q, k, v, 2, 0.125f, o, pr);
-      E::attention_backward<T>(q, k, v, pr, 2, 0.125f, o, dq, dk, dv);
+      E::run(ops::attention_forward, q, k, v, 2, 0.125f, o, pr);
+      E::run(ops::attention_backward, q, k, v, pr, 2, 0.125f, o, dq, dk, dv);
       Tensor<T> c({70, 90});
-      E::gemm(Trans::No, Trans::Yes, 70, 90, 336, 1.0f, x.data(), 336, dy.data(), 336, 0.0f, c.data(), 90);
+      E::run(ops::gemm, Trans::No, Trans::Yes, 70, 90, 336, 1.0f, x.data(), 336, dy.data(), 336, 0.0f, c.data(), 90);
       for (auto* t : {&y, &dx, &dw, &db, &gy, &gdx, &dg, &dbe, &o, &pr, &dq, &dk, &dv, &c}) r.push_back(*t);
       return r;
     };
@@ -632,7 +634,8 @@ TEST_CASE("eigen: GFLOP/s of gemm and conv3x3", "[.bench]") {
       auto A = rnd<T>({n, n}, rng), B = rnd<T>({n, n}, rng);
       Tensor<T> C({n, n});
       const auto t = time_it(
-          [&] { E::gemm(Trans::No, Trans::No, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n); }, 9);
+          [&] { E::run(ops::gemm, Trans::No, Trans::No, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n); },
+          9);
       const double fl = 2.0 * n * n * n;
       std::printf("threads %d  gemm 1024^3 float: %6.1f GFLOP/s wall (%6.1f per CPU-second)\n", th, fl / t.wall * 1e-9,
                   fl / t.cpu * 1e-9);
@@ -646,8 +649,8 @@ TEST_CASE("eigen: GFLOP/s of gemm and conv3x3", "[.bench]") {
       Tensor<T> y(x.shape()), dy = rnd<T>(x.shape(), rng), dx(x.shape()), dw(w.shape()), db(b.shape());
       const double fl = 2.0 * s.N * s.C * s.C * 9 * s.H * s.H;
       const int reps = s.C >= 128 ? 3 : 15;
-      const auto f = time_it([&] { E::conv2d_forward<T>(x, w, b, p, y); }, reps);
-      const auto bw = time_it([&] { E::conv2d_backward<T>(x, w, dy, p, dx, dw, db); }, reps);
+      const auto f = time_it([&] { E::run(ops::conv2d_forward, x, w, b, p, y); }, reps);
+      const auto bw = time_it([&] { E::run(ops::conv2d_backward, x, w, dy, p, dx, dw, db); }, reps);
       std::printf(
           "threads %d  conv3x3 N=%td C=%td %tdx%td: forward %6.1f GFLOP/s wall (%6.1f per CPU-s, %.2f ms), "
           "backward %6.1f GFLOP/s wall (%6.1f per CPU-s, %.2f ms)\n",

@@ -1,6 +1,8 @@
 #pragma once
-// backend::Reference: the definition of every op in the Backend contract
-// (backend/backend.hpp), written as plain loops that are easy to check by eye.
+// backend::Reference: the definition of every op of the table
+// (backend/ops.hpp), written as plain loops that are easy to check by eye.
+// Each op is an `invoke(ops::<name>_t, ...)` overload; callers use the
+// generated `run(ops::<name>, ...)` (backend/backend.hpp).
 // Sums are accumulated in T. Other backends are tested against this one; it
 // is not meant to be fast.
 //
@@ -15,9 +17,7 @@
 
 namespace ddpm::backend {
 
-struct Reference {
-  using memory_space = Host;
-
+struct Reference : Forwarding<Reference, Host> {
   static constexpr std::string_view name() { return "reference"; }
   static void set_num_threads(int) {}
   static int num_threads() { return 1; }
@@ -27,8 +27,8 @@ struct Reference {
   // the row strides of A, B, C as stored). As in BLAS, beta == 0 overwrites C
   // without reading it (so C may hold garbage or NaN).
   template <Scalar T>
-  static void gemm(Trans ta, Trans tb, index_t m, index_t n, index_t k, T alpha, const T* A, index_t lda,
-                   const T* B, index_t ldb, T beta, T* C, index_t ldc) {
+  static void invoke(ops::gemm_t, Trans ta, Trans tb, index_t m, index_t n, index_t k, T alpha, const T* A, index_t lda,
+                     const T* B, index_t ldb, T beta, T* C, index_t ldc) {
     for (index_t i = 0; i < m; ++i) {
       for (index_t j = 0; j < n; ++j) {
         T acc{};
@@ -47,7 +47,8 @@ struct Reference {
   // y[R,out] = x[R,in] w[out,in]^T + b[out], where R = x.numel() / in (any
   // leading dims of x are flattened into rows).
   template <Scalar T>
-  static void linear_forward(ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> b, TensorView<T> y) {
+  static void invoke(ops::linear_forward_t, ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> b,
+                     TensorView<T> y) {
     const index_t out = w.dim(0), in = w.dim(1), rows = in ? x.numel() / in : 0;
     for (index_t r = 0; r < rows; ++r)
       for (index_t o = 0; o < out; ++o) {
@@ -59,8 +60,8 @@ struct Reference {
 
   // dx[R,in] = dy w;  dw[out,in] += dy^T x;  db[out] += sum_rows dy.
   template <Scalar T>
-  static void linear_backward(ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> dy, TensorView<T> dx,
-                              TensorView<T> dw, TensorView<T> db) {
+  static void invoke(ops::linear_backward_t, ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> dy,
+                     TensorView<T> dx, TensorView<T> dw, TensorView<T> db) {
     const index_t out = w.dim(0), in = w.dim(1), rows = in ? x.numel() / in : 0;
     if (dx.data())
       for (index_t r = 0; r < rows; ++r)
@@ -89,8 +90,8 @@ struct Reference {
   // iy = oy*stride - pad_top + ky, ix = ox*stride - pad_left + kx; taps outside
   // the image read zero. OH, OW = p.out_h(H, KH), p.out_w(W, KW).
   template <Scalar T>
-  static void conv2d_forward(ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> b, Conv2dParams p,
-                             TensorView<T> y) {
+  static void invoke(ops::conv2d_forward_t, ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> b,
+                     Conv2dParams p, TensorView<T> y) {
     const index_t N = x.dim(0), Ci = x.dim(1), H = x.dim(2), W = x.dim(3);
     const index_t Co = w.dim(0), KH = w.dim(2), KW = w.dim(3);
     const index_t OH = p.out_h(H, KH), OW = p.out_w(W, KW);
@@ -115,8 +116,8 @@ struct Reference {
 
   // The adjoint of conv2d_forward: dx = (scatter of dy through w), dw += dy (x) x, db += sum dy.
   template <Scalar T>
-  static void conv2d_backward(ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> dy, Conv2dParams p,
-                              TensorView<T> dx, TensorView<T> dw, TensorView<T> db) {
+  static void invoke(ops::conv2d_backward_t, ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> dy,
+                     Conv2dParams p, TensorView<T> dx, TensorView<T> dw, TensorView<T> db) {
     const index_t N = x.dim(0), Ci = x.dim(1), H = x.dim(2), W = x.dim(3);
     const index_t Co = w.dim(0), KH = w.dim(2), KW = w.dim(3);
     const index_t OH = p.out_h(H, KH), OW = p.out_w(W, KW);
@@ -149,8 +150,8 @@ struct Reference {
   // y = (x - mean) * rstd * gamma[c] + beta[c] (gamma/beta empty: 1 and 0).
   // mean and rstd are saved per (n, g), [N*G] in n-major order.
   template <Scalar T>
-  static void group_norm_forward(ConstTensorView<T> x, int groups, T eps, ConstTensorView<T> gamma,
-                                 ConstTensorView<T> beta, TensorView<T> y, TensorView<T> mean, TensorView<T> rstd) {
+  static void invoke(ops::group_norm_forward_t, ConstTensorView<T> x, int groups, T eps, ConstTensorView<T> gamma,
+                     ConstTensorView<T> beta, TensorView<T> y, TensorView<T> mean, TensorView<T> rstd) {
     const index_t N = x.dim(0), C = x.dim(1), S = (N > 0 && C > 0) ? x.numel() / (N * C) : 0, G = groups, cg = C / G;
     for (index_t n = 0; n < N; ++n)
       for (index_t g = 0; g < G; ++g) {
@@ -178,9 +179,9 @@ struct Reference {
   // dx = rstd * (gdy - mean(gdy) - xhat * mean(gdy * xhat));
   // dgamma[c] += sum dy * xhat;  dbeta[c] += sum dy.
   template <Scalar T>
-  static void group_norm_backward(ConstTensorView<T> x, int groups, ConstTensorView<T> gamma, ConstTensorView<T> mean,
-                                  ConstTensorView<T> rstd, ConstTensorView<T> dy, TensorView<T> dx,
-                                  TensorView<T> dgamma, TensorView<T> dbeta) {
+  static void invoke(ops::group_norm_backward_t, ConstTensorView<T> x, int groups, ConstTensorView<T> gamma,
+                     ConstTensorView<T> mean, ConstTensorView<T> rstd, ConstTensorView<T> dy, TensorView<T> dx,
+                     TensorView<T> dgamma, TensorView<T> dbeta) {
     const index_t N = x.dim(0), C = x.dim(1), S = (N > 0 && C > 0) ? x.numel() / (N * C) : 0, G = groups, cg = C / G;
     for (index_t n = 0; n < N; ++n)
       for (index_t g = 0; g < G; ++g) {
@@ -217,11 +218,11 @@ struct Reference {
   // ---- SiLU -----------------------------------------------------------------
   // y = x * sigmoid(x);  dx = dy * s * (1 + x * (1 - s)) with s = sigmoid(x).
   template <Scalar T>
-  static void silu_forward(ConstTensorView<T> x, TensorView<T> y) {
+  static void invoke(ops::silu_forward_t, ConstTensorView<T> x, TensorView<T> y) {
     for (index_t i = 0; i < x.numel(); ++i) y[i] = x[i] / (T{1} + std::exp(-x[i]));
   }
   template <Scalar T>
-  static void silu_backward(ConstTensorView<T> x, ConstTensorView<T> dy, TensorView<T> dx) {
+  static void invoke(ops::silu_backward_t, ConstTensorView<T> x, ConstTensorView<T> dy, TensorView<T> dx) {
     for (index_t i = 0; i < x.numel(); ++i) {
       const T s = T{1} / (T{1} + std::exp(-x[i]));
       dx[i] = dy[i] * s * (T{1} + x[i] * (T{1} - s));
@@ -231,7 +232,7 @@ struct Reference {
   // ---- Nearest 2x upsampling ------------------------------------------------
   // x[N,C,H,W] -> y[N,C,2H,2W], y[.., oy, ox] = x[.., oy/2, ox/2].
   template <Scalar T>
-  static void upsample_nearest2x_forward(ConstTensorView<T> x, TensorView<T> y) {
+  static void invoke(ops::upsample_nearest2x_forward_t, ConstTensorView<T> x, TensorView<T> y) {
     const index_t P = x.dim(0) * x.dim(1), H = x.dim(2), W = x.dim(3);
     for (index_t p = 0; p < P; ++p)
       for (index_t oy = 0; oy < 2 * H; ++oy)
@@ -239,7 +240,7 @@ struct Reference {
   }
   // (dy[N,C,2H,2W], dx[N,C,H,W]=): dx is the sum of each 2x2 block of dy.
   template <Scalar T>
-  static void upsample_nearest2x_backward(ConstTensorView<T> dy, TensorView<T> dx) {
+  static void invoke(ops::upsample_nearest2x_backward_t, ConstTensorView<T> dy, TensorView<T> dx) {
     const index_t P = dx.dim(0) * dx.dim(1), H = dx.dim(2), W = dx.dim(3);
     for (index_t p = 0; p < P; ++p)
       for (index_t iy = 0; iy < H; ++iy)
@@ -251,17 +252,15 @@ struct Reference {
 
   // ---- GroupNorm + SiLU: the composition, by definition ------------------------
   template <Scalar T>
-  static void group_norm_silu_forward(ConstTensorView<T> x, int groups, T eps, ConstTensorView<T> gamma,
-                                      ConstTensorView<T> beta, TensorView<T> y, TensorView<T> mean,
-                                      TensorView<T> rstd) {
-    group_norm_forward(x, groups, eps, gamma, beta, y, mean, rstd);
-    silu_forward(ConstTensorView<T>(y), y);
+  static void invoke(ops::group_norm_silu_forward_t, ConstTensorView<T> x, int groups, T eps, ConstTensorView<T> gamma,
+                     ConstTensorView<T> beta, TensorView<T> y, TensorView<T> mean, TensorView<T> rstd) {
+    run(ops::group_norm_forward, x, groups, eps, gamma, beta, y, mean, rstd);
+    run(ops::silu_forward, ConstTensorView<T>(y), y);
   }
   template <Scalar T>
-  static void group_norm_silu_backward(ConstTensorView<T> x, int groups, ConstTensorView<T> gamma,
-                                       ConstTensorView<T> beta, ConstTensorView<T> mean, ConstTensorView<T> rstd,
-                                       ConstTensorView<T> dy, TensorView<T> dx, TensorView<T> dgamma,
-                                       TensorView<T> dbeta) {
+  static void invoke(ops::group_norm_silu_backward_t, ConstTensorView<T> x, int groups, ConstTensorView<T> gamma,
+                     ConstTensorView<T> beta, ConstTensorView<T> mean, ConstTensorView<T> rstd, ConstTensorView<T> dy,
+                     TensorView<T> dx, TensorView<T> dgamma, TensorView<T> dbeta) {
     // u = group_norm(x) from the saved statistics, as in group_norm_forward.
     const index_t N = x.dim(0), C = x.dim(1), S = (N > 0 && C > 0) ? x.numel() / (N * C) : 0, G = groups, cg = C / G;
     Tensor<T> u(x.shape()), du(x.shape());
@@ -274,23 +273,23 @@ struct Reference {
           u[i] = (x[i] - mu) * r * ga + be;
         }
       }
-    silu_backward(u.cview(), dy, du.view());
-    group_norm_backward(x, groups, gamma, mean, rstd, du.cview(), dx, dgamma, dbeta);
+    run(ops::silu_backward, u.cview(), dy, du.view());
+    run(ops::group_norm_backward, x, groups, gamma, mean, rstd, du.cview(), dx, dgamma, dbeta);
   }
 
   // ---- Glue -----------------------------------------------------------------
   template <Scalar T>
-  static void add(ConstTensorView<T> a, ConstTensorView<T> b, T alpha, TensorView<T> y) {
+  static void invoke(ops::add_t, ConstTensorView<T> a, ConstTensorView<T> b, T alpha, TensorView<T> y) {
     for (index_t i = 0; i < a.numel(); ++i) y[i] = alpha * (b.data() ? a[i] + b[i] : a[i]);
   }
   template <Scalar T>
-  static void add_channel_bias(ConstTensorView<T> x, ConstTensorView<T> e, TensorView<T> y) {
+  static void invoke(ops::add_channel_bias_t, ConstTensorView<T> x, ConstTensorView<T> e, TensorView<T> y) {
     const index_t NC = e.numel(), S = NC ? x.numel() / NC : 0;
     for (index_t q = 0; q < NC; ++q)
       for (index_t s = 0; s < S; ++s) y[q * S + s] = x[q * S + s] + e[q];
   }
   template <Scalar T>
-  static void channel_sum(ConstTensorView<T> x, TensorView<T> y) {
+  static void invoke(ops::channel_sum_t, ConstTensorView<T> x, TensorView<T> y) {
     const index_t NC = y.numel(), S = NC ? x.numel() / NC : 0;
     for (index_t q = 0; q < NC; ++q) {
       T acc{};
@@ -299,14 +298,14 @@ struct Reference {
     }
   }
   template <Scalar T>
-  static void transpose(ConstTensorView<T> x, index_t n, index_t a, index_t b, TensorView<T> y) {
+  static void invoke(ops::transpose_t, ConstTensorView<T> x, index_t n, index_t a, index_t b, TensorView<T> y) {
     for (index_t m = 0; m < n; ++m)
       for (index_t i = 0; i < a; ++i)
         for (index_t j = 0; j < b; ++j) y[(m * b + j) * a + i] = x[(m * a + i) * b + j];
   }
   // Per image m: sa = a.numel() / N values of a, then sb of b.
   template <Scalar T>
-  static void concat_channels(ConstTensorView<T> a, ConstTensorView<T> b, TensorView<T> y) {
+  static void invoke(ops::concat_channels_t, ConstTensorView<T> a, ConstTensorView<T> b, TensorView<T> y) {
     const index_t N = y.dim(0), sa = N ? a.numel() / N : 0, sb = N ? b.numel() / N : 0;
     for (index_t m = 0; m < N; ++m) {
       for (index_t i = 0; i < sa; ++i) y[m * (sa + sb) + i] = a[m * sa + i];
@@ -314,7 +313,7 @@ struct Reference {
     }
   }
   template <Scalar T>
-  static void split_channels(ConstTensorView<T> y, TensorView<T> a, TensorView<T> b) {
+  static void invoke(ops::split_channels_t, ConstTensorView<T> y, TensorView<T> a, TensorView<T> b) {
     const index_t N = y.dim(0), sa = N ? a.numel() / N : 0, sb = N ? b.numel() / N : 0;
     for (index_t m = 0; m < N; ++m) {
       for (index_t i = 0; i < sa; ++i) a[m * sa + i] = y[m * (sa + sb) + i];
@@ -329,8 +328,8 @@ struct Reference {
   //   out[n,i,c] = sum_j P[i,j] v[n,j,c]
   // probs[n,h,i,j] = P[i,j] is saved for backward.
   template <Scalar T>
-  static void attention_forward(ConstTensorView<T> q, ConstTensorView<T> k, ConstTensorView<T> v, int heads,
-                                T scale, TensorView<T> out, TensorView<T> probs) {
+  static void invoke(ops::attention_forward_t, ConstTensorView<T> q, ConstTensorView<T> k, ConstTensorView<T> v,
+                     int heads, T scale, TensorView<T> out, TensorView<T> probs) {
     const index_t N = q.dim(0), L = q.dim(1), C = q.dim(2), d = C / heads;
     for (index_t n = 0; n < N; ++n)
       for (index_t h = 0; h < heads; ++h) {
@@ -358,9 +357,9 @@ struct Reference {
   // dP = dout v^T;  dS[i,j] = P[i,j] * (dP[i,j] - sum_j' P[i,j'] dP[i,j']);
   // dq = scale * dS k;  dk = scale * dS^T q;  dv = P^T dout  (per batch and head).
   template <Scalar T>
-  static void attention_backward(ConstTensorView<T> q, ConstTensorView<T> k, ConstTensorView<T> v,
-                                 ConstTensorView<T> probs, int heads, T scale, ConstTensorView<T> dout,
-                                 TensorView<T> dq, TensorView<T> dk, TensorView<T> dv) {
+  static void invoke(ops::attention_backward_t, ConstTensorView<T> q, ConstTensorView<T> k, ConstTensorView<T> v,
+                     ConstTensorView<T> probs, int heads, T scale, ConstTensorView<T> dout, TensorView<T> dq,
+                     TensorView<T> dk, TensorView<T> dv) {
     const index_t N = q.dim(0), L = q.dim(1), C = q.dim(2), d = C / heads;
     if (dq.data()) std::fill(dq.begin(), dq.end(), T{});
     if (dk.data()) std::fill(dk.begin(), dk.end(), T{});

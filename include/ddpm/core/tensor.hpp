@@ -2,8 +2,11 @@
 // Dense row-major tensors (NCHW for images, [N, F] for vectors).
 //
 //   Shape            up to kMaxRank extents, stored inline (no allocation).
-//   TensorView<T>    a non-owning, contiguous view: pointer + shape. Cheap to
-//                    copy, used by every kernel. TensorView<const T> is read-only.
+//   TensorView<T, M> a non-owning, contiguous view of memory space M (Host by
+//                    default): pointer + shape. Cheap to copy, used by every
+//                    kernel. TensorView<const T, M> is read-only. Only host views
+//                    give element access; a view of another space is a handle
+//                    that only that space's backend reads.
 //   Tensor<T, M>     owns 64-byte aligned storage in memory space M (Host for the
 //                    CPU backends; a device backend brings its own space and
 //                    storage, see backend/backend.hpp).
@@ -89,18 +92,25 @@ class Shape {
   int rank_ = 0;
 };
 
-// A contiguous view. T may be const-qualified.
-template <class T>
+// Memory spaces. Host memory is plain, 64-byte aligned RAM that both CPU
+// backends share; a GPU backend adds its own space (and Tensor specialisation).
+struct Host {};
+
+// A contiguous view of memory space M. T may be const-qualified.
+template <class T, class M = Host>
 class TensorView {
+  static constexpr bool kHost = std::same_as<M, Host>;
+
  public:
   using value_type = std::remove_const_t<T>;
+  using memory_space = M;
 
   TensorView() = default;
   TensorView(T* data, Shape shape) : data_(data), shape_(shape) {}
   // A mutable view converts to a read-only one.
   template <class U>
     requires(std::is_const_v<T> && std::same_as<std::remove_const_t<T>, U>)
-  TensorView(TensorView<U> v) : data_(v.data()), shape_(v.shape()) {}
+  TensorView(TensorView<U, M> v) : data_(v.data()), shape_(v.shape()) {}
 
   T* data() const { return data_; }
   const Shape& shape() const { return shape_; }
@@ -109,13 +119,15 @@ class TensorView {
   index_t numel() const { return shape_.numel(); }
   index_t size() const { return numel(); }
   bool empty() const { return numel() == 0; }
-  std::span<T> span() const { return {data_, static_cast<std::size_t>(numel())}; }
-  T* begin() const { return data_; }
-  T* end() const { return data_ + numel(); }
-  T& operator[](index_t i) const { return data_[i]; }
+  // Element access: host memory only.
+  std::span<T> span() const requires kHost { return {data_, static_cast<std::size_t>(numel())}; }
+  T* begin() const requires kHost { return data_; }
+  T* end() const requires kHost { return data_ + numel(); }
+  T& operator[](index_t i) const requires kHost { return data_[i]; }
 
   // Element at a multi-index (debugging and tests; kernels use raw pointers).
   template <class... I>
+    requires kHost
   T& at(I... idx) const {
     const index_t ix[] = {static_cast<index_t>(idx)...};
     require(static_cast<int>(sizeof...(I)) == rank(), "TensorView::at: expected ", rank(), " indices, got ",
@@ -151,12 +163,8 @@ class TensorView {
   Shape shape_;
 };
 
-template <class T>
-using ConstTensorView = TensorView<const T>;
-
-// Memory spaces. Host memory is plain, 64-byte aligned RAM that both CPU
-// backends share; a GPU backend adds its own space (and Tensor specialisation).
-struct Host {};
+template <class T, class M = Host>
+using ConstTensorView = TensorView<const T, M>;
 
 template <class T, std::size_t Align = 64>
 struct AlignedAllocator {

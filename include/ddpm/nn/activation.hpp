@@ -19,7 +19,7 @@ class SiLU : public LayerBase {
   // `out` (optional, x's shape): where to write y instead of the layer's own buffer.
   ConstTensorView<T> forward(ConstTensorView<T> x, TensorView<T> out = {}) {
     const TensorView<T> y = output_buffer(y_, x.shape(), out);
-    B::silu_forward(x, y);
+    B::run(ops::silu_forward, x, y);
     x_ = mode_ == Mode::Training ? x : ConstTensorView<T>{};
     return y;
   }
@@ -29,7 +29,7 @@ class SiLU : public LayerBase {
     check_backward(x_.data() != nullptr);
     check_shape("output gradient", dy.shape(), x_.shape());
     const TensorView<T> dx = output_buffer(dx_, x_.shape(), out);
-    B::silu_backward(x_, dy, dx);
+    B::run(ops::silu_backward, x_, dy, dx);
     return dx;
   }
 

@@ -68,7 +68,7 @@ class AttentionBlock : public LayerBase {
     const index_t N = x.dim(0), L = x.dim(2) * x.dim(3);
     const ConstTensorView<T> h = norm_ ? norm_->forward(x) : x;
     ensure_shape(tokens_, {N, L, C});
-    B::transpose(h, N, C, L, tokens_.view());
+    B::run(ops::transpose, h, N, C, L, tokens_.view());
     const ConstTensorView<T> q = to_q_.forward(tokens_.view());
     const ConstTensorView<T> k = to_k_.forward(tokens_.view());
     const ConstTensorView<T> v = to_v_.forward(tokens_.view());
@@ -77,12 +77,13 @@ class AttentionBlock : public LayerBase {
     if (std::is_same_v<T, double> && opt_.numerics == Numerics::Diffusers)
       attention_float32_softmax(q, k, v);
     else
-      B::attention_forward(q, k, v, heads_, scale_, TensorView<T>(attn_.view()), TensorView<T>(probs_.view()));
+      B::run(ops::attention_forward, q, k, v, heads_, scale_, TensorView<T>(attn_.view()),
+             TensorView<T>(probs_.view()));
     // to_out's result is consumed by the transpose below: workspace.
     const ConstTensorView<T> o = to_out_.forward(attn_.view(), workspace<T, M>(0, {N, L, C}));
     ensure_shape(y_, x.shape());
-    B::transpose(o, N, L, C, y_.view());  // [N, L, C] -> [N, C, L]
-    B::add(y_.cview(), x, static_cast<T>(1.0 / opt_.rescale_output_factor), y_.view());
+    B::run(ops::transpose, o, N, L, C, y_.view());  // [N, L, C] -> [N, C, L]
+    B::run(ops::add, y_.cview(), x, static_cast<T>(1.0 / opt_.rescale_output_factor), y_.view());
     have_forward_ = mode_ == Mode::Training;
     return y_.view();
   }
@@ -93,29 +94,28 @@ class AttentionBlock : public LayerBase {
     const index_t C = opt_.channels, N = y_.dim(0), L = y_.dim(2) * y_.dim(3);
     // d(to_out output), token-major, and the residual's share of dx.
     ensure_shape(dres_, y_.shape());
-    B::add(dy, {}, static_cast<T>(1.0 / opt_.rescale_output_factor), dres_.view());
+    B::run(ops::add, dy, {}, static_cast<T>(1.0 / opt_.rescale_output_factor), dres_.view());
     // The intermediate gradients live in the shared workspace (slots 0-5),
     // each slot taken again only after its last reader ran; dres_ (also the
     // residual's share of dx) is the layer's own.
     const Shape tok{N, L, C}, inner{N, L, inner_};
     const TensorView<T> dtok = workspace<T, M>(0, tok);
-    B::transpose(dres_.cview(), N, C, L, dtok);
+    B::run(ops::transpose, dres_.cview(), N, C, L, dtok);
     const ConstTensorView<T> dattn = to_out_.backward(dtok, workspace<T, M>(1, inner));
     const TensorView<T> dq = workspace<T, M>(2, inner), dk = workspace<T, M>(3, inner), dv = workspace<T, M>(4, inner);
-    B::attention_backward(ConstTensorView<T>(to_q_.output()), ConstTensorView<T>(to_k_.output()),
-                          ConstTensorView<T>(to_v_.output()), ConstTensorView<T>(probs_.view()), heads_, scale_,
-                          dattn, dq, dk, dv);
+    B::run(ops::attention_backward, ConstTensorView<T>(to_q_.output()), ConstTensorView<T>(to_k_.output()),
+           ConstTensorView<T>(to_v_.output()), ConstTensorView<T>(probs_.view()), heads_, scale_, dattn, dq, dk, dv);
     // d tokens = sum of the three projections' input gradients.
     const ConstTensorView<T> a = to_q_.backward(dq, workspace<T, M>(0, tok));
     const ConstTensorView<T> b = to_k_.backward(dk, workspace<T, M>(1, tok));
     const ConstTensorView<T> c = to_v_.backward(dv, workspace<T, M>(5, tok));
     const TensorView<T> dsum = workspace<T, M>(2, tok);
-    B::add(a, b, T{1}, dsum);
-    B::add(ConstTensorView<T>(dsum), c, T{1}, dsum);
+    B::run(ops::add, a, b, T{1}, dsum);
+    B::run(ops::add, ConstTensorView<T>(dsum), c, T{1}, dsum);
     const TensorView<T> dh = workspace<T, M>(3, y_.shape());
-    B::transpose(ConstTensorView<T>(dsum), N, L, C, dh);  // [N, L, C] -> [N, C, L]
+    B::run(ops::transpose, ConstTensorView<T>(dsum), N, L, C, dh);  // [N, L, C] -> [N, C, L]
     const ConstTensorView<T> dx_norm = norm_ ? norm_->backward(dh, workspace<T, M>(4, y_.shape())) : ConstTensorView<T>(dh);
-    B::add(dres_.cview(), dx_norm, T{1}, dres_.view());
+    B::run(ops::add, dres_.cview(), dx_norm, T{1}, dres_.view());
     return dres_.view();
   }
 
@@ -158,8 +158,8 @@ class AttentionBlock : public LayerBase {
       for (index_t h = 0; h < heads_; ++h) {
         T* P = probs_.data() + (n * heads_ + h) * L * L;
         const index_t off = n * L * ld + h * d;
-        B::gemm(backend::Trans::No, backend::Trans::Yes, L, L, d, scale_, q.data() + off, ld, k.data() + off, ld,
-                T{0}, P, L);
+        B::run(ops::gemm, backend::Trans::No, backend::Trans::Yes, L, L, d, scale_, q.data() + off, ld, k.data() + off,
+               ld, T{0}, P, L);
         for (index_t i = 0; i < L; ++i) {
           T* row = P + i * L;
           float mx = static_cast<float>(row[0]);
@@ -173,8 +173,8 @@ class AttentionBlock : public LayerBase {
           const float r = 1.0f / sum;
           for (index_t j = 0; j < L; ++j) row[j] = static_cast<T>(static_cast<float>(row[j]) * r);
         }
-        B::gemm(backend::Trans::No, backend::Trans::No, L, d, L, T{1}, static_cast<const T*>(P), L, v.data() + off,
-                ld, T{0}, attn_.data() + off, ld);
+        B::run(ops::gemm, backend::Trans::No, backend::Trans::No, L, d, L, T{1}, static_cast<const T*>(P), L,
+               v.data() + off, ld, T{0}, attn_.data() + off, ld);
       }
   }
 

@@ -30,7 +30,7 @@ class ChannelConcat : public LayerBase {
     ensure_shape(y_, s);
     a_shape_ = hidden.shape();
     b_shape_ = skip.shape();
-    B::concat_channels(hidden, skip, y_.view());
+    B::run(ops::concat_channels, hidden, skip, y_.view());
     have_forward_ = mode_ == Mode::Training;
     return y_.view();
   }
@@ -41,7 +41,7 @@ class ChannelConcat : public LayerBase {
     check_shape("output gradient", dy.shape(), y_.shape());
     ensure_shape(da_, a_shape_);
     ensure_shape(db_, b_shape_);
-    B::split_channels(dy, da_.view(), db_.view());
+    B::run(ops::split_channels, dy, da_.view(), db_.view());
     return da_.view();
   }
   ConstTensorView<T> skip_grad() const { return db_.view(); }

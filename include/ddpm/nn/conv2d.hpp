@@ -45,7 +45,7 @@ class Conv2d : public LayerBase {
           " kernel after padding");
     y_shape_ = {x.dim(0), co_, conv_.out_h(x.dim(2), k_), conv_.out_w(x.dim(3), k_)};
     const TensorView<T> y = output_buffer(y_, y_shape_, out);
-    B::conv2d_forward(x, weight(), bias(), conv_, y);
+    B::run(ops::conv2d_forward, x, weight(), bias(), conv_, y);
     x_ = mode_ == Mode::Training ? x : ConstTensorView<T>{};
     return y;
   }
@@ -55,8 +55,8 @@ class Conv2d : public LayerBase {
     check_backward(x_.data() != nullptr);
     check_shape("output gradient", dy.shape(), y_shape_);
     const TensorView<T> dx = output_buffer(dx_, x_.shape(), out);
-    B::conv2d_backward(x_, weight(), dy, conv_, dx, params_->grad(weight_),
-                       bias_ >= 0 ? params_->grad(bias_) : TensorView<T>{});
+    B::run(ops::conv2d_backward, x_, weight(), dy, conv_, dx, params_->grad(weight_),
+           bias_ >= 0 ? params_->grad(bias_) : TensorView<T>{});
     return dx;
   }
 

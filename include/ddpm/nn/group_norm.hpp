@@ -49,9 +49,9 @@ class GroupNorm : public LayerBase {
     ensure_shape(mean_, {x.dim(0) * groups_});
     ensure_shape(rstd_, {x.dim(0) * groups_});
     if (silu_)
-      B::group_norm_silu_forward(x, groups_, eps_, gamma(), beta(), y_view_, mean_.view(), rstd_.view());
+      B::run(ops::group_norm_silu_forward, x, groups_, eps_, gamma(), beta(), y_view_, mean_.view(), rstd_.view());
     else
-      B::group_norm_forward(x, groups_, eps_, gamma(), beta(), y_view_, mean_.view(), rstd_.view());
+      B::run(ops::group_norm_forward, x, groups_, eps_, gamma(), beta(), y_view_, mean_.view(), rstd_.view());
     x_ = mode_ == Mode::Training ? x : ConstTensorView<T>{};
     return y_view_;
   }
@@ -64,9 +64,10 @@ class GroupNorm : public LayerBase {
     const TensorView<T> dgamma = affine() ? params_->grad(weight_) : TensorView<T>{};
     const TensorView<T> dbeta = affine() ? params_->grad(bias_) : TensorView<T>{};
     if (silu_)
-      B::group_norm_silu_backward(x_, groups_, gamma(), beta(), mean_.cview(), rstd_.cview(), dy, dx, dgamma, dbeta);
+      B::run(ops::group_norm_silu_backward, x_, groups_, gamma(), beta(), mean_.cview(), rstd_.cview(), dy, dx, dgamma,
+             dbeta);
     else
-      B::group_norm_backward(x_, groups_, gamma(), mean_.cview(), rstd_.cview(), dy, dx, dgamma, dbeta);
+      B::run(ops::group_norm_backward, x_, groups_, gamma(), mean_.cview(), rstd_.cview(), dy, dx, dgamma, dbeta);
     return dx;
   }
 

@@ -33,7 +33,7 @@ class Linear : public LayerBase {
     Shape s = x.shape();
     s[s.rank() - 1] = out_;
     y_view_ = output_buffer(y_, s, out);
-    B::linear_forward(x, weight(), bias(), y_view_);
+    B::run(ops::linear_forward, x, weight(), bias(), y_view_);
     x_ = mode_ == Mode::Training ? x : ConstTensorView<T>{};
     return y_view_;
   }
@@ -43,8 +43,8 @@ class Linear : public LayerBase {
     check_backward(x_.data() != nullptr);
     check_shape("output gradient", dy.shape(), y_view_.shape());
     const TensorView<T> dx = output_buffer(dx_, x_.shape(), out);
-    B::linear_backward(x_, weight(), dy, dx, params_->grad(weight_),
-                       bias_ >= 0 ? params_->grad(bias_) : TensorView<T>{});
+    B::run(ops::linear_backward, x_, weight(), dy, dx, params_->grad(weight_),
+           bias_ >= 0 ? params_->grad(bias_) : TensorView<T>{});
     return dx;
   }
 

@@ -158,7 +158,7 @@ class MLPDenoiser {
       if (cond_proj) {
         const ConstTensorView<T> pc = cond_proj->forward(cond);
         ensure_shape(sum, h.shape());
-        B::add(h, pc, T{1}, sum.view());
+        B::run(ops::add, h, pc, T{1}, sum.view());
         h = sum.view();
       }
       h = acts[0]->forward(h);

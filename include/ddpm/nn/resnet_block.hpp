@@ -102,7 +102,7 @@ class ResnetBlock2D : public LayerBase {
     if (has_temb_ && !scale_shift_) {
       // h + e[:, :, None, None]; in place on the workspace in inference.
       const TensorView<T> sum = ws ? workspace<T, M>(1, hs) : output_buffer(hsum_, hs, {});
-      B::add_channel_bias(h, e, sum);
+      B::run(ops::add_channel_bias, h, e, sum);
       h = sum;
     }
     h = norm2_.forward(h, slot(0, hs));
@@ -120,7 +120,7 @@ class ResnetBlock2D : public LayerBase {
     const ConstTensorView<T> sc = conv_shortcut_ ? conv_shortcut_->forward(x, workspace<T, M>(0, hs)) : x;
     x_shape_ = xs;
     ensure_shape(y_, h.shape());
-    B::add(sc, h, static_cast<T>(1.0 / osf_), y_.view());
+    B::run(ops::add, sc, h, static_cast<T>(1.0 / osf_), y_.view());
     have_forward_ = mode_ == Mode::Training;
     return y_.view();
   }
@@ -136,7 +136,7 @@ class ResnetBlock2D : public LayerBase {
     ConstTensorView<T> dh = dy;  // d(shortcut) = d(h) = dy / osf
     if (osf_ != 1.0) {
       ensure_shape(dh_, hs);
-      B::add(dy, {}, static_cast<T>(1.0 / osf_), dh_.view());
+      B::run(ops::add, dy, {}, static_cast<T>(1.0 / osf_), dh_.view());
       dh = dh_.view();
     }
     // (One call per statement: a slot is asked for only after its last reader ran.)
@@ -166,7 +166,7 @@ class ResnetBlock2D : public LayerBase {
       g = norm2_.backward(g, workspace<T, M>(1, hs));  // through SiLU and norm2
       if (has_temb_) {
         ensure_shape(de_, {N, co_});
-        B::channel_sum(g, de_.view());
+        B::run(ops::channel_sum, g, de_.view());
       }
     }
     if (has_temb_) {
@@ -180,7 +180,7 @@ class ResnetBlock2D : public LayerBase {
     dx_main = norm1_.backward(dx_main, workspace<T, M>(2, xs));
     const ConstTensorView<T> dx_sc = conv_shortcut_ ? conv_shortcut_->backward(dh, workspace<T, M>(1, xs)) : dh;
     ensure_shape(dx_, xs);
-    B::add(dx_main, dx_sc, T{1}, dx_.view());
+    B::run(ops::add, dx_main, dx_sc, T{1}, dx_.view());
     return dx_.view();
   }
 

@@ -44,7 +44,7 @@ template <class B, Scalar T, class M>
 ConstTensorView<T> add(Tensor<T, M>& out, ConstTensorView<T> a, ConstTensorView<T> b) {
   require_same_shape(a.shape(), b.shape(), "U-Net skip gradient");
   ensure_shape(out, a.shape());
-  B::add(a, b, T{1}, out.view());
+  B::run(ops::add, a, b, T{1}, out.view());
   return out.view();
 }
 
@@ -52,7 +52,7 @@ ConstTensorView<T> add(Tensor<T, M>& out, ConstTensorView<T> a, ConstTensorView<
 template <class B, Scalar T, class M>
 void accumulate(Tensor<T, M>& acc, ConstTensorView<T> x) {
   require_same_shape(acc.shape(), x.shape(), "U-Net time-embedding gradient");
-  B::add(acc.cview(), x, T{1}, acc.view());
+  B::run(ops::add, acc.cview(), x, T{1}, acc.view());
 }
 
 inline void check_groups(const std::string& layer, int groups, index_t channels, const char* key) {

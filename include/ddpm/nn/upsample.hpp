@@ -34,7 +34,7 @@ class Upsample2D : public LayerBase {
   ConstTensorView<T> forward(ConstTensorView<T> x) {
     check(x.rank() == 4 && x.dim(1) == c_, "expected input [N, ", c_, ", H, W], got ", x.shape().str());
     ensure_shape(up_, {x.dim(0), c_, 2 * x.dim(2), 2 * x.dim(3)});
-    B::upsample_nearest2x_forward(x, TensorView<T>(up_.view()));
+    B::run(ops::upsample_nearest2x_forward, x, TensorView<T>(up_.view()));
     x_shape_ = x.shape();
     have_forward_ = mode_ == Mode::Training;
     return conv_ ? conv_->forward(up_.view()) : ConstTensorView<T>(up_.view());
@@ -45,7 +45,7 @@ class Upsample2D : public LayerBase {
     const ConstTensorView<T> dup = conv_ ? conv_->backward(dy) : dy;
     check_shape("output gradient", dup.shape(), up_.shape());
     ensure_shape(dx_, x_shape_);
-    B::upsample_nearest2x_backward(dup, TensorView<T>(dx_.view()));
+    B::run(ops::upsample_nearest2x_backward, dup, TensorView<T>(dx_.view()));
     return dx_.view();
   }
 

@@ -72,8 +72,8 @@ void attn_bwd_key_rows(const AttnGeom& g, index_t pair, index_t j0, index_t j1, 
 }
 
 template <class T>
-void attention_forward(ConstTensorView<T> qv, ConstTensorView<T> kv, ConstTensorView<T> vv, int heads, T scale,
-                       TensorView<T> outv, TensorView<T> probsv) {
+void run(ops::attention_forward_t, ConstTensorView<T> qv, ConstTensorView<T> kv, ConstTensorView<T> vv, int heads,
+         T scale, TensorView<T> outv, TensorView<T> probsv) {
   const AttnGeom g(qv, heads);
   const index_t pairs = g.N * g.H;
   if (pairs == 0 || g.L == 0) return;
@@ -95,9 +95,9 @@ void attention_forward(ConstTensorView<T> qv, ConstTensorView<T> kv, ConstTensor
 }
 
 template <class T>
-void attention_backward(ConstTensorView<T> qv, ConstTensorView<T> kv, ConstTensorView<T> vv,
-                        ConstTensorView<T> probsv, int heads, T scale, ConstTensorView<T> doutv, TensorView<T> dqv,
-                        TensorView<T> dkv, TensorView<T> dvv) {
+void run(ops::attention_backward_t, ConstTensorView<T> qv, ConstTensorView<T> kv, ConstTensorView<T> vv,
+         ConstTensorView<T> probsv, int heads, T scale, ConstTensorView<T> doutv, TensorView<T> dqv, TensorView<T> dkv,
+         TensorView<T> dvv) {
   const AttnGeom g(qv, heads);
   const index_t pairs = g.N * g.H;
   T *dq = dqv.data(), *dk = dkv.data(), *dv = dvv.data();

@@ -193,8 +193,8 @@ void gemm_part(int tid, int parts, Trans ta, Trans tb, index_t m, index_t n, ind
 
 // The threaded GEMM: the split depends only on the thread setting and shape.
 template <class T>
-void gemm(Trans ta, Trans tb, index_t m, index_t n, index_t k, T alpha, const T* A, index_t lda, const T* B,
-          index_t ldb, T beta, T* C, index_t ldc) {
+void run(ops::gemm_t, Trans ta, Trans tb, index_t m, index_t n, index_t k, T alpha, const T* A, index_t lda, const T* B,
+         index_t ldb, T beta, T* C, index_t ldc) {
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   const int want = std::min<index_t>(threads_for(flops, 2e5), std::max<index_t>(1, std::max(m / 8, n / 16)));
   parallel(want, [&](int tid, int parts) { gemm_part(tid, parts, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); });

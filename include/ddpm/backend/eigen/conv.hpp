@@ -442,8 +442,8 @@ inline bool winograd_applies(const ConvGeom& g) {
 // ---- drivers --------------------------------------------------------------------------
 
 template <class T>
-void conv2d_forward(ConstTensorView<T> xv, ConstTensorView<T> wv, ConstTensorView<T> bv, Conv2dParams p,
-                    TensorView<T> yv) {
+void run(ops::conv2d_forward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, ConstTensorView<T> bv, Conv2dParams p,
+         TensorView<T> yv) {
   const ConvGeom g(xv, wv, p);
   if (g.N == 0 || g.Co == 0 || g.P == 0) return;
   const T *x = xv.data(), *w = wv.data(), *b = bv.data();
@@ -499,8 +499,8 @@ void conv2d_forward(ConstTensorView<T> xv, ConstTensorView<T> wv, ConstTensorVie
 }
 
 template <class T>
-void conv2d_backward(ConstTensorView<T> xv, ConstTensorView<T> wv, ConstTensorView<T> dyv, Conv2dParams p,
-                     TensorView<T> dxv, TensorView<T> dwv, TensorView<T> dbv) {
+void run(ops::conv2d_backward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, ConstTensorView<T> dyv, Conv2dParams p,
+         TensorView<T> dxv, TensorView<T> dwv, TensorView<T> dbv) {
   const ConvGeom g(xv, wv, p);
   const T *x = xv.data(), *w = wv.data(), *dy = dyv.data();
   T *dx = dxv.data(), *dw = dwv.data(), *db = dbv.data();

@@ -13,21 +13,23 @@ namespace ddpm::backend::eigen_detail {
 
 // ---- Linear ---------------------------------------------------------------------
 template <class T>
-void linear_forward(ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> b, TensorView<T> y) {
+void run(ops::linear_forward_t, ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> b, TensorView<T> y) {
   const index_t out = w.dim(0), in = w.dim(1), rows = in ? x.numel() / in : 0;
   if (rows == 0 || out == 0) return;
   if (b.data())
     for (index_t r = 0; r < rows; ++r) std::copy(b.data(), b.data() + out, y.data() + r * out);
-  gemm(Trans::No, Trans::Yes, rows, out, in, T{1}, x.data(), in, w.data(), in, b.data() ? T{1} : T{0}, y.data(),
-       out);
+  run(ops::gemm, Trans::No, Trans::Yes, rows, out, in, T{1}, x.data(), in, w.data(), in, b.data() ? T{1} : T{0},
+      y.data(), out);
 }
 
 template <class T>
-void linear_backward(ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> dy, TensorView<T> dx,
-                     TensorView<T> dw, TensorView<T> db) {
+void run(ops::linear_backward_t, ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> dy, TensorView<T> dx,
+         TensorView<T> dw, TensorView<T> db) {
   const index_t out = w.dim(0), in = w.dim(1), rows = in ? x.numel() / in : 0;
-  if (dx.data()) gemm(Trans::No, Trans::No, rows, in, out, T{1}, dy.data(), out, w.data(), in, T{0}, dx.data(), in);
-  if (dw.data()) gemm(Trans::Yes, Trans::No, out, in, rows, T{1}, dy.data(), out, x.data(), in, T{1}, dw.data(), in);
+  if (dx.data())
+    run(ops::gemm, Trans::No, Trans::No, rows, in, out, T{1}, dy.data(), out, w.data(), in, T{0}, dx.data(), in);
+  if (dw.data())
+    run(ops::gemm, Trans::Yes, Trans::No, out, in, rows, T{1}, dy.data(), out, x.data(), in, T{1}, dw.data(), in);
   if (db.data() && rows > 0 && out > 0) {
     auto acc = mat(db.data(), 1, out, out);
     for (index_t r = 0; r < rows; ++r) acc += cmat(dy.data() + r * out, 1, out, out);
@@ -88,16 +90,16 @@ void group_norm_forward_impl(ConstTensorView<T> xv, int groups, T eps, ConstTens
 }
 
 template <class T>
-void group_norm_forward(ConstTensorView<T> xv, int groups, T eps, ConstTensorView<T> gamma, ConstTensorView<T> beta,
-                        TensorView<T> yv, TensorView<T> mean, TensorView<T> rstd) {
+void run(ops::group_norm_forward_t, ConstTensorView<T> xv, int groups, T eps, ConstTensorView<T> gamma,
+         ConstTensorView<T> beta, TensorView<T> yv, TensorView<T> mean, TensorView<T> rstd) {
   group_norm_forward_impl(xv, groups, eps, gamma, beta, yv, mean, rstd, 3.0,
                           [](const auto& u, auto out) { out = u; });
 }
 
 // silu(group_norm(x)) in one pass: the normalised values never leave registers.
 template <class T>
-void group_norm_silu_forward(ConstTensorView<T> xv, int groups, T eps, ConstTensorView<T> gamma,
-                             ConstTensorView<T> beta, TensorView<T> yv, TensorView<T> mean, TensorView<T> rstd) {
+void run(ops::group_norm_silu_forward_t, ConstTensorView<T> xv, int groups, T eps, ConstTensorView<T> gamma,
+         ConstTensorView<T> beta, TensorView<T> yv, TensorView<T> mean, TensorView<T> rstd) {
   group_norm_forward_impl(xv, groups, eps, gamma, beta, yv, mean, rstd, 20.0, [](const auto& u, auto out) {
     out = u;
     out = out / (T{1} + (-out).exp());
@@ -156,9 +158,9 @@ void group_norm_backward_impl(ConstTensorView<T> xv, int groups, ConstTensorView
 }
 
 template <class T>
-void group_norm_backward(ConstTensorView<T> xv, int groups, ConstTensorView<T> gamma, ConstTensorView<T> mean,
-                         ConstTensorView<T> rstd, ConstTensorView<T> dyv, TensorView<T> dxv, TensorView<T> dgamma,
-                         TensorView<T> dbeta) {
+void run(ops::group_norm_backward_t, ConstTensorView<T> xv, int groups, ConstTensorView<T> gamma,
+         ConstTensorView<T> mean, ConstTensorView<T> rstd, ConstTensorView<T> dyv, TensorView<T> dxv,
+         TensorView<T> dgamma, TensorView<T> dbeta) {
   group_norm_backward_impl(xv, groups, gamma, mean, rstd, dxv, dgamma, dbeta, 4.0,
                            [&](index_t, index_t, index_t off) { return dyv.data() + off; });
 }
@@ -167,9 +169,9 @@ void group_norm_backward(ConstTensorView<T> xv, int groups, ConstTensorView<T> g
 // recomputed from x and the saved statistics (nothing else was kept), the
 // gradient through the SiLU goes to an L1-sized buffer, then GroupNorm's.
 template <class T>
-void group_norm_silu_backward(ConstTensorView<T> xv, int groups, ConstTensorView<T> gamma, ConstTensorView<T> beta,
-                              ConstTensorView<T> mean, ConstTensorView<T> rstd, ConstTensorView<T> dyv,
-                              TensorView<T> dxv, TensorView<T> dgamma, TensorView<T> dbeta) {
+void run(ops::group_norm_silu_backward_t, ConstTensorView<T> xv, int groups, ConstTensorView<T> gamma,
+         ConstTensorView<T> beta, ConstTensorView<T> mean, ConstTensorView<T> rstd, ConstTensorView<T> dyv,
+         TensorView<T> dxv, TensorView<T> dgamma, TensorView<T> dbeta) {
   const index_t C = xv.dim(1), S = xv.dim(0) > 0 && C > 0 ? xv.numel() / (xv.dim(0) * C) : 0, G = groups,
                 cg = C / G;
   const T *x = xv.data(), *ga = gamma.data(), *be = beta.data(), *dy = dyv.data();
@@ -191,7 +193,7 @@ void group_norm_silu_backward(ConstTensorView<T> xv, int groups, ConstTensorView
 
 // ---- SiLU -------------------------------------------------------------------------
 template <class T>
-void silu_forward(ConstTensorView<T> xv, TensorView<T> yv) {
+void run(ops::silu_forward_t, ConstTensorView<T> xv, TensorView<T> yv) {
   const index_t n = xv.numel();
   const T* x = xv.data();
   T* y = yv.data();
@@ -204,7 +206,7 @@ void silu_forward(ConstTensorView<T> xv, TensorView<T> yv) {
 }
 
 template <class T>
-void silu_backward(ConstTensorView<T> xv, ConstTensorView<T> dyv, TensorView<T> dxv) {
+void run(ops::silu_backward_t, ConstTensorView<T> xv, ConstTensorView<T> dyv, TensorView<T> dxv) {
   const index_t n = xv.numel();
   const T *x = xv.data(), *dy = dyv.data();
   T* dx = dxv.data();
@@ -216,7 +218,7 @@ void silu_backward(ConstTensorView<T> xv, ConstTensorView<T> dyv, TensorView<T> 
 
 // ---- nearest 2x upsampling --------------------------------------------------------
 template <class T>
-void upsample_nearest2x_forward(ConstTensorView<T> xv, TensorView<T> yv) {
+void run(ops::upsample_nearest2x_forward_t, ConstTensorView<T> xv, TensorView<T> yv) {
   const index_t planes = xv.dim(0) * xv.dim(1), H = xv.dim(2), W = xv.dim(3);
   const T* x = xv.data();
   T* y = yv.data();
@@ -233,7 +235,7 @@ void upsample_nearest2x_forward(ConstTensorView<T> xv, TensorView<T> yv) {
 }
 
 template <class T>
-void upsample_nearest2x_backward(ConstTensorView<T> dyv, TensorView<T> dxv) {
+void run(ops::upsample_nearest2x_backward_t, ConstTensorView<T> dyv, TensorView<T> dxv) {
   const index_t planes = dxv.dim(0) * dxv.dim(1), H = dxv.dim(2), W = dxv.dim(3);
   const T* dy = dyv.data();
   T* dx = dxv.data();
@@ -252,7 +254,7 @@ void upsample_nearest2x_backward(ConstTensorView<T> dyv, TensorView<T> dxv) {
 // ---- glue between layers ------------------------------------------------------------
 // Memory-bound: threads only for tensors large enough to pay for the wake-up.
 template <class T>
-void add(ConstTensorView<T> av, ConstTensorView<T> bv, T alpha, TensorView<T> yv) {
+void run(ops::add_t, ConstTensorView<T> av, ConstTensorView<T> bv, T alpha, TensorView<T> yv) {
   const index_t n = av.numel();
   const T *a = av.data(), *b = bv.data();
   T* y = yv.data();
@@ -271,7 +273,7 @@ void add(ConstTensorView<T> av, ConstTensorView<T> bv, T alpha, TensorView<T> yv
 }
 
 template <class T>
-void add_channel_bias(ConstTensorView<T> xv, ConstTensorView<T> ev, TensorView<T> yv) {
+void run(ops::add_channel_bias_t, ConstTensorView<T> xv, ConstTensorView<T> ev, TensorView<T> yv) {
   const index_t NC = ev.numel(), S = NC ? xv.numel() / NC : 0;
   const T *x = xv.data(), *e = ev.data();
   T* y = yv.data();
@@ -282,7 +284,7 @@ void add_channel_bias(ConstTensorView<T> xv, ConstTensorView<T> ev, TensorView<T
 }
 
 template <class T>
-void channel_sum(ConstTensorView<T> xv, TensorView<T> yv) {
+void run(ops::channel_sum_t, ConstTensorView<T> xv, TensorView<T> yv) {
   const index_t NC = yv.numel(), S = NC ? xv.numel() / NC : 0;
   const T* x = xv.data();
   T* y = yv.data();
@@ -294,7 +296,7 @@ void channel_sum(ConstTensorView<T> xv, TensorView<T> yv) {
 
 // [n, a, b] -> [n, b, a] in 16 x 16 tiles (both sides stay in L1).
 template <class T>
-void transpose(ConstTensorView<T> xv, index_t n, index_t a, index_t b, TensorView<T> yv) {
+void run(ops::transpose_t, ConstTensorView<T> xv, index_t n, index_t a, index_t b, TensorView<T> yv) {
   const T* x = xv.data();
   T* y = yv.data();
   constexpr index_t kTile = 16;
@@ -334,7 +336,7 @@ void for_each_channel_block(index_t N, index_t sa, index_t sb, Copy copy) {
 }
 
 template <class T>
-void concat_channels(ConstTensorView<T> av, ConstTensorView<T> bv, TensorView<T> yv) {
+void run(ops::concat_channels_t, ConstTensorView<T> av, ConstTensorView<T> bv, TensorView<T> yv) {
   const index_t N = yv.dim(0);
   if (N == 0) return;
   const T* src[2] = {av.data(), bv.data()};
@@ -345,7 +347,7 @@ void concat_channels(ConstTensorView<T> av, ConstTensorView<T> bv, TensorView<T>
 }
 
 template <class T>
-void split_channels(ConstTensorView<T> yv, TensorView<T> av, TensorView<T> bv) {
+void run(ops::split_channels_t, ConstTensorView<T> yv, TensorView<T> av, TensorView<T> bv) {
   const index_t N = yv.dim(0);
   if (N == 0) return;
   T* dst[2] = {av.data(), bv.data()};
