@@ -70,6 +70,13 @@ template <class V>
 bool present(const V& v) { return v.data() != nullptr; }
 }  // namespace detail
 
+// Ops whose cost is bytes moved, not arithmetic (element-wise maps,
+// normalisation, copies): they count no flops.
+struct memory_bound {
+  template <class... A>
+  static double flops(const A&...) { return 0; }
+};
+
 // C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major, leading
 // dimensions given. As in BLAS, beta == 0 overwrites C without reading it.
 struct gemm_t {
@@ -131,125 +138,97 @@ struct conv2d_backward_t {
 
 // GroupNorm over (C/G, H, W) per (n, g), affine per channel; saves mean and
 // rstd [N * G] for backward.
-struct group_norm_forward_t {
+struct group_norm_forward_t : memory_bound {
   static constexpr std::string_view name = "group_norm_forward";
   template <class T, class M>
   using signature = void(In<T, M> x, int groups, T eps, In<T, M> gamma, In<T, M> beta, Out<T, M> y,
                          Out<T, M> mean, Out<T, M> rstd);
-  template <class... A>
-  static double flops(const A&...) { return 0; }
 };
-struct group_norm_backward_t {
+struct group_norm_backward_t : memory_bound {
   static constexpr std::string_view name = "group_norm_backward";
   template <class T, class M>
   using signature = void(In<T, M> x, int groups, In<T, M> gamma, In<T, M> mean, In<T, M> rstd, In<T, M> dy,
                          Out<T, M> dx, Out<T, M> dgamma, Out<T, M> dbeta);
-  template <class... A>
-  static double flops(const A&...) { return 0; }
 };
 // SiLU(GroupNorm(x)) fused (the pre-activation before every U-Net conv):
 // forward as group_norm_forward with y = silu(group_norm(x)); backward
 // recomputes the normalised values from x and the saved mean and rstd.
-struct group_norm_silu_forward_t {
+struct group_norm_silu_forward_t : memory_bound {
   static constexpr std::string_view name = "group_norm_silu_forward";
   template <class T, class M>
   using signature = void(In<T, M> x, int groups, T eps, In<T, M> gamma, In<T, M> beta, Out<T, M> y,
                          Out<T, M> mean, Out<T, M> rstd);
-  template <class... A>
-  static double flops(const A&...) { return 0; }
 };
-struct group_norm_silu_backward_t {
+struct group_norm_silu_backward_t : memory_bound {
   static constexpr std::string_view name = "group_norm_silu_backward";
   template <class T, class M>
   using signature = void(In<T, M> x, int groups, In<T, M> gamma, In<T, M> beta, In<T, M> mean, In<T, M> rstd,
                          In<T, M> dy, Out<T, M> dx, Out<T, M> dgamma, Out<T, M> dbeta);
-  template <class... A>
-  static double flops(const A&...) { return 0; }
 };
 
 // y = x * sigmoid(x); backward: dx = dy * silu'(x).
-struct silu_forward_t {
+struct silu_forward_t : memory_bound {
   static constexpr std::string_view name = "silu_forward";
   template <class T, class M>
   using signature = void(In<T, M> x, Out<T, M> y);
-  template <class... A>
-  static double flops(const A&...) { return 0; }
 };
-struct silu_backward_t {
+struct silu_backward_t : memory_bound {
   static constexpr std::string_view name = "silu_backward";
   template <class T, class M>
   using signature = void(In<T, M> x, In<T, M> dy, Out<T, M> dx);
-  template <class... A>
-  static double flops(const A&...) { return 0; }
 };
 
 // Nearest-neighbour 2x upsampling of NCHW; backward sums each 2x2 block.
-struct upsample_nearest2x_forward_t {
+struct upsample_nearest2x_forward_t : memory_bound {
   static constexpr std::string_view name = "upsample_nearest2x_forward";
   template <class T, class M>
   using signature = void(In<T, M> x, Out<T, M> y);
-  template <class... A>
-  static double flops(const A&...) { return 0; }
 };
-struct upsample_nearest2x_backward_t {
+struct upsample_nearest2x_backward_t : memory_bound {
   static constexpr std::string_view name = "upsample_nearest2x_backward";
   template <class T, class M>
   using signature = void(In<T, M> dy, Out<T, M> dx);
-  template <class... A>
-  static double flops(const A&...) { return 0; }
 };
 
 // The glue between layers (residual connections, the time-embedding
 // broadcast, NCHW <-> token-major). Each output may alias an input of the
 // same shape.
 // y = alpha * (a + b); b may be empty (y = alpha * a).
-struct add_t {
+struct add_t : memory_bound {
   static constexpr std::string_view name = "add";
   template <class T, class M>
   using signature = void(In<T, M> a, In<T, M> b, T alpha, Out<T, M> y);
-  template <class... A>
-  static double flops(const A&...) { return 0; }
 };
 // y[n, c, ...] = x[n, c, ...] + e[n, c] for x [N, C, ...], e [N, C].
-struct add_channel_bias_t {
+struct add_channel_bias_t : memory_bound {
   static constexpr std::string_view name = "add_channel_bias";
   template <class T, class M>
   using signature = void(In<T, M> x, In<T, M> e, Out<T, M> y);
-  template <class... A>
-  static double flops(const A&...) { return 0; }
 };
 // y[n, c] = sum of x[n, c, ...] for x [N, C, ...].
-struct channel_sum_t {
+struct channel_sum_t : memory_bound {
   static constexpr std::string_view name = "channel_sum";
   template <class T, class M>
   using signature = void(In<T, M> x, Out<T, M> y);
-  template <class... A>
-  static double flops(const A&...) { return 0; }
 };
 // x viewed as [n, a, b] -> y [n, b, a] (no aliasing).
-struct transpose_t {
+struct transpose_t : memory_bound {
   static constexpr std::string_view name = "transpose";
   template <class T, class M>
   using signature = void(In<T, M> x, index_t n, index_t a, index_t b, Out<T, M> y);
-  template <class... A>
-  static double flops(const A&...) { return 0; }
 };
 // The U-Net's skip concatenation: y[m] = [a[m], b[m]] for a [N, Ca, ...],
 // b [N, Cb, ...] (same N and trailing dims), y [N, Ca + Cb, ...]; and its
 // inverse, a[m] = y[m, :Ca], b[m] = y[m, Ca:] (Ca = a.dim(1)). No aliasing.
-struct concat_channels_t {
+struct concat_channels_t : memory_bound {
   static constexpr std::string_view name = "concat_channels";
   template <class T, class M>
   using signature = void(In<T, M> a, In<T, M> b, Out<T, M> y);
-  template <class... A>
-  static double flops(const A&...) { return 0; }
 };
-struct split_channels_t {
+struct split_channels_t : memory_bound {
   static constexpr std::string_view name = "split_channels";
   template <class T, class M>
   using signature = void(In<T, M> y, Out<T, M> a, Out<T, M> b);
-  template <class... A>
-  static double flops(const A&...) { return 0; }
 };
 
 // Multi-head scaled dot-product self-attention on token-major data.
