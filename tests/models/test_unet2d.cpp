@@ -113,6 +113,30 @@ TEST_CASE("UNet2D init(rng) gives the pinned weights for a seed", "[models]") {
   CHECK(bit_hash(p.values()) == 0x09ca62c980307cd8ull);
 }
 
+TEST_CASE("UNet2D records intermediates only when asked", "[models]") {
+  UNet net(tiny(true, true));
+  Rng rng(1, 2);
+  net.init(rng);
+  Tensor<double> x({2, 2, 4, 4}, 0.25);
+  const std::vector<double> t{3, 400};
+  const std::vector<std::int64_t> labels{1, 2};
+  CHECK(!net.records_intermediates());
+  const auto y0 = Tensor<double>::copy_of(net.forward(x.view(), std::span<const double>(t), labels));
+  CHECK_THROWS_WITH(net.intermediates(), Catch::Contains("record_intermediates(true)"));
+  net.record_intermediates(true);
+  const auto y1 = net.forward(x.view(), std::span<const double>(t), labels);
+  CHECK(std::equal(y1.begin(), y1.end(), y0.begin()));  // recording changes nothing
+  std::vector<std::string> names;
+  for (const auto& [name, view] : net.intermediates()) names.push_back(name);
+  CHECK(names == std::vector<std::string>{"class_emb", "conv_in_out", "conv_norm_out.out", "down_blocks.0.out",
+                                          "down_blocks.1.out", "mid_block.out", "t_emb", "time_embedding_out",
+                                          "up_blocks.0.out", "up_blocks.1.out"});
+  CHECK(net.intermediates().at("down_blocks.0.out").shape() == Shape({2, 4, 2, 2}));
+  CHECK(net.intermediates().at("t_emb").shape() == Shape({2, 4}));
+  net.record_intermediates(false);
+  CHECK_THROWS_AS(net.intermediates(), Error);
+}
+
 TEST_CASE("UNet2D checks its inputs and config", "[models]") {
   UNet net(tiny(true, true));
   Tensor<double> x({2, 2, 4, 4}), odd({2, 2, 5, 4}), wrong_c({2, 3, 4, 4});
