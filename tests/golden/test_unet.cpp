@@ -77,6 +77,7 @@ nn::UNet2D<T, B> load_model(const UNetCase& c, nn::Numerics numerics) {
 template <backend::Backend B>
 std::map<std::string, Tensor<double>> exact_intermediates(const UNetCase& c) {
   auto m = load_model<double, B>(c, nn::Numerics::Exact);
+  m.record_intermediates(true);
   m.forward(c.io.get<double>("sample").view(), std::span<const double>(c.timesteps), c.labels);
   std::map<std::string, Tensor<double>> out;
   for (const auto& [stage, view] : m.intermediates()) out.emplace(stage, Tensor<double>::copy_of(view));
@@ -89,6 +90,7 @@ void check_forward(const UNetCase& c, DeviationReport& rep) {
   const Tensor<T> x = c.io.get<T>("sample");
   if constexpr (std::is_same_v<T, float>) {
     auto m = load_model<T, B>(c, nn::Numerics::Diffusers);
+    m.record_intermediates(true);
     const auto y = m.forward(x.view(), std::span<const double>(c.timesteps), c.labels);
     compare(rep, "float/" + be + "/output", y, c.io.get<double>("output"), tol(c, "output"));
     // Intermediates, to localise a mismatch. README: 1e-5 x max|ref| (t_emb
