@@ -19,10 +19,11 @@
 // Tiles go in blocks of whole tile rows (across images when they are small),
 // sized so that V and M stay in L2. Threads split the tile rows: every output
 // is computed by one thread, in an order that does not depend on the thread
-// count. Used for 3x3 stride-1 layers with enough channels and tiles (see
-// below): forward, the input gradient of backward (as the convolution of dY
-// with the flipped filters) and its weight gradient (the same transforms of
-// x and of dY, 16 GEMMs over the tiles; see "weight gradient" below).
+// count. Used for 3x3 stride-1 layers with enough channels and tiles (the
+// Tuning limits; winograd_applies in conv.hpp): forward, the input gradient
+// of backward (as the convolution of dY with the flipped filters) and its
+// weight gradient (the same transforms of x and of dY, 16 GEMMs over the
+// tiles; see "weight gradient" below).
 #include <algorithm>
 #include <cstddef>
 #include <utility>
