@@ -266,7 +266,9 @@ void conv_fwd_wide(const ConvGeom& g, const T* x, const T* Ap, const T* b, T* y,
   const T* xp = pad_image(g, wg, x, 0, g.Ci, kCol);
   const index_t q0 = wg.wide(g, p0), q1 = wg.wide(g, p1 - 1) + 1;
   // Tile the wide columns so that the output tile stays in L2.
-  const index_t tile = std::min(q1 - q0, std::max<index_t>(NR, (static_cast<index_t>(tuning().wide_fwd_tile_bytes / sizeof(T)) / std::max<index_t>(g.Co, 1)) / NR * NR));
+  const index_t cols =
+      static_cast<index_t>(tuning().wide_fwd_tile_bytes / sizeof(T)) / std::max<index_t>(g.Co, 1);
+  const index_t tile = std::min(q1 - q0, std::max<index_t>(NR, cols / NR * NR));
   // Rows of the output tile one panel apart from a power of two: the kMR rows
   // a micro-kernel stores then fall into different L1 sets (a power-of-two
   // stride puts them in one or two sets, which then evict each other).
@@ -331,7 +333,9 @@ void conv_bwd_wide(const ConvGeom& g, const T* x, const T* Awt, const T* dy, T* 
   if (dw) {
     // dw[:, rows] += dYw[:, tile] * col_wide[rows, tile]^T, the tile (depth) sized
     // so that packed dY stays in L2.
-    const index_t tile = std::min(Pw, std::max<index_t>(NR, (static_cast<index_t>(tuning().wide_dw_tile_bytes) / static_cast<index_t>(sizeof(T)) / std::max<index_t>(g.Co, 1)) / NR * NR));
+    const index_t depth = static_cast<index_t>(tuning().wide_dw_tile_bytes) / static_cast<index_t>(sizeof(T)) /
+                          std::max<index_t>(g.Co, 1);
+    const index_t tile = std::min(Pw, std::max<index_t>(NR, depth / NR * NR));
     T* Ady = scratch<T>(kPackA2, static_cast<std::size_t>(packed_a_size(g.Co, tile)));
     for (index_t t0 = 0; t0 < Pw; t0 += tile) {
       const index_t tw = std::min(tile, Pw - t0);
@@ -481,7 +485,7 @@ void conv2d_forward(ConstTensorView<T> xv, ConstTensorView<T> wv, ConstTensorVie
 #endif
     return nullptr;
   };
-  auto run = [&](const T* Ap, index_t n, index_t p0, index_t p1) {
+  auto run = [&]([[maybe_unused]] const T* Ap, index_t n, index_t p0, index_t p1) {
 #if DDPM_EIGEN_PACKED_KERNEL
     if (Ap && g.s == 1 && !g.pointwise && tuning().use_wide)
       return conv_fwd_wide(g, x + n * g.Ci * g.HW, Ap, b, y + n * g.Co * g.P, p0, p1);
@@ -511,7 +515,8 @@ void conv2d_backward(ConstTensorView<T> xv, ConstTensorView<T> wv, ConstTensorVi
   const T *x = xv.data(), *w = wv.data(), *dy = dyv.data();
   T *dx = dxv.data(), *dw = dwv.data(), *db = dbv.data();
   if (db && g.P > 0)  // threads own output channels; each sums images in order (deterministic)
-    parallel(threads_for(static_cast<double>(g.N * g.Co * g.P), tuning().min_touches_per_thread), [&](int tid, int parts) {
+    parallel(threads_for(static_cast<double>(g.N * g.Co * g.P), tuning().min_touches_per_thread),
+             [&](int tid, int parts) {
       const auto [c0, c1] = split_range(g.Co, parts, tid);
       for (index_t n = 0; n < g.N; ++n)
         for (index_t co = c0; co < c1; ++co) db[co] += CArrMap<T>(dy + (n * g.Co + co) * g.P, g.P).sum();
@@ -567,7 +572,7 @@ void conv2d_backward(ConstTensorView<T> xv, ConstTensorView<T> wv, ConstTensorVi
     cgrain = kMR / gcd;
   }
 #endif
-  auto run = [&](const T* Awt, index_t n, int tid, index_t c0, index_t c1) {
+  auto run = [&]([[maybe_unused]] const T* Awt, index_t n, int tid, index_t c0, index_t c1) {
     const T* xn = x + n * g.Ci * g.HW;
     const T* dyn = dy + n * g.Co * g.P;
     T* dxn = dx ? dx + n * g.Ci * g.HW : nullptr;

@@ -22,11 +22,12 @@ inline constexpr double kGroupNormSiluBackwardCost = 28.0;  // GroupNorm's backw
 inline constexpr double kSiluCost = 20.0;                   // an exp and a division
 inline constexpr double kSiluBackwardCost = 24.0;           // the same, plus the derivative's products
 inline constexpr double kUpsampleTouches = 4.0;             // four output values per input value
-inline constexpr double kAddTouches = 2.0;                  // a read and a write per element
-// Element-wise ops split their range into parts of whole multiples of this
-// many values (whole 64-byte lines), so no two threads write one cache line.
+inline constexpr double kReadWriteTouches = 2.0;            // a read and a write per element
+// Element-wise ops split their range at multiples of this many values (whole
+// 64-byte lines of an aligned buffer), so no two threads write one line.
 inline constexpr index_t kElementSplitGrain = 64;
-// Copies between channel blocks split at multiples of this many values.
+// The channel concatenation splits at multiples of this many values (a line
+// of floats): its runs are whole channel planes, often short.
 inline constexpr index_t kCopySplitGrain = 16;
 
 // ---- Linear ---------------------------------------------------------------------
@@ -117,10 +118,11 @@ void group_norm_forward(ConstTensorView<T> xv, int groups, T eps, ConstTensorVie
 template <class T>
 void group_norm_silu_forward(ConstTensorView<T> xv, int groups, T eps, ConstTensorView<T> gamma,
                              ConstTensorView<T> beta, TensorView<T> yv, TensorView<T> mean, TensorView<T> rstd) {
-  group_norm_forward_impl(xv, groups, eps, gamma, beta, yv, mean, rstd, kGroupNormSiluCost, [](const auto& u, auto out) {
-    out = u;
-    out = out / (T{1} + (-out).exp());
-  });
+  group_norm_forward_impl(xv, groups, eps, gamma, beta, yv, mean, rstd, kGroupNormSiluCost,
+                          [](const auto& u, auto out) {
+                            out = u;
+                            out = out / (T{1} + (-out).exp());
+                          });
 }
 
 // GroupNorm backward; group_dy(n, g, off) points at the output gradient of
@@ -279,7 +281,8 @@ void add(ConstTensorView<T> av, ConstTensorView<T> bv, T alpha, TensorView<T> yv
   const index_t n = av.numel();
   const T *a = av.data(), *b = bv.data();
   T* y = yv.data();
-  parallel(threads_for(kAddTouches * static_cast<double>(n), tuning().min_touches_per_thread), [&](int tid, int parts) {
+  parallel(threads_for(kReadWriteTouches * static_cast<double>(n), tuning().min_touches_per_thread),
+           [&](int tid, int parts) {
     const auto [i0, i1] = split_range(n, parts, tid, kElementSplitGrain);
     if (i1 <= i0) return;
     auto out = ArrMap<T>(y + i0, i1 - i0);
@@ -298,7 +301,7 @@ void add_channel_bias(ConstTensorView<T> xv, ConstTensorView<T> ev, TensorView<T
   const index_t NC = ev.numel(), S = NC ? xv.numel() / NC : 0;
   const T *x = xv.data(), *e = ev.data();
   T* y = yv.data();
-  parallel(threads_for(kAddTouches * static_cast<double>(xv.numel()), tuning().min_touches_per_thread),
+  parallel(threads_for(kReadWriteTouches * static_cast<double>(xv.numel()), tuning().min_touches_per_thread),
            [&](int tid, int parts) {
     const auto [q0, q1] = split_range(NC, parts, tid);
     for (index_t q = q0; q < q1; ++q) ArrMap<T>(y + q * S, S) = CArrMap<T>(x + q * S, S) + e[q];
@@ -322,7 +325,7 @@ void transpose(ConstTensorView<T> xv, index_t n, index_t a, index_t b, TensorVie
   const T* x = xv.data();
   T* y = yv.data();
   constexpr index_t kTile = 16;
-  parallel(threads_for(kAddTouches * static_cast<double>(xv.numel()), tuning().min_touches_per_thread),
+  parallel(threads_for(kReadWriteTouches * static_cast<double>(xv.numel()), tuning().min_touches_per_thread),
            [&](int tid, int parts) {
     const index_t tiles_a = (a + kTile - 1) / kTile;
     const auto [t0, t1] = split_range(n * tiles_a, parts, tid);
