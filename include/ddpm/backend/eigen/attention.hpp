@@ -13,6 +13,14 @@
 
 namespace ddpm::backend::eigen_detail {
 
+// The work of a (batch, head) pair, in flops, is kAttn*Flops * L^2 * (d +
+// kAttnSoftmaxDepth): 2 flops per score and unit of depth for each of the
+// forward's two GEMMs and the backward's four, the softmax counted as that
+// much extra depth.
+inline constexpr double kAttnForwardFlops = 4.0;
+inline constexpr double kAttnBackwardFlops = 8.0;
+inline constexpr index_t kAttnSoftmaxDepth = 4;
+
 struct AttnGeom {
   index_t N, L, C, H, d;
   template <class T>
@@ -79,8 +87,9 @@ void run(ops::attention_forward_t, ConstTensorView<T> qv, ConstTensorView<T> kv,
   if (pairs == 0 || g.L == 0) return;
   const T *q = qv.data(), *k = kv.data(), *v = vv.data();
   T *out = outv.data(), *probs = probsv.data();
-  const double work = 4.0 * static_cast<double>(pairs) * static_cast<double>(g.L * g.L) * static_cast<double>(g.d + 4);
-  const int T_ = threads_for(work, 2e5);
+  const double work = kAttnForwardFlops * static_cast<double>(pairs) * static_cast<double>(g.L * g.L) *
+                      static_cast<double>(g.d + kAttnSoftmaxDepth);
+  const int T_ = threads_for(work, tuning().min_flops_per_thread);
   const index_t pb = pairs - pairs % T_;
   if (pb > 0)
     parallel(T_, [&](int tid, int parts) {
@@ -105,8 +114,9 @@ void run(ops::attention_backward_t, ConstTensorView<T> qv, ConstTensorView<T> kv
   if (g.L == 0) return;
   const T *q = qv.data(), *k = kv.data(), *v = vv.data(), *probs = probsv.data(), *dout = doutv.data();
   const bool need_ds = dq || dk;
-  const double work = 8.0 * static_cast<double>(pairs) * static_cast<double>(g.L * g.L) * static_cast<double>(g.d + 4);
-  const int T_ = threads_for(work, 2e5);
+  const double work = kAttnBackwardFlops * static_cast<double>(pairs) * static_cast<double>(g.L * g.L) *
+                      static_cast<double>(g.d + kAttnSoftmaxDepth);
+  const int T_ = threads_for(work, tuning().min_flops_per_thread);
   const index_t pb = pairs - pairs % T_;
   const std::size_t lsq = static_cast<std::size_t>(g.L * g.L);
   if (pb > 0)

@@ -11,6 +11,25 @@
 
 namespace ddpm::backend::eigen_detail {
 
+// Work per element of each op, in the unit of the Tuning threshold it is
+// weighed against (threads_for): relative arithmetic cost for GroupNorm and
+// SiLU, where an exp counts about 20; element reads and writes for the
+// memory-bound ops.
+inline constexpr double kGroupNormCost = 3.0;               // mean, variance, scale and shift
+inline constexpr double kGroupNormBackwardCost = 4.0;       // two sums, then one multiply-add per term
+inline constexpr double kGroupNormSiluCost = 20.0;          // the SiLU's exp dominates
+inline constexpr double kGroupNormSiluBackwardCost = 28.0;  // GroupNorm's backward plus the SiLU's
+inline constexpr double kSiluCost = 20.0;                   // an exp and a division
+inline constexpr double kSiluBackwardCost = 24.0;           // the same, plus the derivative's products
+inline constexpr double kUpsampleTouches = 4.0;             // four output values per input value
+inline constexpr double kReadWriteTouches = 2.0;            // a read and a write per element
+// Element-wise ops split their range at multiples of this many values (whole
+// 64-byte lines of an aligned buffer), so no two threads write one line.
+inline constexpr index_t kElementSplitGrain = 64;
+// The channel concatenation splits at multiples of this many values (a line
+// of floats): its runs are whole channel planes, often short.
+inline constexpr index_t kCopySplitGrain = 16;
+
 // ---- Linear ---------------------------------------------------------------------
 template <class T>
 void run(ops::linear_forward_t, ConstTensorView<T> x, ConstTensorView<T> w, ConstTensorView<T> b, TensorView<T> y) {
@@ -73,7 +92,8 @@ void group_norm_forward_impl(ConstTensorView<T> xv, int groups, T eps, ConstTens
   const index_t cg = C / G, pairs = N * G;
   const T *x = xv.data(), *ga = gamma.data(), *be = beta.data();
   T* y = yv.data();
-  parallel(threads_for(cost_per_element * static_cast<double>(xv.numel()), 3e4), [&](int tid, int parts) {
+  parallel(threads_for(cost_per_element * static_cast<double>(xv.numel()), tuning().min_norm_work_per_thread),
+           [&](int tid, int parts) {
     const auto [q0, q1] = split_range(pairs, parts, tid);
     for (index_t q = q0; q < q1; ++q) {
       const index_t n = q / G, g = q % G;
@@ -92,7 +112,7 @@ void group_norm_forward_impl(ConstTensorView<T> xv, int groups, T eps, ConstTens
 template <class T>
 void run(ops::group_norm_forward_t, ConstTensorView<T> xv, int groups, T eps, ConstTensorView<T> gamma,
          ConstTensorView<T> beta, TensorView<T> yv, TensorView<T> mean, TensorView<T> rstd) {
-  group_norm_forward_impl(xv, groups, eps, gamma, beta, yv, mean, rstd, 3.0,
+  group_norm_forward_impl(xv, groups, eps, gamma, beta, yv, mean, rstd, kGroupNormCost,
                           [](const auto& u, auto out) { out = u; });
 }
 
@@ -100,10 +120,11 @@ void run(ops::group_norm_forward_t, ConstTensorView<T> xv, int groups, T eps, Co
 template <class T>
 void run(ops::group_norm_silu_forward_t, ConstTensorView<T> xv, int groups, T eps, ConstTensorView<T> gamma,
          ConstTensorView<T> beta, TensorView<T> yv, TensorView<T> mean, TensorView<T> rstd) {
-  group_norm_forward_impl(xv, groups, eps, gamma, beta, yv, mean, rstd, 20.0, [](const auto& u, auto out) {
-    out = u;
-    out = out / (T{1} + (-out).exp());
-  });
+  group_norm_forward_impl(xv, groups, eps, gamma, beta, yv, mean, rstd, kGroupNormSiluCost,
+                          [](const auto& u, auto out) {
+                            out = u;
+                            out = out / (T{1} + (-out).exp());
+                          });
 }
 
 // GroupNorm backward; group_dy(n, g, off) points at the output gradient of
@@ -120,7 +141,8 @@ void group_norm_backward_impl(ConstTensorView<T> xv, int groups, ConstTensorView
   T* dx = dxv.data();
   // Per (n, c): s1 = sum dy, s2 = sum dy * xhat.
   T* st = scratch<T>(kStats, static_cast<std::size_t>(2 * N * C));
-  parallel(threads_for(cost_per_element * static_cast<double>(xv.numel()), 3e4), [&](int tid, int parts) {
+  parallel(threads_for(cost_per_element * static_cast<double>(xv.numel()), tuning().min_norm_work_per_thread),
+           [&](int tid, int parts) {
     const auto [q0, q1] = split_range(pairs, parts, tid);
     for (index_t q = q0; q < q1; ++q) {
       const index_t n = q / G, g = q % G;
@@ -161,7 +183,7 @@ template <class T>
 void run(ops::group_norm_backward_t, ConstTensorView<T> xv, int groups, ConstTensorView<T> gamma,
          ConstTensorView<T> mean, ConstTensorView<T> rstd, ConstTensorView<T> dyv, TensorView<T> dxv,
          TensorView<T> dgamma, TensorView<T> dbeta) {
-  group_norm_backward_impl(xv, groups, gamma, mean, rstd, dxv, dgamma, dbeta, 4.0,
+  group_norm_backward_impl(xv, groups, gamma, mean, rstd, dxv, dgamma, dbeta, kGroupNormBackwardCost,
                            [&](index_t, index_t, index_t off) { return dyv.data() + off; });
 }
 
@@ -175,7 +197,7 @@ void run(ops::group_norm_silu_backward_t, ConstTensorView<T> xv, int groups, Con
   const index_t C = xv.dim(1), S = xv.dim(0) > 0 && C > 0 ? xv.numel() / (xv.dim(0) * C) : 0, G = groups,
                 cg = C / G;
   const T *x = xv.data(), *ga = gamma.data(), *be = beta.data(), *dy = dyv.data();
-  group_norm_backward_impl(xv, groups, gamma, mean, rstd, dxv, dgamma, dbeta, 28.0,
+  group_norm_backward_impl(xv, groups, gamma, mean, rstd, dxv, dgamma, dbeta, kGroupNormSiluBackwardCost,
                            [&](index_t n, index_t g, index_t off) {
     T* d = scratch<T>(kGroup, static_cast<std::size_t>(cg * S));
     const T mu = mean[n * G + g], r = rstd[n * G + g];
@@ -197,8 +219,8 @@ void run(ops::silu_forward_t, ConstTensorView<T> xv, TensorView<T> yv) {
   const index_t n = xv.numel();
   const T* x = xv.data();
   T* y = yv.data();
-  parallel(threads_for(20.0 * static_cast<double>(n), 2e5), [&](int tid, int parts) {
-    const auto [i0, i1] = split_range(n, parts, tid, 64);
+  parallel(threads_for(kSiluCost * static_cast<double>(n), tuning().min_flops_per_thread), [&](int tid, int parts) {
+    const auto [i0, i1] = split_range(n, parts, tid, kElementSplitGrain);
     if (i1 <= i0) return;
     const auto xa = CArrMap<T>(x + i0, i1 - i0);
     ArrMap<T>(y + i0, i1 - i0) = xa / (T{1} + (-xa).exp());
@@ -210,8 +232,9 @@ void run(ops::silu_backward_t, ConstTensorView<T> xv, ConstTensorView<T> dyv, Te
   const index_t n = xv.numel();
   const T *x = xv.data(), *dy = dyv.data();
   T* dx = dxv.data();
-  parallel(threads_for(24.0 * static_cast<double>(n), 2e5), [&](int tid, int parts) {
-    const auto [i0, i1] = split_range(n, parts, tid, 64);
+  parallel(threads_for(kSiluBackwardCost * static_cast<double>(n), tuning().min_flops_per_thread),
+           [&](int tid, int parts) {
+    const auto [i0, i1] = split_range(n, parts, tid, kElementSplitGrain);
     if (i1 > i0) silu_grad(x + i0, dy + i0, dx + i0, i1 - i0);
   });
 }
@@ -222,7 +245,8 @@ void run(ops::upsample_nearest2x_forward_t, ConstTensorView<T> xv, TensorView<T>
   const index_t planes = xv.dim(0) * xv.dim(1), H = xv.dim(2), W = xv.dim(3);
   const T* x = xv.data();
   T* y = yv.data();
-  parallel(threads_for(4.0 * static_cast<double>(xv.numel()), 1e5), [&](int tid, int parts) {
+  parallel(threads_for(kUpsampleTouches * static_cast<double>(xv.numel()), tuning().min_touches_per_thread),
+           [&](int tid, int parts) {
     const auto [p0, p1] = split_range(planes, parts, tid);
     for (index_t p = p0; p < p1; ++p)
       for (index_t i = 0; i < H; ++i) {
@@ -239,7 +263,8 @@ void run(ops::upsample_nearest2x_backward_t, ConstTensorView<T> dyv, TensorView<
   const index_t planes = dxv.dim(0) * dxv.dim(1), H = dxv.dim(2), W = dxv.dim(3);
   const T* dy = dyv.data();
   T* dx = dxv.data();
-  parallel(threads_for(4.0 * static_cast<double>(dyv.numel()), 1e5), [&](int tid, int parts) {
+  parallel(threads_for(kUpsampleTouches * static_cast<double>(dyv.numel()), tuning().min_touches_per_thread),
+           [&](int tid, int parts) {
     const auto [p0, p1] = split_range(planes, parts, tid);
     for (index_t p = p0; p < p1; ++p)
       for (index_t i = 0; i < H; ++i) {
@@ -258,8 +283,9 @@ void run(ops::add_t, ConstTensorView<T> av, ConstTensorView<T> bv, T alpha, Tens
   const index_t n = av.numel();
   const T *a = av.data(), *b = bv.data();
   T* y = yv.data();
-  parallel(threads_for(2.0 * static_cast<double>(n), 1e5), [&](int tid, int parts) {
-    const auto [i0, i1] = split_range(n, parts, tid, 64);
+  parallel(threads_for(kReadWriteTouches * static_cast<double>(n), tuning().min_touches_per_thread),
+           [&](int tid, int parts) {
+    const auto [i0, i1] = split_range(n, parts, tid, kElementSplitGrain);
     if (i1 <= i0) return;
     auto out = ArrMap<T>(y + i0, i1 - i0);
     const auto x = CArrMap<T>(a + i0, i1 - i0);
@@ -277,7 +303,8 @@ void run(ops::add_channel_bias_t, ConstTensorView<T> xv, ConstTensorView<T> ev, 
   const index_t NC = ev.numel(), S = NC ? xv.numel() / NC : 0;
   const T *x = xv.data(), *e = ev.data();
   T* y = yv.data();
-  parallel(threads_for(2.0 * static_cast<double>(xv.numel()), 1e5), [&](int tid, int parts) {
+  parallel(threads_for(kReadWriteTouches * static_cast<double>(xv.numel()), tuning().min_touches_per_thread),
+           [&](int tid, int parts) {
     const auto [q0, q1] = split_range(NC, parts, tid);
     for (index_t q = q0; q < q1; ++q) ArrMap<T>(y + q * S, S) = CArrMap<T>(x + q * S, S) + e[q];
   });
@@ -288,7 +315,7 @@ void run(ops::channel_sum_t, ConstTensorView<T> xv, TensorView<T> yv) {
   const index_t NC = yv.numel(), S = NC ? xv.numel() / NC : 0;
   const T* x = xv.data();
   T* y = yv.data();
-  parallel(threads_for(static_cast<double>(xv.numel()), 1e5), [&](int tid, int parts) {
+  parallel(threads_for(static_cast<double>(xv.numel()), tuning().min_touches_per_thread), [&](int tid, int parts) {
     const auto [q0, q1] = split_range(NC, parts, tid);
     for (index_t q = q0; q < q1; ++q) y[q] = CArrMap<T>(x + q * S, S).sum();
   });
@@ -300,7 +327,8 @@ void run(ops::transpose_t, ConstTensorView<T> xv, index_t n, index_t a, index_t 
   const T* x = xv.data();
   T* y = yv.data();
   constexpr index_t kTile = 16;
-  parallel(threads_for(2.0 * static_cast<double>(xv.numel()), 1e5), [&](int tid, int parts) {
+  parallel(threads_for(kReadWriteTouches * static_cast<double>(xv.numel()), tuning().min_touches_per_thread),
+           [&](int tid, int parts) {
     const index_t tiles_a = (a + kTile - 1) / kTile;
     const auto [t0, t1] = split_range(n * tiles_a, parts, tid);
     for (index_t t = t0; t < t1; ++t) {
@@ -323,8 +351,8 @@ void run(ops::transpose_t, ConstTensorView<T> xv, index_t n, index_t a, index_t 
 template <class Copy>
 void for_each_channel_block(index_t N, index_t sa, index_t sb, Copy copy) {
   const index_t s = sa + sb;
-  parallel(threads_for(static_cast<double>(N * s), 1e5), [&](int tid, int parts) {
-    const auto [q0, q1] = split_range(N * s, parts, tid, 16);
+  parallel(threads_for(static_cast<double>(N * s), tuning().min_touches_per_thread), [&](int tid, int parts) {
+    const auto [q0, q1] = split_range(N * s, parts, tid, kCopySplitGrain);
     for (index_t q = q0; q < q1;) {
       const index_t m = q / s, r = q % s;
       const bool in_a = r < sa;
