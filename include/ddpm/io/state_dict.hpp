@@ -1,5 +1,5 @@
 #pragma once
-// A model's flat parameter store (nn::Parameters) <-> a safetensors state_dict
+// A model's flat parameter store (ddpm::Parameters) <-> a safetensors state_dict
 // with diffusers' names.
 //
 //   io::load_state_dict(params, SafeTensors::load(path));  // all-or-nothing
@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "ddpm/core/error.hpp"
+#include "ddpm/core/parameters.hpp"
 #include "ddpm/io/safetensors.hpp"
-#include "ddpm/nn/parameters.hpp"
 
 namespace ddpm::io {
 
@@ -67,7 +67,7 @@ inline void list(std::ostringstream& os, const char* what, const std::vector<std
 
 // Copies every parameter from `st` into `params`, or throws (changing nothing).
 template <Scalar T>
-void load_state_dict(nn::Parameters<T>& params, const SafeTensors& st, const StateDictLoadOptions& opt = {}) {
+void load_state_dict(Parameters<T>& params, const SafeTensors& st, const StateDictLoadOptions& opt = {}) {
   using namespace state_dict_detail;
   std::map<std::string, std::string> source;  // parameter name -> name in the file
   std::vector<std::string> unexpected, wrong, duplicated;
@@ -112,11 +112,11 @@ void load_state_dict(nn::Parameters<T>& params, const SafeTensors& st, const Sta
 
 // Every parameter under its diffusers name, as T (F32 for float, F64 for double).
 template <Scalar T>
-SafeTensorsWriter state_dict_writer(const nn::Parameters<T>& params) {
+SafeTensorsWriter state_dict_writer(const Parameters<T>& params) {
   SafeTensorsWriter w;
   w.set_metadata("format", "pt");
   for (std::size_t i = 0; i < params.count(); ++i) {
-    const auto id = static_cast<nn::ParamId>(i);
+    const auto id = static_cast<ParamId>(i);
     w.add(params.info(id).name, params.value(id));
   }
   return w;
