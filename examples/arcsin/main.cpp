@@ -55,9 +55,9 @@ namespace {
 class Regressor {
  public:
   explicit Regressor(int hidden)
-      : params_(std::make_unique<ddpm::nn::Parameters<float>>()), l1_(*params_, "l1", 1, hidden),
+      : params_(std::make_unique<ddpm::Parameters<float>>()), l1_(*params_, "l1", 1, hidden),
         l2_(*params_, "l2", hidden, hidden), l3_(*params_, "l3", hidden, 1) {}
-  ddpm::nn::Parameters<float>& parameters() { return *params_; }
+  ddpm::Parameters<float>& parameters() { return *params_; }
   void init(ddpm::Rng& rng) { l1_.init(rng), l2_.init(rng), l3_.init(rng); }
   ddpm::ConstTensorView<float> forward(ddpm::ConstTensorView<float> y) {
     return l3_.forward(a2_.forward(l2_.forward(a1_.forward(l1_.forward(y)))));
@@ -67,7 +67,7 @@ class Regressor {
   }
 
  private:
-  std::unique_ptr<ddpm::nn::Parameters<float>> params_;
+  std::unique_ptr<ddpm::Parameters<float>> params_;
   ddpm::nn::Linear<float, B> l1_, l2_, l3_;
   ddpm::nn::SiLU<float, B> a1_{"a1"}, a2_{"a2"};
 };
@@ -79,7 +79,7 @@ void train_regressor(Regressor& net, double lo, double hi, int steps, index_t ba
   net.init(rng);
   auto& p = net.parameters();
   ddpm::train::Adam<float> adam(p.numel(), {});
-  const ddpm::train::LrSchedule lr{3e-3, 100, steps, 3e-5};
+  const ddpm::train::LrSchedule lr{.base_lr = 3e-3, .warmup_steps = 100, .total_steps = steps, .min_lr = 3e-5};
   ddpm::Tensor<float> y({batch, 1}), x({batch, 1}), dpred({batch, 1});
   examples::Progress bar(label, steps);
   double smooth = -1;
@@ -145,7 +145,7 @@ void train_diffusion(Denoiser& net, const DiffusionSetup& d, double lo, double h
   net.init(rng);
   const ddpm::NoiseSchedule<float> schedule(d.schedule);
   ddpm::train::TrainConfig tc;
-  tc.lr = {2e-3, 200, steps, 2e-5};
+  tc.lr = {.base_lr = 2e-3, .warmup_steps = 200, .total_steps = steps, .min_lr = 2e-5};
   tc.ema_decay = 0.995;
   tc.seed = seed;
   ddpm::train::Trainer<float, Denoiser> trainer(net, schedule, tc);

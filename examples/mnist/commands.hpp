@@ -235,7 +235,7 @@ inline ddpm::Tensor<float> inpaint_mask(const cxxopts::ParseResult& r) {
     ddpm::require(img.width == 28 && img.height == 28, "--mask: expected a 28x28 image, got ", img.width, "x",
                   img.height, " (", file, ")");
     ddpm::Tensor<float> mask({1, 1, 28, 28});
-    for (int i = 0; i < 784; ++i) mask[i] = img.pixels[static_cast<std::size_t>(i)] >= 128 ? 0.f : 1.f;
+    for (ddpm::index_t i = 0; i < kPixels; ++i) mask[i] = img.pixels[static_cast<std::size_t>(i)] >= 128 ? 0.f : 1.f;
     return mask;
   }
   const auto reg = r["region"].as<std::string>();
@@ -278,7 +278,7 @@ inline int cmd_inpaint(int argc, char** argv) {
   const auto filled = inpaint(unet, d.images.cview(), mask.cview(), sampler, steps, resample, label, seed);
   ddpm::Tensor<float> masked = d.images;  // the hidden part shown mid-grey
   for (ddpm::index_t i = 0; i < masked.numel(); ++i)
-    if (mask[i % 784] < 0.5f) masked[i] = 0.f;
+    if (mask[i % kPixels] < 0.5f) masked[i] = 0.f;
   const auto grid = stack_rows({d.images.cview(), masked.cview(), filled.cview()});
   write_images(out, grid.cview(), static_cast<int>(d.size()));
   std::printf("inpainted %lld test digits; PSNR of the filled image vs the original %.2f dB; wrote %s\n",

@@ -64,7 +64,7 @@ inline ddpm::Tensor<float> generate(UNet& unet, std::span<const std::int64_t> la
                                    });
         },
         sampler);
-    std::copy(x.begin(), x.end(), out.data() + first * 784);
+    std::copy(x.begin(), x.end(), out.data() + first * kPixels);
   }
   if (o.progress) bar.finish();
   return out;
