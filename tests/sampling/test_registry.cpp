@@ -282,7 +282,7 @@ TEST_CASE("sampling stops when the model output is not finite, naming the step",
   for (std::string_view name : Samplers::names) {
     INFO(name);
     AnySampler<double> s = make_sampler<double>(sampler_config_named(name));
-    std::visit([](auto& smp) { smp.set_timesteps(10); }, s);
+    set_timesteps(s, 10);
     const double t3 = std::visit([](auto& smp) { return smp.timesteps()[3]; }, s);
     const std::string where = "at step 3 (timestep " + detail::concat(t3) + ")";
     CHECK_THROWS_WITH(sample_loop(s, BreaksAt{3}, noise.cview(), NoiseSource<double>(noise.cview())),

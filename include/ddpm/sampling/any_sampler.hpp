@@ -7,6 +7,8 @@
 //
 //   SamplerConfig c = sampler_config_named("ddim");   // or io::read_scheduler_config(file)
 //   AnySampler<float> s = make_sampler<float>(c);
+//   set_timesteps(s, 50);
+//   Tensor<float> x = sample_loop(s, model, noise.cview(), NoiseSource<float>(rng));
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -30,6 +32,12 @@ AnySampler<T> make_sampler(const SamplerConfig& config) {
         return Samplers::sampler_of<std::decay_t<decltype(c)>, T>(c);
       },
       config);
+}
+
+// Chooses the timesteps of whichever sampler `sampler` holds (set_timesteps(n)).
+template <Scalar T>
+void set_timesteps(AnySampler<T>& sampler, index_t num_inference_steps) {
+  std::visit([&](auto& s) { s.set_timesteps(num_inference_steps); }, sampler);
 }
 
 // The diffusers class name of a config ("DDPMScheduler", ...).
