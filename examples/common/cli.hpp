@@ -89,13 +89,19 @@ inline std::string repaint_sampler_help() {
   return s;
 }
 
+// Throws "<what>: expected ddpm or ddim (RePaint needs a one-step sampler), got 'x'"
+// unless `name` is a sampler RePaint can use.
+inline void require_repaint_sampler(const std::string& name, const std::string& what = "--sampler") {
+  const auto sampler = ddpm::make_sampler<float>(sampler_config(name));
+  const bool stepped = std::visit([](const auto& s) { return ddpm::SteppedSampler<std::decay_t<decltype(s)>>; }, sampler);
+  ddpm::require(stepped, what, ": expected ", repaint_sampler_help(), " (RePaint needs a one-step sampler), got '", name,
+                "'");
+}
+
 // --sampler for RePaint: a one-step sampler, checked now.
 inline std::string repaint_sampler_option(const cxxopts::ParseResult& r) {
   const auto name = sampler_option(r);
-  const auto sampler = ddpm::make_sampler<float>(sampler_config(name));
-  const bool stepped = std::visit([](const auto& s) { return ddpm::SteppedSampler<std::decay_t<decltype(s)>>; }, sampler);
-  ddpm::require(stepped, "--sampler: expected ", repaint_sampler_help(), " (RePaint needs a one-step sampler), got '",
-                name, "'");
+  require_repaint_sampler(name);
   return name;
 }
 

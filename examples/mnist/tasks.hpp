@@ -91,6 +91,7 @@ inline ddpm::Tensor<float> inpaint(UNet& unet, ddpm::ConstTensorView<float> imag
   rng.fill_normal(noise.span());
   examples::Progress bar("inpaint", steps);
   const auto step_bar = [&](ddpm::index_t i, ddpm::index_t, double) { bar.update(i + 1); };
+  examples::require_repaint_sampler(sampler, "inpaint: --sampler");
   auto s = ddpm::make_sampler<float>(examples::sampler_config(sampler));
   ddpm::set_timesteps(s, steps);
   ddpm::Tensor<float> out = ddpm::repaint(s, model, images, mask, noise.cview(), rng, {.resample = resample}, step_bar);

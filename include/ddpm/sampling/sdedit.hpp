@@ -15,9 +15,10 @@
 //   s.set_timesteps(50);
 //   Tensor<float> clean = sdedit(s, model, noisy.cview(), /*sigma=*/0.5);
 //
-// `sampler` is a concrete sampler or an AnySampler. The entry is the sampler timestep whose sigma_t is closest to sigma (in
-// log space); with sparse timesteps the start is approximate. The sampler
-// must be freshly set up (set_timesteps), as for sample_loop.
+// `sampler` is a concrete sampler or an AnySampler. The entry is the sampler
+// timestep whose sigma_t is closest to sigma (in log space); with sparse
+// timesteps the start is approximate. The sampler must be freshly set up
+// (set_timesteps), as for sample_loop.
 #include <cmath>
 #include <limits>
 #include <span>
@@ -74,8 +75,8 @@ Tensor<typename S::scalar_type> sdedit(S& sampler, Model&& model, ConstTensorVie
   const index_t first = sdedit_entry_index(sampler.schedule(), timesteps, sigma);
   const auto t0 = static_cast<index_t>(timesteps[static_cast<std::size_t>(first)]);
   // x_t = sqrt(abar_t) y, or y itself for a sampler whose x_t is x_0 + sigma_t n (Euler).
-  const T scale = variance_exploding<S> ? T(1)
-                                        : static_cast<T>(std::sqrt(static_cast<double>(sampler.schedule().alpha_cumprod(t0))));
+  const double abar = static_cast<double>(sampler.schedule().alpha_cumprod(t0));
+  const T scale = variance_exploding<S> ? T(1) : static_cast<T>(std::sqrt(abar));
   Tensor<T> x(noisy.shape());
   for (index_t i = 0; i < x.numel(); ++i) x[i] = scale * noisy[i];
   detail::run_steps(sampler, model, x, first, noise, progress, "sdedit");
