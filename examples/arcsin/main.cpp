@@ -180,12 +180,8 @@ std::vector<double> sample_x(Denoiser& net, const DiffusionSetup& d, const std::
     return net.forward(x, std::span<const double>(&t, 1), cond.cview());
   };
   auto s = ddpm::make_sampler<float>(examples::sampler_config(sampler, d.schedule));
-  const auto x = std::visit(
-      [&](auto& smp) {
-        smp.set_timesteps(steps);
-        return ddpm::sample_loop(smp, model, noise.cview(), ddpm::NoiseSource<float>(rng));
-      },
-      s);
+  ddpm::set_timesteps(s, steps);
+  const auto x = ddpm::sample_loop(s, model, noise.cview(), ddpm::NoiseSource<float>(rng));
   std::vector<double> out(static_cast<std::size_t>(n));
   for (index_t i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = d.scale * x[i];
   return out;
@@ -201,7 +197,7 @@ int main(int argc, char** argv) {
     opts.add_options()
         ("periods", "x range of part 2, in periods of sin, centred on 0 (1: [-pi, pi]); in (0, 6]",
          examples::number("1"))
-        ("sampler", "ddpm or ddim (or dpm++)", cxxopts::value<std::string>()->default_value("ddpm"))
+        ("sampler", examples::sampler_help(), cxxopts::value<std::string>()->default_value("ddpm"))
         ("steps", "sampling steps, 1 to 1000", examples::number("100"))
         ("regression-steps", "training steps of each regression MLP, 101 to 10^7 (after 100 warm-up steps)",
          examples::number("5000"))

@@ -70,12 +70,8 @@ inline DenoiseResult denoise(UNet& unet, ddpm::ConstTensorView<float> clean, dou
     const ddpm::index_t count = std::min(batch, n - first);
     auto model = ddpm::make_guidance<float>(label_fn(unet), labels_for(count, -1), {});
     auto s = ddpm::make_sampler<float>(examples::sampler_config(sampler));
-    const auto out = std::visit(
-        [&](auto& smp) {
-          smp.set_timesteps(steps);
-          return ddpm::sdedit(smp, model, r.noisy.cview().slice(first, count), sigma, ddpm::NoiseSource<float>(rng));
-        },
-        s);
+    ddpm::set_timesteps(s, steps);
+    const auto out = ddpm::sdedit(s, model, r.noisy.cview().slice(first, count), sigma, ddpm::NoiseSource<float>(rng));
     std::copy(out.begin(), out.end(), r.denoised.data() + first * kPixels);
   }
   r.psnr_noisy = psnr(r.noisy.cview(), clean);
@@ -95,18 +91,10 @@ inline ddpm::Tensor<float> inpaint(UNet& unet, ddpm::ConstTensorView<float> imag
   rng.fill_normal(noise.span());
   examples::Progress bar("inpaint", steps);
   const auto step_bar = [&](ddpm::index_t i, ddpm::index_t, double) { bar.update(i + 1); };
-  ddpm::Tensor<float> out;
-  if (sampler == "ddpm") {
-    ddpm::DDPMSampler<float> s{};
-    s.set_timesteps(steps);
-    out = ddpm::repaint(s, model, images, mask, noise.cview(), rng, {.resample = resample}, step_bar);
-  } else if (sampler == "ddim") {
-    ddpm::DDIMSampler<float> s{};
-    s.set_timesteps(steps);
-    out = ddpm::repaint(s, model, images, mask, noise.cview(), rng, {.resample = resample}, step_bar);
-  } else {
-    ddpm::fail("inpaint: --sampler must be ddpm or ddim (RePaint needs a one-step sampler), got '", sampler, "'");
-  }
+  examples::require_repaint_sampler(sampler, "inpaint: --sampler");
+  auto s = ddpm::make_sampler<float>(examples::sampler_config(sampler));
+  ddpm::set_timesteps(s, steps);
+  ddpm::Tensor<float> out = ddpm::repaint(s, model, images, mask, noise.cview(), rng, {.resample = resample}, step_bar);
   bar.finish();
   return out;
 }
@@ -131,19 +119,15 @@ inline ddpm::Tensor<float> trajectory(UNet& unet, std::span<const std::int64_t> 
   keep(0, noise.cview());
   int next = 1;
   auto s = ddpm::make_sampler<float>(examples::sampler_config(o.sampler));
-  std::visit(
-      [&](auto& smp) {
-        smp.set_timesteps(o.steps);
-        ddpm::sample_loop(smp, model, noise.cview(), ddpm::NoiseSource<float>(rng),
-                          [&](ddpm::index_t i, ddpm::index_t total, double, ddpm::ConstTensorView<float> x) {
-                            // Snapshot k (1 .. snapshots - 1) after step round(k * total / (snapshots - 1)).
-                            while (next < snapshots && i + 1 >= (next * total + (snapshots - 2)) / (snapshots - 1)) {
-                              keep(next, x);
-                              ++next;
-                            }
-                          });
-      },
-      s);
+  ddpm::set_timesteps(s, o.steps);
+  ddpm::sample_loop(s, model, noise.cview(), ddpm::NoiseSource<float>(rng),
+                    [&](ddpm::index_t i, ddpm::index_t total, double, ddpm::ConstTensorView<float> x) {
+                      // Snapshot k (1 .. snapshots - 1) after step round(k * total / (snapshots - 1)).
+                      while (next < snapshots && i + 1 >= (next * total + (snapshots - 2)) / (snapshots - 1)) {
+                        keep(next, x);
+                        ++next;
+                      }
+                    });
   return out;
 }
 
