@@ -11,7 +11,7 @@
 //
 // and a constexpr instance of the same name without `_t`. Layers call
 // `B::run(ops::conv2d_forward, x, w, b, p, y)`. The Backend concept
-// (backend/backend.hpp), Profiled<B>, FlopCounter<B> and every forwarding
+// (backend/backend.hpp), Profiled<B>, FlopCounter and every forwarding
 // backend are generated from `ops::all`, so adding an op means: its tag here,
 // one entry in `all`, and its implementation in each backend.
 //
