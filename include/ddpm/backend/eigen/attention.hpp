@@ -10,6 +10,7 @@
 #include <algorithm>
 
 #include "ddpm/backend/eigen/common.hpp"
+#include "ddpm/backend/reference.hpp"
 
 namespace ddpm::backend::eigen_detail {
 
@@ -141,6 +142,24 @@ void run(ops::attention_backward_t, ConstTensorView<T> qv, ConstTensorView<T> kv
       attn_bwd_key_rows(g, pr, j0, j1, q, probs, scale, dout, ds, dk, dv);
     });
   }
+}
+
+// diffusers' float64 numerics: per (batch, head) the threaded GEMM for the
+// scores, Reference's float32 softmax row (the definition), the threaded GEMM
+// for probs v; the same calls in the same order as a layer making them itself.
+template <class T>
+void run(ops::attention_forward_float32_softmax_t, ConstTensorView<T> qv, ConstTensorView<T> kv,
+         ConstTensorView<T> vv, int heads, T scale, TensorView<T> outv, TensorView<T> probsv) {
+  const index_t N = qv.dim(0), L = qv.dim(1), ld = qv.dim(2), d = heads > 0 ? ld / heads : 0;
+  for (index_t n = 0; n < N; ++n)
+    for (index_t h = 0; h < heads; ++h) {
+      T* P = probsv.data() + (n * heads + h) * L * L;
+      const index_t off = n * L * ld + h * d;
+      run(ops::gemm, Trans::No, Trans::Yes, L, L, d, scale, qv.data() + off, ld, kv.data() + off, ld, T{0}, P, L);
+      for (index_t i = 0; i < L; ++i) Reference::softmax_row_float32(P + i * L, L);
+      run(ops::gemm, Trans::No, Trans::No, L, d, L, T{1}, static_cast<const T*>(P), L, vv.data() + off, ld, T{0},
+          outv.data() + off, ld);
+    }
 }
 
 }  // namespace ddpm::backend::eigen_detail

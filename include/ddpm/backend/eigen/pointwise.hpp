@@ -1,13 +1,18 @@
 #pragma once
-// Linear, GroupNorm, SiLU and nearest 2x upsampling for backend::Eigen:
-// vectorised with Eigen arrays, threaded over independent slices (rows,
-// (n, group) pairs, image planes, element chunks). Parameter gradients are
-// reduced in a fixed order, so results do not depend on the thread count.
+// Linear, GroupNorm, SiLU, nearest 2x upsampling, the glue between layers,
+// copies, scale-shift, embeddings and the timestep embedding for
+// backend::Eigen: vectorised with Eigen arrays, threaded over independent
+// slices (rows, (n, group) pairs, image planes, element chunks). Parameter
+// gradients are reduced in a fixed order, so results do not depend on the
+// thread count.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <span>
 #include <utility>
 
 #include "ddpm/backend/eigen/common.hpp"
+#include "ddpm/backend/reference.hpp"
 
 namespace ddpm::backend::eigen_detail {
 
@@ -383,6 +388,140 @@ void run(ops::split_channels_t, ConstTensorView<T> yv, TensorView<T> av, TensorV
   for_each_channel_block(N, av.numel() / N, bv.numel() / N, [&](index_t q, int part, index_t off, index_t len) {
     std::copy_n(y + q, len, dst[part] + off);
   });
+}
+
+// ---- element-wise maps and copies --------------------------------------------------
+// Split into equal ranges over the threads (element-wise: the result does not
+// depend on the split).
+template <class T, class F>
+void for_ranges(index_t n, double touches, F f) {
+  parallel(threads_for(touches, 1e5), [&](int tid, int parts) {
+    const auto [i0, i1] = split_range(n, parts, tid, 64);
+    if (i1 > i0) f(i0, i1);
+  });
+}
+
+template <class T>
+void run(ops::affine_t, ConstTensorView<T> xv, T a, T b, TensorView<T> yv) {
+  const T* x = xv.data();
+  T* y = yv.data();
+  for_ranges<T>(xv.numel(), 2.0 * static_cast<double>(xv.numel()), [&](index_t i0, index_t i1) {
+    for (index_t i = i0; i < i1; ++i) y[i] = a * x[i] + b;
+  });
+}
+
+template <class T>
+void run(ops::fill_t, T value, TensorView<T> yv) {
+  T* y = yv.data();
+  for_ranges<T>(yv.numel(), static_cast<double>(yv.numel()), [&](index_t i0, index_t i1) {
+    std::fill(y + i0, y + i1, value);
+  });
+}
+
+template <class T>
+void run(ops::copy_t, ConstTensorView<T> xv, TensorView<T> yv) {
+  const T* x = xv.data();
+  T* y = yv.data();
+  for_ranges<T>(xv.numel(), 2.0 * static_cast<double>(xv.numel()), [&](index_t i0, index_t i1) {
+    std::copy(x + i0, x + i1, y + i0);
+  });
+}
+
+template <class T>
+void run(ops::copy_columns_t, ConstTensorView<T> xv, index_t x_col, TensorView<T> yv, index_t y_col, index_t width) {
+  const index_t R = xv.rank() ? xv.dim(0) : 0;
+  if (R == 0) return;
+  const index_t wx = xv.numel() / R, wy = yv.numel() / R;
+  const T* x = xv.data();
+  T* y = yv.data();
+  parallel(threads_for(2.0 * static_cast<double>(R * width), 1e5), [&](int tid, int parts) {
+    const auto [r0, r1] = split_range(R, parts, tid);
+    for (index_t r = r0; r < r1; ++r) std::copy_n(x + r * wx + x_col, width, y + r * wy + y_col);
+  });
+}
+
+template <class T>
+void run(ops::copy_to_host_t, ConstTensorView<T> xv, TensorView<T> yv) {
+  run(ops::copy, xv, yv);
+}
+template <class T>
+void run(ops::copy_from_host_t, ConstTensorView<T> xv, TensorView<T> yv) {
+  run(ops::copy, xv, yv);
+}
+
+// ---- layers' own steps ----------------------------------------------------------------
+// Threads take whole (n, c) planes, so each plane's sums keep Reference's order.
+template <class T>
+void run(ops::scale_shift_forward_t, ConstTensorView<T> xv, ConstTensorView<T> ev, TensorView<T> yv) {
+  const index_t N = xv.dim(0), C = xv.dim(1), NC = N * C, S = NC ? xv.numel() / NC : 0;
+  const T *x = xv.data(), *e = ev.data();
+  T* y = yv.data();
+  parallel(threads_for(2.0 * static_cast<double>(xv.numel()), 1e5), [&](int tid, int parts) {
+    const auto [q0, q1] = split_range(NC, parts, tid);
+    for (index_t q = q0; q < q1; ++q) {
+      const index_t n = q / C, c = q % C;
+      const T sc = T{1} + e[n * 2 * C + c], sh = e[n * 2 * C + C + c];
+      for (index_t s = q * S; s < (q + 1) * S; ++s) y[s] = x[s] * sc + sh;
+    }
+  });
+}
+
+template <class T>
+void run(ops::scale_shift_backward_t, ConstTensorView<T> xv, ConstTensorView<T> ev, ConstTensorView<T> dyv,
+         TensorView<T> dxv, TensorView<T> dev) {
+  const index_t N = xv.dim(0), C = xv.dim(1), NC = N * C, S = NC ? xv.numel() / NC : 0;
+  const T *x = xv.data(), *e = ev.data(), *dy = dyv.data();
+  T *dx = dxv.data(), *de = dev.data();
+  parallel(threads_for(3.0 * static_cast<double>(xv.numel()), 1e5), [&](int tid, int parts) {
+    const auto [q0, q1] = split_range(NC, parts, tid);
+    for (index_t q = q0; q < q1; ++q) {
+      const index_t n = q / C, c = q % C;
+      const T sc = T{1} + e[n * 2 * C + c];
+      T dscale{}, dshift{};
+      for (index_t s = q * S; s < (q + 1) * S; ++s) {
+        dscale += dy[s] * x[s];
+        dshift += dy[s];
+        dx[s] = dy[s] * sc;
+      }
+      de[n * 2 * C + c] = dscale;
+      de[n * 2 * C + C + c] = dshift;
+    }
+  });
+}
+
+// Embedding rows: a gather (threads split the rows) and its scatter-add
+// (threads split the columns, so each gradient element sums in label order).
+template <class T>
+void run(ops::embedding_forward_t, ConstTensorView<T> tablev, std::span<const std::int64_t> labels,
+         TensorView<T> yv) {
+  const index_t D = tablev.dim(1), n = static_cast<index_t>(labels.size());
+  const T* table = tablev.data();
+  T* y = yv.data();
+  parallel(threads_for(2.0 * static_cast<double>(n * D), 1e5), [&](int tid, int parts) {
+    const auto [i0, i1] = split_range(n, parts, tid);
+    for (index_t i = i0; i < i1; ++i) std::copy_n(table + labels[static_cast<std::size_t>(i)] * D, D, y + i * D);
+  });
+}
+
+template <class T>
+void run(ops::embedding_backward_t, std::span<const std::int64_t> labels, ConstTensorView<T> dyv,
+         TensorView<T> dtablev) {
+  const index_t D = dtablev.dim(1), n = static_cast<index_t>(labels.size());
+  const T* dy = dyv.data();
+  T* dt = dtablev.data();
+  parallel(threads_for(2.0 * static_cast<double>(n * D), 1e5), [&](int tid, int parts) {
+    const auto [j0, j1] = split_range(D, parts, tid, 16);
+    for (index_t i = 0; i < n; ++i) {
+      T* row = dt + labels[static_cast<std::size_t>(i)] * D;
+      for (index_t j = j0; j < j1; ++j) row[j] += dy[i * D + j];
+    }
+  });
+}
+
+// N x dim values from host timesteps: small; Reference's definition, serial.
+template <class T>
+void run(ops::timestep_embedding_t, std::span<const double> t, TimestepEmbeddingParams p, TensorView<T> y) {
+  Reference::run(ops::timestep_embedding, t, p, y);
 }
 
 }  // namespace ddpm::backend::eigen_detail
