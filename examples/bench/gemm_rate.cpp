@@ -102,7 +102,7 @@ int main(int argc, char** argv) {
   ddpm::backend::Eigen::set_num_threads(1);
   report("eigen-1t", median_s([&] { ed::gemm_serial<float>(Trans::No, Trans::No, n, n, n, 1.f, A.data(), n, B.data(), n, 0.f, C.data(), n); }, repeat));
   ddpm::backend::Eigen::set_num_threads(threads);
-  report("ddpm-eigen", median_s([&] { ddpm::backend::Eigen::gemm<float>(Trans::No, Trans::No, n, n, n, 1.f, A.data(), n, B.data(), n, 0.f, C.data(), n); }, repeat));
+  report("ddpm-eigen", median_s([&] { ddpm::backend::Eigen::run(ddpm::ops::gemm, Trans::No, Trans::No, n, n, n, 1.f, A.data(), n, B.data(), n, 0.f, C.data(), n); }, repeat));
 #if DDPM_EIGEN_PACKED_KERNEL
   {
     std::vector<float, ddpm::AlignedAllocator<float>> Ap(ed::packed_a_size(n, n));
