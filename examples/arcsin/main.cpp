@@ -55,9 +55,9 @@ namespace {
 class Regressor {
  public:
   explicit Regressor(int hidden)
-      : params_(std::make_unique<ddpm::nn::Parameters<float>>()), l1_(*params_, "l1", 1, hidden),
+      : params_(std::make_unique<ddpm::Parameters<float>>()), l1_(*params_, "l1", 1, hidden),
         l2_(*params_, "l2", hidden, hidden), l3_(*params_, "l3", hidden, 1) {}
-  ddpm::nn::Parameters<float>& parameters() { return *params_; }
+  ddpm::Parameters<float>& parameters() { return *params_; }
   void init(ddpm::Rng& rng) { l1_.init(rng), l2_.init(rng), l3_.init(rng); }
   ddpm::ConstTensorView<float> forward(ddpm::ConstTensorView<float> y) {
     return l3_.forward(a2_.forward(l2_.forward(a1_.forward(l1_.forward(y)))));
@@ -67,7 +67,7 @@ class Regressor {
   }
 
  private:
-  std::unique_ptr<ddpm::nn::Parameters<float>> params_;
+  std::unique_ptr<ddpm::Parameters<float>> params_;
   ddpm::nn::Linear<float, B> l1_, l2_, l3_;
   ddpm::nn::SiLU<float, B> a1_{"a1"}, a2_{"a2"};
 };
@@ -79,7 +79,7 @@ void train_regressor(Regressor& net, double lo, double hi, int steps, index_t ba
   net.init(rng);
   auto& p = net.parameters();
   ddpm::train::Adam<float> adam(p.numel(), {});
-  const ddpm::train::LrSchedule lr{3e-3, 100, steps, 3e-5};
+  const ddpm::train::LrSchedule lr{.base_lr = 3e-3, .warmup_steps = 100, .total_steps = steps, .min_lr = 3e-5};
   ddpm::Tensor<float> y({batch, 1}), x({batch, 1}), dpred({batch, 1});
   examples::Progress bar(label, steps);
   double smooth = -1;
@@ -145,7 +145,7 @@ void train_diffusion(Denoiser& net, const DiffusionSetup& d, double lo, double h
   net.init(rng);
   const ddpm::NoiseSchedule<float> schedule(d.schedule);
   ddpm::train::TrainConfig tc;
-  tc.lr = {2e-3, 200, steps, 2e-5};
+  tc.lr = {.base_lr = 2e-3, .warmup_steps = 200, .total_steps = steps, .min_lr = 2e-5};
   tc.ema_decay = 0.995;
   tc.seed = seed;
   ddpm::train::Trainer<float, Denoiser> trainer(net, schedule, tc);
@@ -180,12 +180,8 @@ std::vector<double> sample_x(Denoiser& net, const DiffusionSetup& d, const std::
     return net.forward(x, std::span<const double>(&t, 1), cond.cview());
   };
   auto s = ddpm::make_sampler<float>(examples::sampler_config(sampler, d.schedule));
-  const auto x = std::visit(
-      [&](auto& smp) {
-        smp.set_timesteps(steps);
-        return ddpm::sample_loop(smp, model, noise.cview(), ddpm::NoiseSource<float>(rng));
-      },
-      s);
+  ddpm::set_timesteps(s, steps);
+  const auto x = ddpm::sample_loop(s, model, noise.cview(), ddpm::NoiseSource<float>(rng));
   std::vector<double> out(static_cast<std::size_t>(n));
   for (index_t i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = d.scale * x[i];
   return out;
@@ -201,7 +197,7 @@ int main(int argc, char** argv) {
     opts.add_options()
         ("periods", "x range of part 2, in periods of sin, centred on 0 (1: [-pi, pi]); in (0, 6]",
          examples::number("1"))
-        ("sampler", "ddpm or ddim (or dpm++)", cxxopts::value<std::string>()->default_value("ddpm"))
+        ("sampler", examples::sampler_help(), cxxopts::value<std::string>()->default_value("ddpm"))
         ("steps", "sampling steps, 1 to 1000", examples::number("100"))
         ("regression-steps", "training steps of each regression MLP, 101 to 10^7 (after 100 warm-up steps)",
          examples::number("5000"))

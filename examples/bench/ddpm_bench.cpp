@@ -27,8 +27,9 @@
 //   train_step_ms  zero_grad, forward, MSE loss (train/loss.hpp), backward,
 //                  Adam (train/adam.hpp, lr 1e-4) at batch --batch: what
 //                  torch's opt.zero_grad / mse_loss / backward / opt.step do
-//   ddim_ms        a whole --ddim-steps DDIM (eta 0) loop at batch S, the
-//                  timesteps 999, 949, ... and the update of bench_torch.py
+//   ddim_ms        a whole --ddim-steps DDIM (eta 0) loop at batch S: the
+//                  library's DDIMSampler and sample_loop, with the timesteps
+//                  999, 949, ... and the update of bench_torch.py
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -46,6 +47,8 @@
 #include "ddpm/core/random.hpp"
 #include "ddpm/io/unet_config_json.hpp"
 #include "ddpm/nn/unet2d.hpp"
+#include "ddpm/sampling/ddim.hpp"
+#include "ddpm/sampling/loop.hpp"
 #include "ddpm/train/adam.hpp"
 #include "ddpm/train/loss.hpp"
 #include "../common/range.hpp"
@@ -185,34 +188,23 @@ int run(const Options& o) {
   }
 
   if (want("ddim")) {
-    std::vector<float> abar(1000);
-    double prod = 1;
-    for (int i = 0; i < 1000; ++i) {
-      prod *= 1.0 - (1e-4 + (0.02 - 1e-4) * i / 999.0);
-      abar[static_cast<std::size_t>(i)] = static_cast<float>(prod);
-    }
-    std::vector<int> steps;
-    for (int t = 999; t > -1 && static_cast<int>(steps.size()) < o.ddim_steps; t -= 1000 / o.ddim_steps)
-      steps.push_back(t);
+    // The library's DDIMSampler as bench_torch.py's loop: linear betas, eta 0,
+    // no clipping, timesteps 999, 949, ... (trailing spacing; the same list
+    // when --ddim-steps divides 1000), final alpha-bar 1.
+    ddpm::DDIMConfig ddim_config;
+    ddim_config.clipping.clip_sample = false;
+    ddim_config.timesteps.spacing = ddpm::TimestepSpacing::trailing;
+    ddpm::DDIMSampler<float> sampler(ddim_config);
+    sampler.set_timesteps(o.ddim_steps);
     const auto y = labels(S);
-    ddpm::Tensor<float> x({S, c, s, s});
+    const auto unet = [&](ddpm::ConstTensorView<float> x, double t) { return model.forward(x, t, y); };
+    ddpm::Tensor<float> noise({S, c, s, s});
     model.set_mode(ddpm::nn::Mode::Inference);
     ddim = timed(
         "DDIM loop, batch " + std::to_string(S),
         [&] {
-          rng.fill_normal(std::span<float>(x.data(), static_cast<std::size_t>(x.numel())));
-          for (std::size_t i = 0; i < steps.size(); ++i) {
-            const int t = steps[i];
-            const float prev = i + 1 < steps.size() ? abar[static_cast<std::size_t>(steps[i + 1])] : 1.0f;
-            const float at = abar[static_cast<std::size_t>(t)];
-            const auto eps = model.forward(x.view(), static_cast<double>(t), y);
-            const float s1 = std::sqrt(1 - at), r = 1 / std::sqrt(at), sp = std::sqrt(prev),
-                        sq = std::sqrt(1 - prev);
-            for (index_t j = 0; j < x.numel(); ++j) {
-              const float x0 = (x[j] - s1 * eps[j]) * r;
-              x[j] = sp * x0 + sq * eps[j];
-            }
-          }
+          rng.fill_normal(std::span<float>(noise.data(), static_cast<std::size_t>(noise.numel())));
+          (void)ddpm::sample_loop(sampler, unet, noise.cview());
         },
         std::max(1, o.repeat / 2));
   }

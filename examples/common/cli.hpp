@@ -12,41 +12,40 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <variant>
 
 #include "ddpm/backend/eigen.hpp"
 #include "ddpm/core/error.hpp"
 #include "ddpm/sampling/any_sampler.hpp"
+#include "ddpm/sampling/inpaint.hpp"
 #include "range.hpp"
 
 namespace examples {
 
-// "ddpm", "ddim" or "dpm++" (also "dpmsolver++") with the library's defaults
-// for a model trained with diffusers' default schedule (linear betas, 1000
-// steps, epsilon prediction). All three keep x_0 in [-1, 1].
+// The sampler called `name` (a command-line name of the sampler registry,
+// sampling/registry.hpp: ddpm, ddim, dpm++, euler, or an alias) with
+// diffusers' defaults, on `schedule` (default: diffusers' linear betas, 1000
+// steps, epsilon prediction). Samplers with clipping keep x_0 in [-1, 1]:
+// DDPM and DDIM clip by default; those without static clipping (DPM-Solver)
+// get dynamic thresholding with sample_max_value 1 (at t near T, x_0 =
+// (x_t - sqrt(1 - abar) eps) / sqrt(abar) multiplies any error of eps by ~150).
 inline ddpm::SamplerConfig sampler_config(const std::string& name, const ddpm::ScheduleConfig& schedule = {}) {
-  if (name == "ddpm") {
-    ddpm::DDPMConfig c;
-    c.schedule = schedule;
-    return c;
-  }
-  if (name == "ddim") {
-    ddpm::DDIMConfig c;
-    c.schedule = schedule;
-    return c;
-  }
-  if (name == "dpm++" || name == "dpmsolver++" || name == "dpm") {
-    ddpm::DPMSolverConfig c;
-    c.schedule = schedule;
-    // DPM-Solver has no static clipping; dynamic thresholding with
-    // sample_max_value 1 keeps x_0 in [-1, 1] as DDPM and DDIM's clipping do
-    // (at t near T, x_0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) multiplies
-    // any error of eps by ~150).
-    c.clipping.thresholding = true;
-    c.clipping.sample_max_value = 1.0;
-    return c;
-  }
-  ddpm::fail("--sampler: unknown sampler '", name, "' (expected ddpm, ddim or dpm++)");
+  ddpm::SamplerConfig config = ddpm::sampler_config_named(name, "--sampler");
+  std::visit(
+      [&](auto& c) {
+        c.schedule = schedule;
+        if constexpr (requires { c.clipping; })
+          if (!c.clipping.clip_sample) {
+            c.clipping.thresholding = true;
+            c.clipping.sample_max_value = 1.0;
+          }
+      },
+      config);
+  return config;
 }
+
+// The --sampler option's help: "ddpm, ddim, dpm++ or euler".
+inline std::string sampler_help() { return ddpm::sampler_names_text(); }
 
 // A numeric option: declared as a string, read and checked by option_in.
 inline std::shared_ptr<cxxopts::Value> number() { return cxxopts::value<std::string>(); }
@@ -75,7 +74,34 @@ inline std::uint64_t seed_option(const cxxopts::ParseResult& r) {
 // --sampler, checked now (before any model is loaded or trained).
 inline std::string sampler_option(const cxxopts::ParseResult& r) {
   auto name = r["sampler"].as<std::string>();
-  sampler_config(name);  // throws "--sampler: unknown sampler ..."
+  sampler_config(name);  // throws "--sampler: unknown sampler 'x'; expected ddpm, ddim, dpm++ or euler"
+  return name;
+}
+
+// The samplers RePaint can use (one-step samplers: sampling/inpaint.hpp), "ddpm or ddim".
+inline std::string repaint_sampler_help() {
+  std::string s;
+  std::size_t count = 0;
+  ddpm::Samplers::for_each_sampler<float>([&]<class Traits, class S>(std::type_identity<Traits>, std::type_identity<S>) {
+    if constexpr (ddpm::SteppedSampler<S>) s += (count++ ? ", " : "") + std::string(Traits::name);
+  });
+  if (const auto last = s.rfind(", "); last != std::string::npos) s.replace(last, 2, " or ");
+  return s;
+}
+
+// Throws "<what>: expected ddpm or ddim (RePaint needs a one-step sampler), got 'x'"
+// unless `name` is a sampler RePaint can use.
+inline void require_repaint_sampler(const std::string& name, const std::string& what = "--sampler") {
+  const auto sampler = ddpm::make_sampler<float>(sampler_config(name));
+  const bool stepped = std::visit([](const auto& s) { return ddpm::SteppedSampler<std::decay_t<decltype(s)>>; }, sampler);
+  ddpm::require(stepped, what, ": expected ", repaint_sampler_help(), " (RePaint needs a one-step sampler), got '", name,
+                "'");
+}
+
+// --sampler for RePaint: a one-step sampler, checked now.
+inline std::string repaint_sampler_option(const cxxopts::ParseResult& r) {
+  const auto name = sampler_option(r);
+  require_repaint_sampler(name);
   return name;
 }
 

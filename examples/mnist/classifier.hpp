@@ -25,9 +25,9 @@
 #include "ddpm/nn/conv2d.hpp"
 #include "ddpm/nn/linear.hpp"
 #include "ddpm/train/adam.hpp"
-#include "ddpm/train/cross_entropy.hpp"
 #include "ddpm/train/lr_schedule.hpp"
 #include "../common/progress.hpp"
+#include "cross_entropy.hpp"
 #include "mnist_data.hpp"
 
 namespace mnist {
@@ -39,12 +39,12 @@ class Classifier {
   static constexpr int kFeatures = 128;
 
   Classifier()
-      : params_(std::make_unique<ddpm::nn::Parameters<float>>()),
+      : params_(std::make_unique<ddpm::Parameters<float>>()),
         conv1_(*params_, "conv1", 1, 16, 3, 1, 1), conv2_(*params_, "conv2", 16, 32, 3, 2, 1),
         conv3_(*params_, "conv3", 32, 32, 3, 2, 1), fc1_(*params_, "fc1", 32 * 7 * 7, kFeatures),
         fc2_(*params_, "fc2", kFeatures, kNumClasses) {}
 
-  ddpm::nn::Parameters<float>& parameters() { return *params_; }
+  ddpm::Parameters<float>& parameters() { return *params_; }
 
   void init(ddpm::Rng& rng) {
     conv1_.init(rng), conv2_.init(rng), conv3_.init(rng), fc1_.init(rng), fc2_.init(rng);
@@ -74,7 +74,7 @@ class Classifier {
   void load(const fs::path& path) { ddpm::io::load_state_dict(*params_, ddpm::io::SafeTensors::load(path)); }
 
  private:
-  std::unique_ptr<ddpm::nn::Parameters<float>> params_;
+  std::unique_ptr<ddpm::Parameters<float>> params_;
   ddpm::nn::Conv2d<float, B> conv1_, conv2_, conv3_;
   ddpm::nn::Linear<float, B> fc1_, fc2_;
   ddpm::nn::SiLU<float, B> a1_{"a1"}, a2_{"a2"}, a3_{"a3"}, a4_{"a4"};
@@ -84,15 +84,16 @@ class Classifier {
 // Shifts each image by a random offset in [-max_shift, max_shift] pixels
 // (background -1 fills): a cheap augmentation.
 inline void random_shift(ddpm::Tensor<float>& x, ddpm::Rng& rng, int max_shift) {
-  std::vector<float> tmp(784);
+  std::vector<float> tmp(kPixels);
   for (ddpm::index_t i = 0; i < x.dim(0); ++i) {
     const int dx = static_cast<int>(rng.uniform_int(2 * max_shift + 1)) - max_shift;
     const int dy = static_cast<int>(rng.uniform_int(2 * max_shift + 1)) - max_shift;
-    float* img = x.data() + i * 784;
-    for (int y = 0; y < 28; ++y)
-      for (int c = 0; c < 28; ++c) {
+    float* img = x.data() + i * kPixels;
+    constexpr int n = kImageSide;
+    for (int y = 0; y < n; ++y)
+      for (int c = 0; c < n; ++c) {
         const int sy = y - dy, sx = c - dx;
-        tmp[static_cast<std::size_t>(y * 28 + c)] = sy >= 0 && sy < 28 && sx >= 0 && sx < 28 ? img[sy * 28 + sx] : -1.f;
+        tmp[static_cast<std::size_t>(y * n + c)] = sy >= 0 && sy < n && sx >= 0 && sx < n ? img[sy * n + sx] : -1.f;
       }
     std::copy(tmp.begin(), tmp.end(), img);
   }
@@ -110,7 +111,7 @@ inline std::vector<std::int64_t> classify(Classifier& net, ddpm::ConstTensorView
     const ddpm::index_t count = std::min(bs, n - first);
     const auto logits = net.forward(images.slice(first, count));
     for (ddpm::index_t i = 0; i < count; ++i)
-      pred[static_cast<std::size_t>(first + i)] = ddpm::train::argmax_row(logits, i);
+      pred[static_cast<std::size_t>(first + i)] = argmax_row(logits, i);
     if (features) {
       const auto f = net.features();
       std::copy(f.begin(), f.end(), features->data() + first * Classifier::kFeatures);
@@ -140,7 +141,8 @@ inline void train_classifier(Classifier& net, const Dataset& train, const Classi
   auto& params = net.parameters();
   const std::int64_t steps_per_epoch = train.size() / o.batch, total = steps_per_epoch * o.epochs;
   ddpm::train::Adam<float> adam(params.numel(), {});
-  const ddpm::train::LrSchedule lr{o.lr, std::min<std::int64_t>(50, total / 10), total, o.lr * 0.02};
+  const ddpm::train::LrSchedule lr{
+      .base_lr = o.lr, .warmup_steps = std::min<std::int64_t>(50, total / 10), .total_steps = total, .min_lr = o.lr * 0.02};
   std::vector<ddpm::index_t> perm(static_cast<std::size_t>(train.size()));
   ddpm::Tensor<float> x, dlogits;
   std::vector<std::int64_t> labels;
@@ -159,7 +161,7 @@ inline void train_classifier(Classifier& net, const Dataset& train, const Classi
       params.zero_grad();
       const auto logits = net.forward(x.cview());
       dlogits.resize(logits.shape());
-      const double loss = ddpm::train::softmax_cross_entropy(logits, labels, dlogits.view());
+      const double loss = softmax_cross_entropy(logits, labels, dlogits.view());
       net.backward(dlogits.cview());
       adam.step(params.values(), params.grads(), lr(step));
       smooth = smooth < 0 ? loss : 0.95 * smooth + 0.05 * loss;

@@ -114,7 +114,7 @@ inline int cmd_train(int argc, char** argv) {
 // DDPM sampling, 30 steps, guidance scale 6.
 inline void add_sampling(cxxopts::Options& opts, const char* steps = "30") {
   opts.add_options("sampling")
-      ("sampler", "ddpm, ddim or dpm++", cxxopts::value<std::string>()->default_value("ddpm"))
+      ("sampler", examples::sampler_help(), cxxopts::value<std::string>()->default_value("ddpm"))
       ("steps", "sampling steps, 1 to 1000", examples::number(steps))
       ("guidance", "classifier-free guidance scale in [0, 100] (1: none)", examples::number("6"))
       ("seed", "random seed", examples::number("0"));
@@ -203,7 +203,7 @@ inline int cmd_denoise(int argc, char** argv) {
                         "PNG with rows clean / noisy / denoised.");
   opts.add_options()
       ("sigma", "noise standard deviation in (0, 100], in the [-1, 1] units of the data", examples::number("0.5"))
-      ("sampler", "ddpm, ddim or dpm++", cxxopts::value<std::string>()->default_value("ddim"))
+      ("sampler", examples::sampler_help(), cxxopts::value<std::string>()->default_value("ddim"))
       ("steps", "sampler steps over the whole schedule, 1 to 1000 (fewer are run: those below sigma)",
        examples::number("50"))
       ("seed", "random seed", examples::number("0"))
@@ -235,7 +235,7 @@ inline ddpm::Tensor<float> inpaint_mask(const cxxopts::ParseResult& r) {
     ddpm::require(img.width == 28 && img.height == 28, "--mask: expected a 28x28 image, got ", img.width, "x",
                   img.height, " (", file, ")");
     ddpm::Tensor<float> mask({1, 1, 28, 28});
-    for (int i = 0; i < 784; ++i) mask[i] = img.pixels[static_cast<std::size_t>(i)] >= 128 ? 0.f : 1.f;
+    for (ddpm::index_t i = 0; i < kPixels; ++i) mask[i] = img.pixels[static_cast<std::size_t>(i)] >= 128 ? 0.f : 1.f;
     return mask;
   }
   const auto reg = r["region"].as<std::string>();
@@ -254,7 +254,7 @@ inline int cmd_inpaint(int argc, char** argv) {
       ("mask", "28x28 mask image instead of --region: white (>= 128) = fill, black = keep",
        cxxopts::value<std::string>()->default_value(""))
       ("label", "condition on this digit, 0-9 (default -1: unconditional, the model infers it)", examples::number("-1"))
-      ("sampler", "ddpm or ddim", cxxopts::value<std::string>()->default_value("ddpm"))
+      ("sampler", examples::repaint_sampler_help(), cxxopts::value<std::string>()->default_value("ddpm"))
       ("steps", "sampler steps, 1 to 1000", examples::number("30"))
       ("resample", "RePaint resampling: model evaluations per step, 1 to 100", examples::number("3"))
       ("seed", "random seed", examples::number("0"))
@@ -264,9 +264,7 @@ inline int cmd_inpaint(int argc, char** argv) {
   const auto r = examples::parse_options(opts, argc, argv);
   if (!r) return 0;
   const int label = option_in<int>(*r, "label", -1, kNumClasses - 1);
-  const auto sampler = (*r)["sampler"].as<std::string>();
-  ddpm::require(sampler == "ddpm" || sampler == "ddim",
-                "--sampler: expected ddpm or ddim (RePaint needs a one-step sampler), got '", sampler, "'");
+  const auto sampler = examples::repaint_sampler_option(*r);
   const auto steps = option_in<ddpm::index_t>(*r, "steps", 1, kMaxSamplingSteps);
   const auto resample = option_in<ddpm::index_t>(*r, "resample", 1, 100);
   const auto seed = examples::seed_option(*r);
@@ -278,7 +276,7 @@ inline int cmd_inpaint(int argc, char** argv) {
   const auto filled = inpaint(unet, d.images.cview(), mask.cview(), sampler, steps, resample, label, seed);
   ddpm::Tensor<float> masked = d.images;  // the hidden part shown mid-grey
   for (ddpm::index_t i = 0; i < masked.numel(); ++i)
-    if (mask[i % 784] < 0.5f) masked[i] = 0.f;
+    if (mask[i % kPixels] < 0.5f) masked[i] = 0.f;
   const auto grid = stack_rows({d.images.cview(), masked.cview(), filled.cview()});
   write_images(out, grid.cview(), static_cast<int>(d.size()));
   std::printf("inpainted %lld test digits; PSNR of the filled image vs the original %.2f dB; wrote %s\n",
@@ -347,7 +345,7 @@ inline int cmd_evaluate(int argc, char** argv) {
       ("per-class", "samples per digit, 1 to 10000", examples::number("50"))
       ("guidance", "guidance scales to measure, comma-separated, each in [0, 100]",
        cxxopts::value<std::string>()->default_value("6"))
-      ("sampler", "ddpm, ddim or dpm++", cxxopts::value<std::string>()->default_value("ddpm"))
+      ("sampler", examples::sampler_help(), cxxopts::value<std::string>()->default_value("ddpm"))
       ("steps", "sampling steps, 1 to 1000", examples::number("30"))
       ("sigmas", "denoising noise levels, comma-separated, each in (0, 100] (empty: skip)",
        cxxopts::value<std::string>()->default_value("0.2,0.5,1.0"))

@@ -55,16 +55,12 @@ inline ddpm::Tensor<float> generate(UNet& unet, std::span<const std::int64_t> la
     ddpm::Tensor<float> noise({count, 1, 28, 28});
     rng.fill_normal(noise.span());
     auto sampler = ddpm::make_sampler<float>(examples::sampler_config(o.sampler));
-    const ddpm::Tensor<float> x = std::visit(
-        [&](auto& s) {
-          s.set_timesteps(o.steps);
-          return ddpm::sample_loop(s, guided, noise.cview(), ddpm::NoiseSource<float>(rng),
-                                   [&](ddpm::index_t i, ddpm::index_t, double) {
-                                     if (o.progress) bar.update(b * o.steps + i + 1);
-                                   });
-        },
-        sampler);
-    std::copy(x.begin(), x.end(), out.data() + first * 784);
+    ddpm::set_timesteps(sampler, o.steps);
+    const ddpm::Tensor<float> x = ddpm::sample_loop(sampler, guided, noise.cview(), ddpm::NoiseSource<float>(rng),
+                                                    [&](ddpm::index_t i, ddpm::index_t, double) {
+                                                      if (o.progress) bar.update(b * o.steps + i + 1);
+                                                    });
+    std::copy(x.begin(), x.end(), out.data() + first * kPixels);
   }
   if (o.progress) bar.finish();
   return out;

@@ -14,7 +14,10 @@ namespace mnist {
 
 namespace fs = std::filesystem;
 
-// Images [N, 1, 28, 28] in [-1, 1] and their labels.
+inline constexpr int kImageSide = 28;                             // MNIST digits are 28 x 28
+inline constexpr ddpm::index_t kPixels = kImageSide * kImageSide;  // per (one-channel) image
+
+// Images [N, 1, kImageSide, kImageSide] in [-1, 1] and their labels.
 struct Dataset {
   ddpm::Tensor<float> images;
   std::vector<std::int64_t> labels;
@@ -36,26 +39,27 @@ inline Dataset load_split(const fs::path& dir, const std::string& split, ddpm::i
   d.labels = ddpm::io::load_idx_labels(find_idx(dir, split, "labels-idx1-ubyte"));
   ddpm::require(static_cast<ddpm::index_t>(d.labels.size()) == d.images.dim(0), dir.string(), ": ", d.images.dim(0),
                 " ", split, " images but ", d.labels.size(), " labels");
-  ddpm::require(d.images.dim(2) == 28 && d.images.dim(3) == 28, dir.string(), ": expected 28x28 images, got ",
+  ddpm::require(d.images.dim(2) == kImageSide && d.images.dim(3) == kImageSide, dir.string(), ": expected ",
+                kImageSide, "x", kImageSide, " images, got ",
                 d.images.shape().str());
   if (limit > 0 && limit < d.size()) {
-    ddpm::Tensor<float> head({limit, 1, 28, 28},
-                             std::span<const float>(d.images.data(), static_cast<std::size_t>(limit * 784)));
+    ddpm::Tensor<float> head({limit, 1, kImageSide, kImageSide},
+                             std::span<const float>(d.images.data(), static_cast<std::size_t>(limit * kPixels)));
     d.images = std::move(head);
     d.labels.resize(static_cast<std::size_t>(limit));
   }
   return d;
 }
 
-// Copies images `idx` of `d` into a batch [idx.size(), 1, 28, 28].
+// Copies images `idx` of `d` into a batch [idx.size(), 1, kImageSide, kImageSide].
 inline void gather(const Dataset& d, std::span<const ddpm::index_t> idx, ddpm::Tensor<float>& out,
                    std::vector<std::int64_t>& labels) {
   const auto n = static_cast<ddpm::index_t>(idx.size());
-  if (!(out.shape() == ddpm::Shape{n, 1, 28, 28})) out.resize({n, 1, 28, 28});
+  if (!(out.shape() == ddpm::Shape{n, 1, kImageSide, kImageSide})) out.resize({n, 1, kImageSide, kImageSide});
   labels.resize(idx.size());
   for (ddpm::index_t i = 0; i < n; ++i) {
     const auto j = idx[static_cast<std::size_t>(i)];
-    std::copy(d.images.data() + j * 784, d.images.data() + (j + 1) * 784, out.data() + i * 784);
+    std::copy(d.images.data() + j * kPixels, d.images.data() + (j + 1) * kPixels, out.data() + i * kPixels);
     labels[static_cast<std::size_t>(i)] = d.labels[static_cast<std::size_t>(j)];
   }
 }
@@ -69,7 +73,7 @@ inline constexpr std::int64_t kNullLabel = 10;  // "no label": what label dropou
 // 11 class embeddings (10 digits + the null label).
 inline ddpm::nn::UNet2DConfig unet_config(int width = 16) {
   ddpm::nn::UNet2DConfig c;
-  c.sample_size = {28};
+  c.sample_size = {kImageSide};
   c.in_channels = 1;
   c.out_channels = 1;
   c.block_out_channels = {width, 2 * width, 4 * width};

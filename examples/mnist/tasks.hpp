@@ -34,11 +34,11 @@ inline double psnr(ddpm::ConstTensorView<float> a, ddpm::ConstTensorView<float> 
   return 10.0 * std::log10(1.0 / std::max(mse, 1e-12));
 }
 
-// Rows of `count` images each, stacked: [rows * count, 1, 28, 28].
+// Rows of `count` images each, stacked: [rows * count, 1, kImageSide, kImageSide].
 inline ddpm::Tensor<float> stack_rows(std::initializer_list<ddpm::ConstTensorView<float>> rows) {
   ddpm::index_t total = 0;
   for (auto r : rows) total += r.dim(0);
-  ddpm::Tensor<float> out({total, 1, 28, 28});
+  ddpm::Tensor<float> out({total, 1, kImageSide, kImageSide});
   float* p = out.data();
   for (auto r : rows) p = std::copy(r.begin(), r.end(), p);
   return out;
@@ -70,13 +70,9 @@ inline DenoiseResult denoise(UNet& unet, ddpm::ConstTensorView<float> clean, dou
     const ddpm::index_t count = std::min(batch, n - first);
     auto model = ddpm::make_guidance<float>(label_fn(unet), labels_for(count, -1), {});
     auto s = ddpm::make_sampler<float>(examples::sampler_config(sampler));
-    const auto out = std::visit(
-        [&](auto& smp) {
-          smp.set_timesteps(steps);
-          return ddpm::sdedit(smp, model, r.noisy.cview().slice(first, count), sigma, ddpm::NoiseSource<float>(rng));
-        },
-        s);
-    std::copy(out.begin(), out.end(), r.denoised.data() + first * 784);
+    ddpm::set_timesteps(s, steps);
+    const auto out = ddpm::sdedit(s, model, r.noisy.cview().slice(first, count), sigma, ddpm::NoiseSource<float>(rng));
+    std::copy(out.begin(), out.end(), r.denoised.data() + first * kPixels);
   }
   r.psnr_noisy = psnr(r.noisy.cview(), clean);
   r.psnr_denoised = psnr(r.denoised.cview(), clean);
@@ -95,25 +91,17 @@ inline ddpm::Tensor<float> inpaint(UNet& unet, ddpm::ConstTensorView<float> imag
   rng.fill_normal(noise.span());
   examples::Progress bar("inpaint", steps);
   const auto step_bar = [&](ddpm::index_t i, ddpm::index_t, double) { bar.update(i + 1); };
-  ddpm::Tensor<float> out;
-  if (sampler == "ddpm") {
-    ddpm::DDPMSampler<float> s{};
-    s.set_timesteps(steps);
-    out = ddpm::repaint(s, model, images, mask, noise.cview(), rng, {.resample = resample}, step_bar);
-  } else if (sampler == "ddim") {
-    ddpm::DDIMSampler<float> s{};
-    s.set_timesteps(steps);
-    out = ddpm::repaint(s, model, images, mask, noise.cview(), rng, {.resample = resample}, step_bar);
-  } else {
-    ddpm::fail("inpaint: --sampler must be ddpm or ddim (RePaint needs a one-step sampler), got '", sampler, "'");
-  }
+  examples::require_repaint_sampler(sampler, "inpaint: --sampler");
+  auto s = ddpm::make_sampler<float>(examples::sampler_config(sampler));
+  ddpm::set_timesteps(s, steps);
+  ddpm::Tensor<float> out = ddpm::repaint(s, model, images, mask, noise.cview(), rng, {.resample = resample}, step_bar);
   bar.finish();
   return out;
 }
 
 // Samples one digit per label and keeps x_t at `snapshots` evenly spaced
 // points of the reverse process (the first is x_T, the last the digit):
-// [labels.size() * snapshots, 1, 28, 28], sample-major.
+// [labels.size() * snapshots, 1, kImageSide, kImageSide], sample-major.
 inline ddpm::Tensor<float> trajectory(UNet& unet, std::span<const std::int64_t> labels, int snapshots,
                                       const GenerateOptions& o) {
   unet.set_mode(ddpm::nn::Mode::Inference);
@@ -121,40 +109,36 @@ inline ddpm::Tensor<float> trajectory(UNet& unet, std::span<const std::int64_t> 
   auto model = ddpm::make_guidance<float>(label_fn(unet), std::vector<std::int64_t>(labels.begin(), labels.end()),
                                           {.scale = o.guidance, .null_label = kNullLabel});
   ddpm::Rng rng(o.seed);
-  ddpm::Tensor<float> noise({n, 1, 28, 28});
+  ddpm::Tensor<float> noise({n, 1, kImageSide, kImageSide});
   rng.fill_normal(noise.span());
-  ddpm::Tensor<float> out({n * snapshots, 1, 28, 28});
+  ddpm::Tensor<float> out({n * snapshots, 1, kImageSide, kImageSide});
   const auto keep = [&](int column, ddpm::ConstTensorView<float> x) {
     for (ddpm::index_t i = 0; i < n; ++i)
-      std::copy(x.data() + i * 784, x.data() + (i + 1) * 784, out.data() + (i * snapshots + column) * 784);
+      std::copy(x.data() + i * kPixels, x.data() + (i + 1) * kPixels, out.data() + (i * snapshots + column) * kPixels);
   };
   keep(0, noise.cview());
   int next = 1;
   auto s = ddpm::make_sampler<float>(examples::sampler_config(o.sampler));
-  std::visit(
-      [&](auto& smp) {
-        smp.set_timesteps(o.steps);
-        ddpm::sample_loop(smp, model, noise.cview(), ddpm::NoiseSource<float>(rng),
-                          [&](ddpm::index_t i, ddpm::index_t total, double, ddpm::ConstTensorView<float> x) {
-                            // Snapshot k (1 .. snapshots - 1) after step round(k * total / (snapshots - 1)).
-                            while (next < snapshots && i + 1 >= (next * total + (snapshots - 2)) / (snapshots - 1)) {
-                              keep(next, x);
-                              ++next;
-                            }
-                          });
-      },
-      s);
+  ddpm::set_timesteps(s, o.steps);
+  ddpm::sample_loop(s, model, noise.cview(), ddpm::NoiseSource<float>(rng),
+                    [&](ddpm::index_t i, ddpm::index_t total, double, ddpm::ConstTensorView<float> x) {
+                      // Snapshot k (1 .. snapshots - 1) after step round(k * total / (snapshots - 1)).
+                      while (next < snapshots && i + 1 >= (next * total + (snapshots - 2)) / (snapshots - 1)) {
+                        keep(next, x);
+                        ++next;
+                      }
+                    });
   return out;
 }
 
-// A mask for 28x28 images: 1 (known) everywhere but the rectangle
+// A mask for kImageSide x kImageSide images: 1 (known) everywhere but the rectangle
 // x, y, w, h, which is 0 (to fill).
 inline ddpm::Tensor<float> rectangle_mask(int x, int y, int w, int h) {
-  ddpm::require(w > 0 && h > 0 && x >= 0 && y >= 0 && x + w <= 28 && y + h <= 28,
+  ddpm::require(w > 0 && h > 0 && x >= 0 && y >= 0 && x + w <= kImageSide && y + h <= kImageSide,
                 "--region: expected x,y,w,h with w, h > 0 inside the 28x28 image, got ", x, ",", y, ",", w, ",", h);
-  ddpm::Tensor<float> m({1, 1, 28, 28}, 1.f);
+  ddpm::Tensor<float> m({1, 1, kImageSide, kImageSide}, 1.f);
   for (int r = y; r < y + h; ++r)
-    for (int c = x; c < x + w; ++c) m[r * 28 + c] = 0.f;
+    for (int c = x; c < x + w; ++c) m[r * kImageSide + c] = 0.f;
   return m;
 }
 

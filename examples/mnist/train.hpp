@@ -10,18 +10,20 @@
 
 #include "ddpm/core/random.hpp"
 #include "ddpm/diffusion/schedule.hpp"
+#include "ddpm/io/checkpoint.hpp"
 #include "ddpm/io/diffusers.hpp"
 #include "ddpm/io/image.hpp"
+#include "ddpm/train/ema.hpp"
 #include "ddpm/train/trainer.hpp"
-#ifdef DDPM_EXAMPLES_MPI
-#include <cstdlib>
-#include <optional>
-
-#include "ddpm/distributed/data_parallel.hpp"
-#endif
+#include "ddpm/train/training_loop.hpp"
 #include "../common/progress.hpp"
 #include "generate.hpp"
 #include "mnist_data.hpp"
+#ifdef DDPM_EXAMPLES_MPI
+#include <cstdlib>
+
+#include "ddpm/distributed/data_parallel.hpp"
+#endif
 
 namespace mnist {
 
@@ -40,16 +42,6 @@ struct TrainOptions {
   std::uint64_t seed = 0;
   bool resume = false;
 };
-
-#ifdef DDPM_EXAMPLES_MPI
-// True when an MPI launcher started this process (mpirun / mpiexec / srun set
-// one of these); a plain run never initialises MPI.
-inline bool launched_by_mpi() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
-    if (std::getenv(v)) return true;
-  return false;
-}
-#endif
 
 // Data order: epoch e visits the training set in the order of a
 // Fisher-Yates shuffle drawn from Rng(seed, 2^40 + e), so batch s is a pure
@@ -84,13 +76,9 @@ class EpochOrder {
 };
 
 // Saves the EMA weights (what sampling uses) as a diffusers folder.
-template <class Trainer>
-void export_ema(UNet& unet, Trainer& trainer, const fs::path& dir) {
-  auto values = unet.parameters().values();
-  const std::vector<float> live(values.begin(), values.end());
-  if (trainer.ema()) trainer.ema()->copy_to(values);
+inline void export_ema(UNet& unet, const ddpm::train::EMA<float>* ema, const fs::path& dir) {
+  const ddpm::train::EmaScope<float> use_ema(ema, unet.parameters().values());
   ddpm::io::save_unet2d(unet, dir);
-  std::copy(live.begin(), live.end(), values.begin());
 }
 
 // A grid of `per_class` samples of every digit, one row per digit.
@@ -100,6 +88,57 @@ inline void sample_grid(UNet& unet, const fs::path& png, int per_class, Generate
     for (int k = 0; k < per_class; ++k) labels.push_back(d);
   const auto images = generate(unet, labels, o);
   ddpm::io::write_png(png, ddpm::io::make_grid(images.cview(), per_class));
+}
+
+// Steps 3 to 5, the same for one process (train::Trainer) and for MPI ranks
+// (distributed::DataParallel): both are a train::TrainingLoop.
+template <ddpm::train::TrainingLoop Loop>
+int run_training(Loop& loop, const Dataset& data, const TrainOptions& o) {
+  UNet& unet = loop.model();
+  const bool root = loop.is_root();  // logs and writes samples and exports
+  const fs::path ckpt = o.out / "checkpoint.safetensors";
+  if (o.resume) {
+    loop.resume(ckpt);  // data-parallel: rank 0 reads and broadcasts
+    if (root)
+      std::fprintf(stderr, "resumed from %s at step %lld\n", ckpt.string().c_str(),
+                   static_cast<long long>(loop.steps_done()));
+  }
+
+  EpochOrder order(data.size(), o.seed);
+  std::vector<ddpm::index_t> idx;
+  ddpm::Tensor<float> x0;
+  std::vector<std::int64_t> labels;
+  GenerateOptions preview{.sampler = "dpm++", .steps = 20, .guidance = 3.0, .seed = 1, .progress = false};
+  examples::Progress bar("train", o.steps, loop.steps_done(), 30.0);
+  double smooth = -1;
+  while (loop.steps_done() < o.steps) {
+    // 3. One step on the next (global) batch; the bar shows a running mean of the loss.
+    order.batch(loop.steps_done(), o.batch, idx);
+    gather(data, idx, x0, labels);
+    unet.set_mode(ddpm::nn::Mode::Training);
+    const auto st = loop.step(x0.cview(), {labels, {}});
+    smooth = smooth < 0 ? st.loss : 0.98 * smooth + 0.02 * st.loss;
+    const std::int64_t done = st.step + 1;
+    if (root) bar.update(done, smooth);
+    // 4. Checkpoint (weights, Adam, EMA, step: --resume continues from here)
+    //    and the EMA weights as a diffusers folder.
+    if (done % o.checkpoint_every == 0 || done == o.steps) {
+      loop.save(ckpt, {{"example", "mnist_diffusion"}});
+      if (root) export_ema(unet, loop.ema(), o.out / "model");
+    }
+    // 5. A sample grid from the EMA weights now and then.
+    if (root && o.sample_every > 0 && (done % o.sample_every == 0 || done == o.steps)) {
+      const ddpm::train::EmaScope<float> use_ema(loop.ema(), unet.parameters().values());
+      char name[64];
+      std::snprintf(name, sizeof name, "samples_%06lld.png", static_cast<long long>(done));
+      sample_grid(unet, o.out / name, 2, preview);
+    }
+  }
+  const double secs = root ? bar.finish() : 0.0;
+  if (!root) return 0;
+  std::fprintf(stderr, "trained %lld steps in %s; EMA model in %s\n", static_cast<long long>(o.steps),
+               examples::format_duration(secs).c_str(), (o.out / "model").string().c_str());
+  return 0;
 }
 
 inline int train(const TrainOptions& o) {
@@ -117,96 +156,37 @@ inline int train(const TrainOptions& o) {
   // 2. The training step: epsilon prediction, Adam with warm-up and cosine
   //    decay, gradient clipping, EMA, and label dropout to the null label.
   ddpm::train::TrainConfig tc;
-  tc.lr = {o.lr, std::min(o.warmup, o.steps / 10), o.steps, o.lr * 0.05};
+  tc.lr = {.base_lr = o.lr, .warmup_steps = std::min(o.warmup, o.steps / 10), .total_steps = o.steps,
+           .min_lr = o.lr * 0.05};
   tc.ema_decay = o.ema_decay;
   tc.label_dropout = o.label_dropout;
   tc.null_label = kNullLabel;
   tc.seed = o.seed;
   ddpm::train::Trainer<float, UNet> trainer(unet, schedule, tc);
+  fs::create_directories(o.out);
 
   // Under mpirun the same program trains data-parallel: --batch is the
   // global batch, each rank computes its shard, gradients are averaged with
   // one allreduce, rank 0 alone writes files (distributed/data_parallel.hpp).
   // N ranks at batch B give the same weights as one process at batch B.
 #ifdef DDPM_EXAMPLES_MPI
-  std::optional<ddpm::distributed::Environment> mpi;
-  std::optional<ddpm::distributed::DataParallel<float, UNet>> dp;
+  // An MPI launcher (mpirun / mpiexec / srun) sets one of these; a plain run
+  // never initialises MPI.
+  const auto launched_by_mpi = [] {
+    for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
+      if (std::getenv(v)) return true;
+    return false;
+  };
   if (launched_by_mpi()) {
-    mpi.emplace();
-    dp.emplace(trainer, ddpm::distributed::Communicator::world());
+    const ddpm::distributed::Environment mpi;
+    ddpm::distributed::DataParallel<float, UNet> dp(trainer, ddpm::distributed::Communicator::world());
+    if (dp.is_root())
+      std::fprintf(stderr, "data parallel over %d MPI ranks (global batch %lld)\n", dp.world_size(),
+                   static_cast<long long>(o.batch));
+    return run_training(dp, data, o);
   }
-  const bool root = !dp || dp->is_root();
-  if (dp && root)
-    std::fprintf(stderr, "data parallel over %d MPI ranks (global batch %lld)\n", dp->world_size(),
-                 static_cast<long long>(o.batch));
-#else
-  const bool root = true;
 #endif
-
-  fs::create_directories(o.out);
-  const fs::path ckpt = o.out / "checkpoint.safetensors";
-  if (o.resume) {
-#ifdef DDPM_EXAMPLES_MPI
-    if (dp) {
-      dp->resume(ckpt);  // rank 0 reads and broadcasts
-    } else
-#endif
-    {
-      ddpm::require(fs::exists(ckpt), "--resume: no checkpoint at ", ckpt.string());
-      trainer.resume(ckpt);
-    }
-    if (root)
-      std::fprintf(stderr, "resumed from %s at step %lld\n", ckpt.string().c_str(),
-                   static_cast<long long>(trainer.steps_done()));
-  }
-
-  EpochOrder order(data.size(), o.seed);
-  std::vector<ddpm::index_t> idx;
-  ddpm::Tensor<float> x0;
-  std::vector<std::int64_t> labels;
-  GenerateOptions preview{.sampler = "dpm++", .steps = 20, .guidance = 3.0, .seed = 1, .progress = false};
-  examples::Progress bar("train", o.steps, trainer.steps_done(), 30.0);
-  double smooth = -1;
-  while (trainer.steps_done() < o.steps) {
-    // 3. One step on the next batch; the bar shows a running mean of the loss.
-    order.batch(trainer.steps_done(), o.batch, idx);
-    gather(data, idx, x0, labels);
-    unet.set_mode(ddpm::nn::Mode::Training);
-#ifdef DDPM_EXAMPLES_MPI
-    const auto st = dp ? dp->step(x0.cview(), {labels, {}}) : trainer.step(x0.cview(), {labels, {}});
-#else
-    const auto st = trainer.step(x0.cview(), {labels, {}});
-#endif
-    smooth = smooth < 0 ? st.loss : 0.98 * smooth + 0.02 * st.loss;
-    const std::int64_t done = st.step + 1;
-    if (root) bar.update(done, smooth);
-    // 4. Checkpoint (weights, Adam, EMA, step: --resume continues from here)
-    //    and the EMA weights as a diffusers folder.
-    if (done % o.checkpoint_every == 0 || done == o.steps) {
-#ifdef DDPM_EXAMPLES_MPI
-      if (dp)
-        dp->save(ckpt, {{"example", "mnist_diffusion"}});
-      else
-#endif
-        trainer.save(ckpt, {{"example", "mnist_diffusion"}});
-      if (root) export_ema(unet, trainer, o.out / "model");
-    }
-    // 5. A sample grid from the EMA weights now and then (rank 0 only).
-    if (root && o.sample_every > 0 && (done % o.sample_every == 0 || done == o.steps)) {
-      auto values = unet.parameters().values();
-      const std::vector<float> live(values.begin(), values.end());
-      if (trainer.ema()) trainer.ema()->copy_to(values);
-      char name[64];
-      std::snprintf(name, sizeof name, "samples_%06lld.png", static_cast<long long>(done));
-      sample_grid(unet, o.out / name, 2, preview);
-      std::copy(live.begin(), live.end(), values.begin());
-    }
-  }
-  const double secs = root ? bar.finish() : 0.0;
-  if (!root) return 0;
-  std::fprintf(stderr, "trained %lld steps in %s; EMA model in %s\n", static_cast<long long>(o.steps),
-               examples::format_duration(secs).c_str(), (o.out / "model").string().c_str());
-  return 0;
+  return run_training(trainer, data, o);
 }
 
 }  // namespace mnist

@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
     unet.set_mode(ddpm::nn::Mode::Training);
     const ddpm::NoiseSchedule<float> schedule(ddpm::ScheduleConfig{});
     ddpm::train::TrainConfig tc;
-    tc.lr = {1e-3, 10, 1000, 1e-4};
+    tc.lr = {.base_lr = 1e-3, .warmup_steps = 10, .total_steps = 1000, .min_lr = 1e-4};
     tc.label_dropout = 0.1;
     tc.null_label = 10;
     ddpm::train::Trainer<float, UNet> trainer(unet, schedule, tc);

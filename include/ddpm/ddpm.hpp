@@ -6,8 +6,10 @@
 // dependency is available (nlohmann_json for JSON and safetensors, zlib for
 // IDX, stb for images), which the ddpm::ddpm CMake target arranges.
 
-// core: tensors, errors, random numbers, threads
+// core: tensors, errors, random numbers, threads, the model contract
 #include "ddpm/core/error.hpp"
+#include "ddpm/core/model.hpp"
+#include "ddpm/core/parameters.hpp"
 #include "ddpm/core/random.hpp"
 #include "ddpm/core/tensor.hpp"
 #include "ddpm/core/thread_pool.hpp"
@@ -30,7 +32,6 @@
 #include "ddpm/nn/activation.hpp"
 #include "ddpm/nn/attention.hpp"
 #include "ddpm/nn/concat.hpp"
-#include "ddpm/nn/conditioning.hpp"
 #include "ddpm/nn/conv2d.hpp"
 #include "ddpm/nn/downsample.hpp"
 #include "ddpm/nn/embedding.hpp"
@@ -41,7 +42,6 @@
 #include "ddpm/nn/mlp_denoiser.hpp"
 #include "ddpm/nn/module.hpp"
 #include "ddpm/nn/numerics.hpp"
-#include "ddpm/nn/parameters.hpp"
 #include "ddpm/nn/resnet_block.hpp"
 #include "ddpm/nn/timestep_embedding.hpp"
 #include "ddpm/nn/unet2d.hpp"
@@ -61,16 +61,19 @@
 #include "ddpm/sampling/sampler.hpp"
 #include "ddpm/sampling/sdedit.hpp"
 
-// training (the checkpoint format is safetensors: see the io/ block)
+// training (checkpoints are written by io/checkpoint.hpp: see the io/ block)
 #include "ddpm/train/adam.hpp"
-#include "ddpm/train/cross_entropy.hpp"
 #include "ddpm/train/ema.hpp"
 #include "ddpm/train/grad_clip.hpp"
 #include "ddpm/train/loss.hpp"
 #include "ddpm/train/lr_schedule.hpp"
+#include "ddpm/train/trainer.hpp"
+#include "ddpm/train/training_loop.hpp"
+#include "ddpm/train/training_state.hpp"
 
 #include "ddpm/io/file.hpp"
 #if __has_include(<nlohmann/json.hpp>)
+#include "ddpm/io/checkpoint.hpp"
 #include "ddpm/io/diffusers.hpp"
 #include "ddpm/io/json.hpp"
 #include "ddpm/io/mlp_denoiser.hpp"
@@ -78,8 +81,6 @@
 #include "ddpm/io/scheduler_config.hpp"
 #include "ddpm/io/state_dict.hpp"
 #include "ddpm/io/unet_config_json.hpp"
-#include "ddpm/train/training_state.hpp"
-#include "ddpm/train/trainer.hpp"
 #endif
 #if __has_include(<zlib.h>)
 #include "ddpm/io/idx.hpp"

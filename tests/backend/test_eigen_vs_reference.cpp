@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <ctime>
 #include <limits>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,10 @@ using E = ddpm::backend::Eigen;
 using R = ddpm::backend::Reference;
 using ddpm::backend::Conv2dParams;
 using ddpm::backend::Trans;
+using ddpm::backend::eigen_detail::ScopedTuning;
+using ddpm::backend::eigen_detail::set_tuning;
+using ddpm::backend::eigen_detail::tuning;
+using ddpm::backend::eigen_detail::Tuning;
 
 namespace {
 
@@ -79,37 +84,14 @@ struct ThreadGuard {
   ~ThreadGuard() { E::set_num_threads(saved); }
 };
 
-// Saves the convolution path switches and Winograd limits, restores them on
-// exit (also when a REQUIRE throws); lower_winograd_limits() lets small
-// shapes take the Winograd path.
-struct ConvPathGuard {
-  bool packed = ddpm::backend::eigen_detail::conv_use_packed_kernel;
-  bool wide = ddpm::backend::eigen_detail::conv_use_wide;
-#if DDPM_EIGEN_PACKED_KERNEL
-  bool winograd = ddpm::backend::eigen_detail::conv_use_winograd;
-  index_t limits[4] = {ddpm::backend::eigen_detail::winograd_min_channels,
-                       ddpm::backend::eigen_detail::winograd_min_channels_small,
-                       ddpm::backend::eigen_detail::winograd_min_tiles,
-                       ddpm::backend::eigen_detail::winograd_min_tiles_small};
-  static void lower_winograd_limits(index_t channels, index_t tiles) {
-    using namespace ddpm::backend::eigen_detail;
-    winograd_min_channels = winograd_min_channels_small = channels;
-    winograd_min_tiles = winograd_min_tiles_small = tiles;
-  }
-#endif
-  ~ConvPathGuard() {
-    using namespace ddpm::backend::eigen_detail;
-    conv_use_packed_kernel = packed;
-    conv_use_wide = wide;
-#if DDPM_EIGEN_PACKED_KERNEL
-    conv_use_winograd = winograd;
-    winograd_min_channels = limits[0];
-    winograd_min_channels_small = limits[1];
-    winograd_min_tiles = limits[2];
-    winograd_min_tiles_small = limits[3];
-#endif
-  }
-};
+// `t` with Winograd's limits lowered, so that small shapes take its path.
+// (Tests change the tuning under a ScopedTuning, which restores it on exit,
+// also when a REQUIRE throws.)
+Tuning with_winograd_limits(Tuning t, index_t channels, index_t tiles) {
+  t.winograd_min_channels = t.winograd_min_channels_small = channels;
+  t.winograd_min_tiles = t.winograd_min_tiles_small = tiles;
+  return t;
+}
 
 }  // namespace
 
@@ -123,6 +105,65 @@ TEST_CASE("eigen: identity and thread setting", "[backend]") {
   E::set_num_threads(0);
   CHECK(E::num_threads() == 1);
 }
+
+TEST_CASE("eigen: tuning is set as a whole, checked, and restored by ScopedTuning", "[backend]") {
+  const Tuning before = tuning();
+  // The documented defaults (tuning.hpp).
+  const Tuning defaults;
+  CHECK(defaults.use_packed_kernel == (DDPM_EIGEN_PACKED_KERNEL != 0));
+  CHECK(defaults.im2col_tile_bytes == 96 * 1024);
+  CHECK(defaults.wide_dw_tile_bytes == 128 * 1024);
+  CHECK(defaults.winograd_min_tiles == 48);
+  CHECK(defaults.min_flops_per_thread == 2e5);
+  CHECK(defaults.min_touches_per_thread == 1e5);
+  CHECK(defaults.min_norm_work_per_thread == 3e4);
+  // A guard restores the tuning when its scope is left by an exception.
+  Tuning changed = before;
+  changed.im2col_tile_bytes = 12345;
+  changed.use_wide = !before.use_wide;
+  try {
+    ScopedTuning guard(changed);
+    CHECK(tuning().im2col_tile_bytes == 12345);
+    CHECK(tuning().use_wide == !before.use_wide);
+    throw std::runtime_error("leave the scope");
+  } catch (const std::runtime_error&) {
+  }
+  CHECK(tuning().im2col_tile_bytes == before.im2col_tile_bytes);
+  CHECK(tuning().use_wide == before.use_wide);
+  // Values no op can run with are refused, and the tuning stays as it was.
+  Tuning bad = before;
+  bad.wide_fwd_tile_bytes = 0;
+  CHECK_THROWS_AS(set_tuning(bad), ddpm::Error);
+  bad = before;
+  bad.min_flops_per_thread = 0;
+  CHECK_THROWS_AS(set_tuning(bad), ddpm::Error);
+  bad.min_flops_per_thread = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_AS(set_tuning(bad), ddpm::Error);
+  CHECK(tuning().wide_fwd_tile_bytes == before.wide_fwd_tile_bytes);
+  CHECK(tuning().min_flops_per_thread == before.min_flops_per_thread);
+}
+
+#if DDPM_EIGEN_PACKED_KERNEL
+TEST_CASE("eigen: the convolution reads its path switches from the tuning", "[backend]") {
+  // The same layer by Winograd and by the direct path rounds differently: if
+  // use_winograd were not read, the two results would be bit-identical.
+  ThreadGuard threads;
+  E::set_num_threads(1);
+  ScopedTuning saved;
+  Rng rng(12);
+  const Conv2dParams p = Conv2dParams::symmetric(1, 1);
+  auto x = rnd<float>({4, 32, 14, 14}, rng), w = rnd<float>({32, 32, 3, 3}, rng, 0.1);
+  Tuning t = saved.saved();
+  Tensor<float> y[2] = {Tensor<float>({4, 32, 14, 14}), Tensor<float>({4, 32, 14, 14})};
+  for (int on : {0, 1}) {
+    t.use_winograd = on;
+    set_tuning(t);
+    E::run(ops::conv2d_forward, x, w, {}, p, y[on]);
+  }
+  CHECK_FALSE(identical(y[0], y[1]));
+  expect_close(y[1], y[0], 1e-5 * std::sqrt(32.0 * 9), "Winograd against direct");
+}
+#endif
 
 // ---- GEMM -------------------------------------------------------------------------
 TEMPLATE_TEST_CASE("eigen: gemm matches reference", "[backend]", float, double) {
@@ -254,22 +295,18 @@ TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]"
   // Four paths: Winograd F(2x2, 3x3) where eligible, packed AVX2 kernel
   // without im2col (stride 1), packed kernel on im2col tiles, Eigen's GEMM on
   // im2col tiles.
-  ConvPathGuard saved;
-  auto& packed = ddpm::backend::eigen_detail::conv_use_packed_kernel;
-  auto& wide = ddpm::backend::eigen_detail::conv_use_wide;
-#if DDPM_EIGEN_PACKED_KERNEL
-  auto& winograd = ddpm::backend::eigen_detail::conv_use_winograd;
-  ConvPathGuard::lower_winograd_limits(16, 1);  // the small cases below take the Winograd path too
-#else
-  bool winograd = false;
-#endif
-  const bool packed_default = saved.packed, winograd_default = winograd;
+  ScopedTuning saved;
+  Tuning t = with_winograd_limits(saved.saved(), 16, 1);  // the small cases below take the Winograd path too
+  const bool packed_default = saved.saved().use_packed_kernel;
+  const bool winograd_default = DDPM_EIGEN_PACKED_KERNEL && saved.saved().use_winograd;
   for (int th : kThreadCounts)
   for (int path : {0, 1, 2, 3}) {
     E::set_num_threads(th);
-    winograd = path == 0 && winograd_default;
-    packed = path < 3 && packed_default;
-    wide = path <= 1;
+    t.use_winograd = path == 0 && winograd_default;
+    t.use_packed_kernel = path < 3 && packed_default;
+    t.use_wide = path <= 1;
+    set_tuning(t);
+    const bool winograd = t.use_winograd, packed = t.use_packed_kernel, wide = t.use_wide;
     for (const auto& c : kConvCases) {
       const index_t OH = c.p.out_h(c.H, c.KH), OW = c.p.out_w(c.W, c.KW);
       INFO("winograd " << winograd << " packed kernel " << packed << " wide " << wide << " threads " << th << " N,Ci,H,W " << c.N << "," << c.Ci << "," << c.H << "," << c.W << " Co " << c.Co
@@ -312,9 +349,8 @@ TEST_CASE("eigen: Winograd's float rounding error is close to the direct convolu
   // A 128 -> 128 channel 3x3 layer, y, dx and dw in float by both paths,
   // against the same inputs convolved in double.
   ThreadGuard guard;
-  ConvPathGuard saved;
-  auto& winograd = ddpm::backend::eigen_detail::conv_use_winograd;
-  ConvPathGuard::lower_winograd_limits(128, 1);  // this small batch too
+  ScopedTuning saved;
+  Tuning t = with_winograd_limits(saved.saved(), 128, 1);  // this small batch too
   Rng rng(11);
   const Conv2dParams p = Conv2dParams::symmetric(1, 1);
   auto x = rnd<float>({2, 128, 9, 8}, rng), w = rnd<float>({128, 128, 3, 3}, rng, 0.03);
@@ -334,7 +370,8 @@ TEST_CASE("eigen: Winograd's float rounding error is close to the direct convolu
   };
   double err[2][3];  // [winograd][y, dx, dw]
   for (int on : {0, 1}) {
-    winograd = on;
+    t.use_winograd = on;
+    set_tuning(t);
     Tensor<float> y({2, 128, 9, 8}), dx(x.shape()), dw(w.shape());
     E::run(ops::conv2d_forward, x, w, {}, p, y);
     E::run(ops::conv2d_backward, x, w, dy, p, dx, dw, TensorView<float>{});

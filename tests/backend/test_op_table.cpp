@@ -94,7 +94,7 @@ TEST_CASE("op table: FLOP counts are 2 x multiply-adds of the contractions", "[b
 
 TEST_CASE("op table: Profiled reports each op under its table name", "[backend]") {
   using P = backend::Profiled<backend::Reference>;
-  nn::Parameters<float> params;
+  Parameters<float> params;
   nn::Upsample2D<float, P> up(params, "up", 3, false);
   up.set_mode(nn::Mode::Training);
   Tensor<float> x({1, 3, 4, 4}, 1.0f), dy({1, 3, 8, 8}, 1.0f);

@@ -16,7 +16,7 @@ namespace {
 // A ResnetBlock2D (norm, SiLU, conv, linear, 1x1 shortcut) forward and backward.
 template <class B>
 std::pair<Tensor<double>, std::vector<double>> run_block() {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   nn::ResnetBlock2DOptions opt;
   opt.in_channels = 4;
   opt.out_channels = 6;

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "ddpm/io/checkpoint.hpp"
 #include "ddpm/io/state_dict.hpp"
 #include "ddpm/train/trainer.hpp"
 #include "support/show_error.hpp"

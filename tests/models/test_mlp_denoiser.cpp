@@ -81,8 +81,8 @@ TEST_CASE("MLPDenoiser init(rng) draws its layers in the documented order", "[mo
 }
 
 TEST_CASE("MLPDenoiser implements the Denoiser interface and checks its inputs", "[models]") {
-  static_assert(nn::Denoiser<Net, double>);
-  static_assert(nn::Denoiser<nn::MLPDenoiser<float, backend::Reference>, float>);
+  static_assert(Denoiser<Net, double>);
+  static_assert(Denoiser<nn::MLPDenoiser<float, backend::Reference>, float>);
   Net net(small(3, nn::CondMode::Concat));
   Tensor<double> x({2, 2}), cond({2, 3}), bad({2, 4});
   const std::vector<double> t{1, 2};
@@ -90,7 +90,7 @@ TEST_CASE("MLPDenoiser implements the Denoiser interface and checks its inputs",
   CHECK_THROWS_AS(net.forward(x.view(), std::span<const double>(t), bad.view()), Error);
   const std::vector<double> t3{1, 2, 3};
   CHECK_THROWS_AS(net.forward(x.view(), std::span<const double>(t3), cond.view()), Error);
-  nn::Conditioning<double> c;
+  Conditioning<double> c;
   c.vector = cond.view();
   CHECK(net.forward(x.view(), std::span<const double>(t), c).shape() == Shape({2, 2}));
   auto bad_cfg = small(0, nn::CondMode::Concat);

@@ -11,8 +11,8 @@ using namespace ddpm;
 
 namespace {
 
-nn::Parameters<float> make_params() {
-  nn::Parameters<float> p;
+Parameters<float> make_params() {
+  Parameters<float> p;
   p.add("conv_in.weight", {2, 1, 3, 3});
   p.add("conv_in.bias", {2});
   p.add("mid_block.attentions.0.to_q.weight", {2, 2});
@@ -20,12 +20,12 @@ nn::Parameters<float> make_params() {
   return p;
 }
 
-void fill_iota(nn::Parameters<float>& p, float start) {
+void fill_iota(Parameters<float>& p, float start) {
   float v = start;
   for (auto& x : p.values()) x = v++;
 }
 
-std::string load_error(nn::Parameters<float>& p, const io::SafeTensors& st) {
+std::string load_error(Parameters<float>& p, const io::SafeTensors& st) {
   try {
     io::load_state_dict(p, st);
   } catch (const Error& e) {
@@ -44,7 +44,7 @@ TEST_CASE("state_dict round trip through safetensors bytes", "[models]") {
   io::load_state_dict(b, st);
   CHECK(std::equal(a.values().begin(), a.values().end(), b.values().begin()));
   // double model from float file
-  nn::Parameters<double> d;
+  Parameters<double> d;
   for (auto& info : a.infos()) d.add(info.name, info.shape);
   io::load_state_dict(d, st);
   CHECK(d.values()[5] == 6.0);

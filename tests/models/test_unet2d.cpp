@@ -147,8 +147,8 @@ TEST_CASE("UNet2D checks its inputs and config", "[models]") {
   CHECK_THROWS_WITH(net.forward(odd.view(), std::span<const double>(t), labels), Catch::Contains("divisible"));
   CHECK_THROWS_AS(net.forward(wrong_c.view(), std::span<const double>(t), labels), Error);
   CHECK_NOTHROW(net.forward(x.view(), 5.0, labels));  // one timestep for the batch
-  static_assert(nn::Denoiser<UNet, double>);
-  static_assert(nn::Denoiser<nn::UNet2D<float, backend::Reference>, float>);
+  static_assert(Denoiser<UNet, double>);
+  static_assert(Denoiser<nn::UNet2D<float, backend::Reference>, float>);
 
   UNet plain(tiny(false, false));
   CHECK_THROWS_WITH(plain.forward(x.view(), std::span<const double>(t), labels), Catch::Contains("no class embedding"));

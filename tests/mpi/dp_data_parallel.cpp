@@ -14,7 +14,9 @@
 #include "ddpm/distributed/data_parallel.hpp"
 #include "ddpm/io/safetensors.hpp"
 #include "ddpm/nn/linear.hpp"
+#include "ddpm/train/ema.hpp"
 #include "ddpm/train/trainer.hpp"
+#include "ddpm/train/training_loop.hpp"
 #include "support/toy_denoiser.hpp"
 
 #ifndef DDPM_TEST_TMP_DIR
@@ -41,10 +43,11 @@ template <Scalar T>
 using DP = dist::DataParallel<T, Toy<T>>;
 template <Scalar T>
 using TrainerT = train::Trainer<T, Toy<T>>;
+static_assert(train::TrainingLoop<TrainerT<float>> && train::TrainingLoop<DP<float>>);
 
 train::TrainConfig config(std::uint64_t seed = 11) {
   train::TrainConfig c;
-  c.lr = {2e-2, 3, 200, 1e-3};
+  c.lr = {.base_lr = 2e-2, .warmup_steps = 3, .total_steps = 200, .min_lr = 1e-3};
   c.seed = seed;
   c.ema_decay = 0.95;
   c.label_dropout = 0.25;
@@ -71,7 +74,7 @@ struct Batches {
     for (index_t i = 0; i < steps * global_batch; ++i) labels.push_back(static_cast<std::int64_t>(i % (kClasses - 1)));
   }
   ConstTensorView<T> x0(index_t s) const { return x.cview().slice(s * global, global); }
-  nn::Conditioning<T> cond(index_t s) const {
+  Conditioning<T> cond(index_t s) const {
     return {std::span<const std::int64_t>(labels).subspan(static_cast<std::size_t>(s * global),
                                                           static_cast<std::size_t>(global)),
             v.cview().slice(s * global, global)};
@@ -266,6 +269,59 @@ TEST_CASE("rank 0 writes the checkpoint; it resumes on W ranks and on 1", "[mpi]
     CHECK(max_rel_diff(c.parameters().values(), a.parameters().values()) < 1e-10);
     CHECK(max_rel_diff(tc.ema()->weights(), ta.ema()->weights()) < 1e-10);
   }
+}
+
+namespace {
+// A training program written once against train::TrainingLoop: `steps`
+// steps, a checkpoint, and the EMA weights (through EmaScope) as its result.
+template <train::TrainingLoop Loop>
+std::vector<double> run_program(Loop& loop, const Batches<double>& data, index_t steps, const fs::path& ckpt) {
+  while (loop.steps_done() < steps) loop.step(data.x0(loop.steps_done()), data.cond(loop.steps_done()));
+  loop.save(ckpt, {{"program", "TrainingLoop"}});
+  const auto values = loop.model().parameters().values();
+  const std::vector<double> live(values.begin(), values.end());
+  std::vector<double> ema;
+  {
+    const train::EmaScope<double> use_ema(loop.ema(), values);
+    ema.assign(values.begin(), values.end());
+  }
+  CHECK(bit_equal(live, values));  // the trained weights are back
+  return ema;
+}
+}  // namespace
+
+TEST_CASE("one TrainingLoop program runs a Trainer and DataParallel alike", "[mpi][data-parallel][loop]") {
+  const auto world = dist::Communicator::world();
+  const index_t W = world.size(), B = 2, steps = 8;
+  const Batches<double> data(steps, W * B);
+  const NoiseSchedule<double> schedule(schedule_config(100));
+  const fs::path dir = fs::path(DDPM_TEST_TMP_DIR) / "mpi";
+  if (world.rank() == 0) fs::create_directories(dir);
+  world.barrier();
+
+  Toy<double> a(kDim, kClasses, 1 + static_cast<std::uint64_t>(world.rank()));
+  TrainerT<double> ta(a, schedule, config());
+  DP<double> dp(ta, world);
+  CHECK(dp.is_root() == (world.rank() == 0));
+  const auto via_dp = run_program(dp, data, steps, dir / "loop_dp.safetensors");
+
+  Toy<double> b(kDim, kClasses, 1);  // one process at the global batch, on every rank
+  TrainerT<double> tb(b, schedule, config());
+  CHECK(tb.is_root());
+  const auto alone = dir / ("loop_alone_rank" + std::to_string(world.rank()) + ".safetensors");
+  const auto via_trainer = run_program(tb, data, steps, alone);
+
+  CHECK(dp.steps_done() == steps);
+  CHECK(tb.steps_done() == steps);
+  CHECK(max_rel_diff(via_dp, via_trainer) < 1e-10);
+  CHECK(max_rel_diff(via_dp, ta.ema()->weights()) == 0);
+  // Both checkpoints resume to the step they were saved at.
+  world.barrier();
+  Toy<double> c(kDim, kClasses, 5);
+  TrainerT<double> tc(c, schedule, config());
+  tc.resume(alone);
+  CHECK(tc.steps_done() == steps);
+  CHECK(io::SafeTensors::load(dir / "loop_dp.safetensors").metadata().at("program") == "TrainingLoop");
 }
 
 TEST_CASE("data-parallel errors reach every rank", "[mpi][data-parallel][errors]") {

@@ -9,7 +9,7 @@ using namespace ddpm;
 using Attn = nn::AttentionBlock<double, backend::Reference>;
 
 TEST_CASE("AttentionBlock: names, shapes and heads", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Attn a(p, "mid_block.attentions.0", {.channels = 6, .head_dim = 2, .norm_groups = 3});
   CHECK(a.heads() == 3);
   CHECK(a.head_dim() == 2);
@@ -18,13 +18,13 @@ TEST_CASE("AttentionBlock: names, shapes and heads", "[nn]") {
                         "to_k.bias", "to_v.weight", "to_v.bias", "to_out.0.weight", "to_out.0.bias"})
     CHECK(p.contains(std::string("mid_block.attentions.0.") + n));
   CHECK(p.info(p.id("mid_block.attentions.0.to_q.weight")).shape == Shape{6, 6});
-  nn::Parameters<double> q;
+  Parameters<double> q;
   Attn one(q, "a", {.channels = 5, .norm_groups = 0});
   CHECK(one.heads() == 1);
   CHECK(one.head_dim() == 5);
   CHECK_FALSE(q.contains("a.group_norm.weight"));
   // head_dim not dividing channels: heads = C / head_dim, projections to heads * head_dim.
-  nn::Parameters<double> r;
+  Parameters<double> r;
   Attn odd(r, "b", {.channels = 5, .head_dim = 2, .norm_groups = 5});
   CHECK(odd.heads() == 2);
   CHECK(r.info(r.id("b.to_q.weight")).shape == Shape{4, 5});
@@ -32,7 +32,7 @@ TEST_CASE("AttentionBlock: names, shapes and heads", "[nn]") {
 }
 
 TEST_CASE("AttentionBlock: one token gives (to_out(to_v(x)) + x) / factor", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Attn a(p, "attn", {.channels = 4, .head_dim = 2, .norm_groups = 0, .rescale_output_factor = 2.0});
   nn::Linear<double, backend::Reference> v(p, "v", 4, 4), o(p, "o", 4, 4);
   Rng rng(6);
@@ -54,7 +54,7 @@ TEST_CASE("AttentionBlock: one token gives (to_out(to_v(x)) + x) / factor", "[nn
 }
 
 TEST_CASE("AttentionBlock: diffusers numerics use a float32 softmax", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Attn ex(p, "a", {.channels = 4, .head_dim = 2, .norm_groups = 2, .numerics = nn::Numerics::Exact});
   Rng rng(12);
   rng.fill_normal(p.values());
@@ -62,7 +62,7 @@ TEST_CASE("AttentionBlock: diffusers numerics use a float32 softmax", "[nn]") {
   test::randomize(x.view(), rng);
   Tensor<double> y_exact = Tensor<double>::copy_of(ex.forward(x.view()));
   Tensor<double> p_exact = Tensor<double>::copy_of(ex.probs());
-  nn::Parameters<double> p2;
+  Parameters<double> p2;
   Attn df(p2, "a", {.channels = 4, .head_dim = 2, .norm_groups = 2});
   std::copy(p.values().begin(), p.values().end(), p2.values().begin());
   auto y = df.forward(x.view());
@@ -77,7 +77,7 @@ TEST_CASE("AttentionBlock: diffusers numerics use a float32 softmax", "[nn]") {
     CHECK(static_cast<double>(static_cast<float>(df.probs()[i])) == df.probs()[i]);
   }
   // float layers: both numerics are the same computation.
-  nn::Parameters<float> pf;
+  Parameters<float> pf;
   nn::AttentionBlock<float, backend::Reference> af(pf, "a", {.channels = 4, .head_dim = 2, .norm_groups = 2});
   std::transform(p.values().begin(), p.values().end(), pf.values().begin(), [](double v) { return float(v); });
   Tensor<float> xf = x.cast<float>();
@@ -98,7 +98,7 @@ TEST_CASE("AttentionBlock: gradients match finite differences", "[nn][gradcheck]
   };
   int i = 0;
   for (const auto& c : cases) {
-    nn::Parameters<double> p;
+    Parameters<double> p;
     Attn a(p, "attn", c.opt);
     auto r = test::gradcheck_layer("AttentionBlock case " + std::to_string(i), a, p, c.x,
                                    70 + static_cast<std::uint64_t>(i), 0.7);
@@ -108,7 +108,7 @@ TEST_CASE("AttentionBlock: gradients match finite differences", "[nn][gradcheck]
 }
 
 TEST_CASE("AttentionBlock: shape errors", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Attn a(p, "down_blocks.1.attentions.0", {.channels = 4, .norm_groups = 2});
   Tensor<double> x({1, 3, 2, 2});
   CHECK_THROWS_WITH(a.forward(x.view()), Catch::Contains("down_blocks.1.attentions.0") &&

@@ -100,7 +100,7 @@ TEST_CASE("for_each_child reaches every layer of a UNet2D and an MLPDenoiser", "
 
 TEST_CASE("A composite's init draws its children in for_each_child's order", "[nn]") {
   // AttentionBlock: group_norm (no draws), to_q, to_k, to_v, to_out.0.
-  nn::Parameters<double> params;
+  Parameters<double> params;
   nn::AttentionOptions opt;
   opt.channels = 4;
   opt.norm_groups = 2;

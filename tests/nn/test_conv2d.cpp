@@ -9,7 +9,7 @@ using namespace ddpm;
 using Conv = nn::Conv2d<double, backend::Reference>;
 
 TEST_CASE("Conv2d: parameter names, shapes and init", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Conv c(p, "conv_in", 3, 5, 3, 1, 1);
   Conv d(p, "nobias", 2, 2, 1, 1, 0, false);
   CHECK(p.info(p.id("conv_in.weight")).shape == Shape{5, 3, 3, 3});
@@ -22,7 +22,7 @@ TEST_CASE("Conv2d: parameter names, shapes and init", "[nn]") {
 }
 
 TEST_CASE("Conv2d: a 1x1 convolution is a per-pixel linear map", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Conv c(p, "c", 3, 4, 1);
   nn::Linear<double, backend::Reference> lin(p, "l", 3, 4);
   Rng rng(2);
@@ -59,7 +59,7 @@ TEST_CASE("Conv2d: gradients match finite differences", "[nn][gradcheck]") {
   };
   int i = 0;
   for (const auto& c : cases) {
-    nn::Parameters<double> p;
+    Parameters<double> p;
     Conv conv(p, "conv", c.ci, c.co, c.k, c.cv, c.bias);
     auto r = test::gradcheck_layer("Conv2d case " + std::to_string(i), conv, p, c.x, 100 + static_cast<std::uint64_t>(i));
     ++i;
@@ -68,7 +68,7 @@ TEST_CASE("Conv2d: gradients match finite differences", "[nn][gradcheck]") {
 }
 
 TEST_CASE("Conv2d: output sizes and shape errors", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Conv c(p, "down_blocks.0.downsamplers.0.conv", 2, 2, 3, 2, 1);
   Tensor<double> x({1, 2, 7, 8});
   CHECK(c.forward(x.view()).shape() == Shape{1, 2, 4, 4});

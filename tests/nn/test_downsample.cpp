@@ -9,7 +9,7 @@ using namespace ddpm;
 using Down = nn::Downsample2D<double, backend::Reference>;
 
 TEST_CASE("Downsample2D: names and output sizes", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Down d(p, "down_blocks.1.downsamplers.0", 4);
   CHECK(p.info(p.id("down_blocks.1.downsamplers.0.conv.weight")).shape == Shape{4, 4, 3, 3});
   Down z(p, "z", 4, 6, 0);
@@ -22,7 +22,7 @@ TEST_CASE("Downsample2D: names and output sizes", "[nn]") {
 
 TEST_CASE("Downsample2D padding 0 pads bottom/right only", "[nn]") {
   // Equals a padding-0 stride-2 conv of the input zero-padded by one row at the bottom and one column at the right.
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Down z(p, "z", 2, 3, 0);
   nn::Conv2d<double, backend::Reference> ref(p, "ref", 2, 3, 3, 2, 0);
   Rng rng(3);
@@ -44,7 +44,7 @@ TEST_CASE("Downsample2D padding 0 pads bottom/right only", "[nn]") {
 TEST_CASE("Downsample2D: gradients match finite differences", "[nn][gradcheck]") {
   for (index_t pad : {0, 1})
     for (Shape xs : {Shape{1, 3, 5, 5}, Shape{2, 3, 4, 7}}) {
-      nn::Parameters<double> p;
+      Parameters<double> p;
       Down d(p, "down", 3, 2, pad);
       auto r = test::gradcheck_layer("Downsample2D pad " + std::to_string(pad), d, p, xs, 31);
       CHECK(r.worst < 1e-6);

@@ -11,7 +11,7 @@ using namespace ddpm;
 using Emb = nn::Embedding<double, backend::Reference>;
 
 TEST_CASE("Embedding: rows of the table, accumulated gradient rows", "[nn][gradcheck]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Emb e(p, "class_embedding", 4, 3);
   CHECK(p.info(p.id("class_embedding.weight")).shape == Shape{4, 3});
   Rng rng(8);
@@ -35,7 +35,7 @@ TEST_CASE("Embedding: rows of the table, accumulated gradient rows", "[nn][gradc
 }
 
 TEST_CASE("Embedding: labels out of range are errors naming the label and the range", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Emb e(p, "class_embedding", 10, 2);
   const std::vector<std::int64_t> bad{1, 10};
   CHECK_THROWS_WITH(e.forward(bad), Catch::Contains("class_embedding") && Catch::Contains("label 10") &&

@@ -11,7 +11,7 @@ using namespace ddpm;
 using GN = nn::GroupNorm<double, backend::Reference>;
 
 TEST_CASE("GroupNorm: names and init", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   GN g(p, "norm1", 4, 12, 1e-6);
   GN h(p, "plain", 2, 4, 1e-5, false);
   CHECK(p.count() == 2);
@@ -26,7 +26,7 @@ TEST_CASE("GroupNorm: names and init", "[nn]") {
 }
 
 TEST_CASE("GroupNorm: zero mean and unit variance per group before the affine map", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   GN g(p, "gn", 3, 6, 0.0, false);
   Rng rng(5);
   Tensor<double> x({2, 6, 3, 5});
@@ -66,7 +66,7 @@ TEST_CASE("GroupNorm: gradients match finite differences", "[nn][gradcheck]") {
                         {2, 4, {3, 4}, true, 1e-3}};
   int i = 0;
   for (const auto& c : cases) {
-    nn::Parameters<double> p;
+    Parameters<double> p;
     GN g(p, "gn", c.groups, c.c, c.eps, c.affine);
     auto r = test::gradcheck_layer("GroupNorm case " + std::to_string(i), g, p, c.x, 40 + static_cast<std::uint64_t>(i));
     ++i;
@@ -77,7 +77,7 @@ TEST_CASE("GroupNorm: gradients match finite differences", "[nn][gradcheck]") {
 TEST_CASE("GroupNorm with a fused SiLU: silu of the plain output, gradients match finite differences",
           "[nn][gradcheck]") {
   Rng rng(8);
-  nn::Parameters<double> p;
+  Parameters<double> p;
   GN plain(p, "plain", 2, 6, 1e-5);
   GN fused(p, "fused", 2, 6, 1e-5, true, nn::PostActivation::SiLU);
   CHECK(fused.post_activation() == nn::PostActivation::SiLU);
@@ -99,7 +99,7 @@ TEST_CASE("GroupNorm with a fused SiLU: silu of the plain output, gradients matc
   const Case cases[] = {{2, 6, {2, 6, 3, 3}, true}, {3, 3, {1, 3, 2, 5}, true}, {2, 4, {2, 4, 7}, false}};
   int i = 0;
   for (const auto& c : cases) {
-    nn::Parameters<double> q;
+    Parameters<double> q;
     GN g(q, "gn", c.groups, c.c, 1e-5, c.affine, nn::PostActivation::SiLU);
     auto r = test::gradcheck_layer("GroupNorm+SiLU case " + std::to_string(i), g, q, c.x,
                                    60 + static_cast<std::uint64_t>(i));
@@ -109,7 +109,7 @@ TEST_CASE("GroupNorm with a fused SiLU: silu of the plain output, gradients matc
 }
 
 TEST_CASE("GroupNorm: shape errors", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   GN g(p, "mid_block.attentions.0.group_norm", 2, 4);
   Tensor<double> x({1, 6, 2, 2});
   CHECK_THROWS_WITH(g.forward(x.view()),

@@ -8,7 +8,7 @@ using namespace ddpm;
 using Lin = nn::Linear<double, backend::Reference>;
 
 TEST_CASE("Linear: parameter names, shapes and init", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Lin a(p, "time_embedding.linear_1", 5, 7);
   Lin b(p, "nobias", 3, 2, false);
   REQUIRE(p.count() == 3);
@@ -25,7 +25,7 @@ TEST_CASE("Linear: parameter names, shapes and init", "[nn]") {
 }
 
 TEST_CASE("Linear: forward is x W^T + b", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Lin lin(p, "l", 2, 3);
   const double wv[] = {1, 2, 3, 4, 5, 6}, bv[] = {0.5, -0.5, 1};
   std::copy(wv, wv + 6, p.value(lin.weight_id()).begin());
@@ -42,7 +42,7 @@ TEST_CASE("Linear: forward is x W^T + b", "[nn]") {
 TEST_CASE("Linear: gradients match finite differences", "[nn][gradcheck]") {
   for (bool bias : {true, false})
     for (Shape xs : {Shape{1, 5}, Shape{4, 5}, Shape{2, 3, 5}}) {
-      nn::Parameters<double> p;
+      Parameters<double> p;
       Lin lin(p, "lin", 5, 3, bias);
       auto r = test::gradcheck_layer(bias ? "Linear bias" : "Linear nobias", lin, p, xs, 11);
       CHECK(r.worst < 1e-6);
@@ -50,7 +50,7 @@ TEST_CASE("Linear: gradients match finite differences", "[nn][gradcheck]") {
 }
 
 TEST_CASE("Linear: shape errors name the layer", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Lin lin(p, "down.proj", 4, 2);
   Tensor<double> x({2, 3});
   CHECK_THROWS_WITH(lin.forward(x.view()), Catch::Contains("down.proj") && Catch::Contains("[..., 4]") &&

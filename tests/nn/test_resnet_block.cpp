@@ -8,7 +8,7 @@ using namespace ddpm;
 using Res = nn::ResnetBlock2D<double, backend::Reference>;
 
 TEST_CASE("ResnetBlock2D: names and shapes", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Res r(p, "down_blocks.0.resnets.0", {.in_channels = 4, .out_channels = 6, .temb_channels = 8, .groups = 2});
   const std::string pre = "down_blocks.0.resnets.0.";
   CHECK(p.info(p.id(pre + "norm1.weight")).shape == Shape{4});
@@ -18,18 +18,18 @@ TEST_CASE("ResnetBlock2D: names and shapes", "[nn]") {
   CHECK(p.info(p.id(pre + "conv2.weight")).shape == Shape{6, 6, 3, 3});
   CHECK(p.info(p.id(pre + "conv_shortcut.weight")).shape == Shape{6, 4, 1, 1});
   CHECK(p.contains(pre + "conv_shortcut.bias"));
-  nn::Parameters<double> q;
+  Parameters<double> q;
   Res s(q, "r", {.in_channels = 4, .temb_channels = 8, .groups = 2,
                  .time_embedding_norm = nn::TimeEmbeddingNorm::ScaleShift});
   CHECK(q.info(q.id("r.time_emb_proj.weight")).shape == Shape{8, 8});
   CHECK_FALSE(q.contains("r.conv_shortcut.weight"));
-  nn::Parameters<double> u;
+  Parameters<double> u;
   Res n(u, "r", {.in_channels = 4, .temb_channels = 0, .groups = 2});
   CHECK_FALSE(u.contains("r.time_emb_proj.weight"));
 }
 
 TEST_CASE("ResnetBlock2D: with conv2 zeroed the output is shortcut(x) / output_scale_factor", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Res r(p, "r", {.in_channels = 4, .temb_channels = 3, .groups = 2, .output_scale_factor = 2.0});
   Rng rng(5);
   rng.fill_normal(p.values());
@@ -69,7 +69,7 @@ TEST_CASE("ResnetBlock2D: gradients match finite differences", "[nn][gradcheck]"
   };
   int i = 0;
   for (const auto& c : cases) {
-    nn::Parameters<double> p;
+    Parameters<double> p;
     Res r(p, "res", c.opt);
     Rng rng(90 + static_cast<std::uint64_t>(i));
     rng.fill_normal(p.values(), 0.0, 0.6);
@@ -93,7 +93,7 @@ TEST_CASE("ResnetBlock2D: gradients match finite differences", "[nn][gradcheck]"
 // workspace slots (growing and shrinking them) and backward runs in between.
 TEST_CASE("ResnetBlock2D: inference through the workspace equals training", "[nn]") {
   const auto SS = nn::TimeEmbeddingNorm::ScaleShift;
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Res a(p, "a", {.in_channels = 4, .out_channels = 6, .temb_channels = 3, .groups = 2});
   Res b(p, "b", {.in_channels = 6, .out_channels = 2, .temb_channels = 3, .groups = 2, .time_embedding_norm = SS});
   Res c(p, "c", {.in_channels = 2, .temb_channels = 0, .groups = 1, .output_scale_factor = 2.0});
@@ -123,7 +123,7 @@ TEST_CASE("ResnetBlock2D: inference through the workspace equals training", "[nn
 }
 
 TEST_CASE("ResnetBlock2D: shape errors", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Res r(p, "up_blocks.0.resnets.1", {.in_channels = 4, .temb_channels = 3, .groups = 2});
   Tensor<double> x({1, 4, 2, 2}), t({1, 5}), xb({1, 5, 2, 2});
   CHECK_THROWS_WITH(r.forward(x.view(), t.view()),

@@ -8,7 +8,7 @@ using namespace ddpm;
 using Up = nn::Upsample2D<double, backend::Reference>;
 
 TEST_CASE("Upsample2D: names, nearest copy and conv", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   Up up(p, "up_blocks.0.upsamplers.0", 3);
   CHECK(p.info(p.id("up_blocks.0.upsamplers.0.conv.weight")).shape == Shape{3, 3, 3, 3});
   CHECK(p.contains("up_blocks.0.upsamplers.0.conv.bias"));
@@ -28,7 +28,7 @@ TEST_CASE("Upsample2D: names, nearest copy and conv", "[nn]") {
 TEST_CASE("Upsample2D: gradients match finite differences", "[nn][gradcheck]") {
   for (bool conv : {true, false})
     for (Shape xs : {Shape{1, 3, 3, 2}, Shape{2, 3, 1, 1}}) {
-      nn::Parameters<double> p;
+      Parameters<double> p;
       Up up(p, "up", 3, conv, conv ? 5 : 0);
       auto r = test::gradcheck_layer(conv ? "Upsample2D conv" : "Upsample2D", up, p, xs, 21);
       CHECK(r.worst < 1e-6);

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "ddpm/core/random.hpp"
-#include "ddpm/nn/conditioning.hpp"
-#include "ddpm/nn/parameters.hpp"
+#include "ddpm/core/model.hpp"
+#include "ddpm/core/parameters.hpp"
 #include "ddpm/sampling/ddim.hpp"
 #include "ddpm/sampling/ddpm.hpp"
 #include "ddpm/sampling/guidance.hpp"
@@ -89,12 +89,12 @@ TEST_CASE("guidance errors name the problem", "[sampling][guidance][errors]") {
   CHECK_THROWS_WITH(g.set_scale(NAN), Catch::Contains("finite"));
 }
 
-TEST_CASE("label_model adapts an nn::Denoiser", "[sampling][guidance]") {
+TEST_CASE("label_model adapts an Denoiser", "[sampling][guidance]") {
   struct Toy {
-    nn::Parameters<double> p;
+    Parameters<double> p;
     Tensor<double> y;
-    nn::Parameters<double>& parameters() { return p; }
-    ConstTensorView<double> forward(ConstTensorView<double> x, std::span<const double> t, const nn::Conditioning<double>& c) {
+    Parameters<double>& parameters() { return p; }
+    ConstTensorView<double> forward(ConstTensorView<double> x, std::span<const double> t, const Conditioning<double>& c) {
       y.resize(x.shape());
       for (index_t i = 0; i < x.numel(); ++i) y[i] = t[static_cast<std::size_t>(i)] + static_cast<double>(c.class_labels[static_cast<std::size_t>(i)]);
       return y.cview();

@@ -27,7 +27,7 @@
 
 #include "ddpm/core/random.hpp"
 #include "ddpm/core/tensor.hpp"
-#include "ddpm/nn/parameters.hpp"
+#include "ddpm/core/parameters.hpp"
 
 namespace ddpm::test {
 
@@ -70,7 +70,7 @@ inline std::vector<index_t> pick_elements(index_t n, index_t max, Rng& rng) {
 // parameter gradients, storing input gradients where inputs[i].grad() finds them).
 inline GradCheckResult gradcheck(const std::string& label, const std::function<ConstTensorView<double>()>& forward,
                                  const std::function<void(ConstTensorView<double>)>& backward,
-                                 std::vector<GradInput> inputs, nn::Parameters<double>* params,
+                                 std::vector<GradInput> inputs, Parameters<double>* params,
                                  GradCheckOptions opt = {}) {
   Rng rng(opt.seed, 7);
   const ConstTensorView<double> y0 = forward();
@@ -175,7 +175,7 @@ inline void randomize(TensorView<double> t, Rng& rng, double scale = 1.0) { rng.
 // Parameters are drawn from N(0, param_scale^2) and the input x of shape xs
 // from N(0, 1), both from `seed`; then x and every parameter are checked.
 template <class L>
-GradCheckResult gradcheck_layer(const std::string& label, L& layer, nn::Parameters<double>& params, Shape xs,
+GradCheckResult gradcheck_layer(const std::string& label, L& layer, Parameters<double>& params, Shape xs,
                                 std::uint64_t seed, double param_scale = 1.0) {
   Rng rng(seed);
   rng.fill_normal(params.values(), 0.0, param_scale);

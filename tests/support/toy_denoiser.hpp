@@ -1,5 +1,5 @@
 #pragma once
-// The smallest models that satisfy nn::Denoiser, for tests of the training
+// The smallest models that satisfy Denoiser, for tests of the training
 // step (train/, hardening/, mpi/): fast, deterministic, with both kinds of
 // conditioning.
 #include <cmath>
@@ -11,29 +11,29 @@
 #include "ddpm/backend/reference.hpp"
 #include "ddpm/core/random.hpp"
 #include "ddpm/core/tensor.hpp"
-#include "ddpm/nn/conditioning.hpp"
+#include "ddpm/core/model.hpp"
 #include "ddpm/nn/linear.hpp"
-#include "ddpm/nn/parameters.hpp"
+#include "ddpm/core/parameters.hpp"
 #include "ddpm/train/trainer.hpp"
 
 namespace ddpm::test {
 
-// y = W [x + v, t / 1000] + b + E[label]: a tiny nn::Denoiser that uses both
+// y = W [x + v, t / 1000] + b + E[label]: a tiny Denoiser that uses both
 // kinds of conditioning, so sharding them is tested too.
 template <Scalar T>
 class Toy {
  public:
   // classes = 0: no class embedding (labels must then be absent).
   explicit Toy(index_t dim, index_t classes = 0, std::uint64_t seed = 1)
-      : params_(std::make_unique<nn::Parameters<T>>()), lin_(*params_, "lin", dim + 1, dim), dim_(dim) {
+      : params_(std::make_unique<Parameters<T>>()), lin_(*params_, "lin", dim + 1, dim), dim_(dim) {
     if (classes > 0) emb_ = params_->add("emb", {classes, dim});
     Rng rng(seed);
     lin_.init(rng);
     if (classes > 0)
       for (auto& e : params_->value(emb_)) e = static_cast<T>(0.1 * rng.normal());
   }
-  nn::Parameters<T>& parameters() { return *params_; }
-  ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const T> t, const nn::Conditioning<T>& c) {
+  Parameters<T>& parameters() { return *params_; }
+  ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const T> t, const Conditioning<T>& c) {
     const index_t n = x.dim(0), d = dim_;
     in_.resize({n, d + 1});
     for (index_t i = 0; i < n; ++i) {
@@ -65,9 +65,9 @@ class Toy {
   }
 
  private:
-  std::unique_ptr<nn::Parameters<T>> params_;
+  std::unique_ptr<Parameters<T>> params_;
   nn::Linear<T, backend::Reference> lin_;
-  nn::ParamId emb_ = -1;
+  ParamId emb_ = -1;
   index_t dim_;
   std::vector<std::int64_t> labels_;
   Tensor<T> in_, out_, dx_;
@@ -85,7 +85,7 @@ Tensor<T> toy_data(index_t n, index_t d, std::uint64_t seed) {
 // A training set-up that learns the toy data within a few dozen steps.
 inline train::TrainConfig toy_train_config(std::uint64_t seed = 3) {
   train::TrainConfig c;
-  c.lr = {1e-2, 5, 100, 1e-3};
+  c.lr = {.base_lr = 1e-2, .warmup_steps = 5, .total_steps = 100, .min_lr = 1e-3};
   c.seed = seed;
   c.ema_decay = 0.99;
   return c;

@@ -7,8 +7,9 @@
 #include <filesystem>
 #include <memory>
 
-#include "support/toy_denoiser.hpp"
+#include "ddpm/io/checkpoint.hpp"
 #include "ddpm/train/trainer.hpp"
+#include "support/toy_denoiser.hpp"
 
 using namespace ddpm;
 namespace fs = std::filesystem;

@@ -28,8 +28,10 @@ namespace ddpm::backend {
 namespace detail {
 template <class B, class Op, class Sig>
 struct runs;
-template <class B, class Op, class... A>
-struct runs<B, Op, void(A...)> : std::bool_constant<requires(A... a) { B::run(Op{}, a...); }> {};
+template <class B, class Op, class R, class... A>
+struct runs<B, Op, R(A...)> : std::bool_constant<requires(A... a) {
+  { B::run(Op{}, a...) } -> std::convertible_to<R>;
+}> {};
 
 template <class B, class T, class M, class L>
 struct runs_all;
@@ -59,9 +61,9 @@ concept Backend = requires {
 namespace detail {
 template <class Derived, class Op, class Sig>
 struct forward_one;
-template <class Derived, class Op, class... A>
-struct forward_one<Derived, Op, void(A...)> {
-  static void run(Op op, A... a) { Derived::invoke(op, a...); }
+template <class Derived, class Op, class R, class... A>
+struct forward_one<Derived, Op, R(A...)> {
+  static R run(Op op, A... a) { return static_cast<R>(Derived::invoke(op, a...)); }
 };
 template <class Derived, class M, class L>
 struct forward_all;

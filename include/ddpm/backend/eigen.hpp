@@ -14,6 +14,9 @@
 //   silu, upsample,   vectorised element loops
 //   add, transpose
 //   attention         per (batch, head) GEMMs on strided head slices
+//   copies, embeddings element or row loops split over threads
+//   training ops      Adam, EMA, q_sample, the loss: split over threads with
+//                     Reference's element formulas (eigen/training.hpp)
 //
 // Threads: a fork-join pool (core/thread_pool.hpp) of num_threads()
 // participants, set at run time with set_num_threads (default: the hardware
@@ -32,6 +35,7 @@
 #include "ddpm/backend/eigen/common.hpp"
 #include "ddpm/backend/eigen/conv.hpp"
 #include "ddpm/backend/eigen/pointwise.hpp"
+#include "ddpm/backend/eigen/training.hpp"
 #include "ddpm/core/tensor.hpp"
 
 namespace ddpm::backend {
@@ -43,8 +47,8 @@ struct Eigen : Forwarding<Eigen, Host> {
 
   // Every op of the table: eigen_detail::run(op, ...) in eigen/*.hpp.
   template <class Op, class... A>
-  static void invoke(Op op, A... a) {
-    eigen_detail::run(op, a...);
+  static decltype(auto) invoke(Op op, A... a) {
+    return eigen_detail::run(op, a...);
   }
 };
 

@@ -9,8 +9,9 @@
 //   m.forward(x, t, labels);
 //   double flops = backend::FlopCounter::flops();
 //
-// Outputs are left untouched (they may hold anything); the counter is
-// process-wide and not synchronised.
+// Outputs are left untouched (they may hold anything); ops that return a
+// value return its type's default (0, false). The counter is process-wide and
+// not synchronised.
 #include <string_view>
 
 #include "ddpm/backend/backend.hpp"
@@ -28,11 +29,23 @@ struct FlopCounter : Forwarding<FlopCounter, Host> {
   static double flops() { return total(); }
 
   template <class Op, class... A>
-  static void invoke(Op, A... a) {
+  static auto invoke(Op, A... a) {
     total() += Op::flops(a...);
+    using R = typename Op::template signature<float, Host>;
+    return result<R>{}();
   }
 
  private:
+  template <class Sig>
+  struct result;
+  template <class R, class... P>
+  struct result<R(P...)> {
+    R operator()() const { return R{}; }
+  };
+  template <class... P>
+  struct result<void(P...)> {
+    void operator()() const {}
+  };
   static double& total() {
     static double t = 0;
     return t;

@@ -11,7 +11,7 @@
 //
 // and a constexpr instance of the same name without `_t`. Layers call
 // `B::run(ops::conv2d_forward, x, w, b, p, y)`. The Backend concept
-// (backend/backend.hpp), Profiled<B>, FlopCounter<B> and every forwarding
+// (backend/backend.hpp), Profiled<B>, FlopCounter and every forwarding
 // backend are generated from `ops::all`, so adding an op means: its tag here,
 // one entry in `all`, and its implementation in each backend.
 //
@@ -23,7 +23,16 @@
 //   - An empty view (data() == nullptr) means "absent": no bias, or an input
 //     gradient nobody needs (skipping it saves work).
 //   - Shapes are validated by the caller (nn/), not by the backend.
+//   - Data that is host data by nature (timesteps, class labels, per-sample
+//     coefficients and loss weights) is passed as a host std::span; results
+//     the caller branches on (a loss, a norm, a finiteness check) come back
+//     to the host as the op's return value.
+//   - Most ops return void; an op whose signature returns a value is the
+//     exception and says what it returns.
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <span>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
@@ -47,11 +56,47 @@ struct Conv2dParams {
   constexpr index_t out_w(index_t w, index_t kw) const { return (w + pad_left + pad_right - kw) / stride + 1; }
 };
 
+// The sinusoidal timestep embedding's settings (diffusers'
+// get_timestep_embedding); see ops::timestep_embedding.
+struct TimestepEmbeddingParams {
+  bool flip_sin_to_cos = true;
+  double freq_shift = 0.0;   // downscale_freq_shift
+  double max_period = 10000.0;
+  double scale = 1.0;
+  bool float32 = true;       // evaluate in float32 (as diffusers) whatever T is
+};
+
+// One Adam(W) step as torch.optim.Adam / AdamW take it (Kingma & Ba 2015,
+// Algorithm 1, bias-corrected; AdamW: Loshchilov & Hutter 2019). `step` is
+// the 1-based count of this update. coefficients<T>() rounds the step's
+// constants to T once, as the update uses them.
+struct AdamParams {
+  double lr = 1e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  bool decoupled_weight_decay = false;
+  std::int64_t step = 1;
+
+  template <class T>
+  struct Coefficients {
+    T beta1, beta2, step_size, inv_sqrt_bc2, eps, weight_decay, decay;
+    bool decoupled;
+  };
+  template <class T>
+  Coefficients<T> coefficients() const {
+    const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(step));
+    const double bc2 = 1.0 - std::pow(beta2, static_cast<double>(step));
+    return {static_cast<T>(beta1),        static_cast<T>(beta2),       static_cast<T>(lr / bc1),
+            static_cast<T>(1.0 / std::sqrt(bc2)), static_cast<T>(eps), static_cast<T>(weight_decay),
+            static_cast<T>(1.0 - lr * weight_decay), decoupled_weight_decay};
+  }
+};
+
 }  // namespace backend
 
 namespace ops {
 
+using backend::AdamParams;
 using backend::Conv2dParams;
+using backend::TimestepEmbeddingParams;
 using backend::Trans;
 
 template <class T, class M>
@@ -256,6 +301,160 @@ struct attention_backward_t {
   }
 };
 
+// diffusers' float64 attention (Numerics::Diffusers): as attention_forward,
+// but the scores scale * q k^T (computed in T) are rounded to float32, the
+// softmax runs in float32 (upcast_softmax casts to float32 whatever the model
+// dtype) and the probabilities go back to T for probs v. For T = float it
+// computes the same values as attention_forward.
+struct attention_forward_float32_softmax_t {
+  static constexpr std::string_view name = "attention_forward_float32_softmax";
+  template <class T, class M>
+  using signature = void(In<T, M> q, In<T, M> k, In<T, M> v, int heads, T scale, Out<T, M> out, Out<T, M> probs);
+  template <class Q, class... A>
+  static double flops(const Q& q, const A&... a) {
+    return attention_forward_t::flops(q, a...);
+  }
+};
+
+// ---- Element-wise maps and copies ----------------------------------------------
+// y = a x + b, element-wise (the U-Net's input centring 2x - 1). y may alias x.
+struct affine_t : memory_bound {
+  static constexpr std::string_view name = "affine";
+  template <class T, class M>
+  using signature = void(In<T, M> x, T a, T b, Out<T, M> y);
+};
+// y = value everywhere (zeroing gradients).
+struct fill_t : memory_bound {
+  static constexpr std::string_view name = "fill";
+  template <class T, class M>
+  using signature = void(T value, Out<T, M> y);
+};
+// y = x (same number of elements; no aliasing).
+struct copy_t : memory_bound {
+  static constexpr std::string_view name = "copy";
+  template <class T, class M>
+  using signature = void(In<T, M> x, Out<T, M> y);
+};
+// A block of columns between two row-major matrices with the same rows:
+// x viewed as [R, Wx], y as [R, Wy] (R = x.dim(0) = y.dim(0), W = numel / R);
+// y[r, y_col + j] = x[r, x_col + j] for j in [0, width). Feature-wise
+// concatenation is one call per piece (x_col = 0), the split its inverse
+// (y_col = 0). No aliasing.
+struct copy_columns_t : memory_bound {
+  static constexpr std::string_view name = "copy_columns";
+  template <class T, class M>
+  using signature = void(In<T, M> x, index_t x_col, Out<T, M> y, index_t y_col, index_t width);
+};
+// Between host memory and the backend's memory space M (both the same
+// number of elements). For a host backend both are plain copies; they are
+// how tests and io/ put data into a device backend and read it back.
+struct copy_to_host_t : memory_bound {
+  static constexpr std::string_view name = "copy_to_host";
+  template <class T, class M>
+  using signature = void(In<T, M> x, Out<T, Host> y);
+};
+struct copy_from_host_t : memory_bound {
+  static constexpr std::string_view name = "copy_from_host";
+  template <class T, class M>
+  using signature = void(In<T, Host> x, Out<T, M> y);
+};
+
+// ---- Layers' own steps ------------------------------------------------------------
+// ResnetBlock2D's scale_shift modulation (diffusers' time_embedding_norm
+// "scale_shift"): for x [N, C, ...] and e [N, 2C] (scale = e[:, :C],
+// shift = e[:, C:]),
+//   y[n, c, ...] = x[n, c, ...] * (1 + scale[n, c]) + shift[n, c].
+// y may alias x.
+struct scale_shift_forward_t : memory_bound {
+  static constexpr std::string_view name = "scale_shift_forward";
+  template <class T, class M>
+  using signature = void(In<T, M> x, In<T, M> e, Out<T, M> y);
+};
+// dx = dy * (1 + scale);  de[n, c] = sum dy * x,  de[n, C + c] = sum dy over
+// the (n, c) plane, summed in T in element order. de is OVERWRITTEN (e is an
+// activation, not a parameter). dx may alias dy.
+struct scale_shift_backward_t : memory_bound {
+  static constexpr std::string_view name = "scale_shift_backward";
+  template <class T, class M>
+  using signature = void(In<T, M> x, In<T, M> e, In<T, M> dy, Out<T, M> dx, Out<T, M> de);
+};
+// nn.Embedding: y[i, :] = table[labels[i], :] for table [K, D], y [N, D];
+// labels are host data, checked to lie in [0, K) by the caller.
+struct embedding_forward_t : memory_bound {
+  static constexpr std::string_view name = "embedding_forward";
+  template <class T, class M>
+  using signature = void(In<T, M> table, std::span<const std::int64_t> labels, Out<T, M> y);
+};
+// dtable[labels[i], :] += dy[i, :], in order of i (a parameter gradient:
+// accumulated).
+struct embedding_backward_t : memory_bound {
+  static constexpr std::string_view name = "embedding_backward";
+  template <class T, class M>
+  using signature = void(std::span<const std::int64_t> labels, In<T, M> dy, Out<T, M> dtable);
+};
+// The sinusoidal timestep embedding of DDPM (diffusers' get_timestep_embedding)
+// for host timesteps t[N] into y [N, dim]: with half = dim / 2 and
+// freq_i = exp(-ln(max_period) * i / (half - freq_shift)),
+//   y[n] = [sin(scale t_n freq), cos(scale t_n freq)]   ([cos, sin] when flip_sin_to_cos),
+// zero-padded by one column when dim is odd. Evaluated in float32 (each
+// product, quotient and function rounded, as PyTorch does) when p.float32 or
+// T is float, else in T.
+struct timestep_embedding_t : memory_bound {
+  static constexpr std::string_view name = "timestep_embedding";
+  template <class T, class M>
+  using signature = void(std::span<const double> t, TimestepEmbeddingParams p, Out<T, M> y);
+};
+
+// ---- Training -----------------------------------------------------------------------
+// Per-sample linear combination, for x, z, y [N, ...] and host coefficients
+// a[N], b[N]:  y[n, ...] = a[n] x[n, ...] + b[n] z[n, ...]
+// (q_sample: x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps, Ho et al. 2020 eq. 4;
+// the v target: v = sqrt(abar) eps - sqrt(1 - abar) x_0, Salimans & Ho 2022).
+// y may alias x or z.
+struct batch_axpby_t : memory_bound {
+  static constexpr std::string_view name = "batch_axpby";
+  template <class T, class M>
+  using signature = void(std::span<const T> a, In<T, M> x, std::span<const T> b, In<T, M> z, Out<T, M> y);
+};
+// The denoising loss, a per-sample weighted mean squared error
+//   L = 1/N sum_n w_n * mean_j (pred[n, j] - target[n, j])^2
+// (DDPM's simple loss, eq. 14, when w is empty: all 1), RETURNED in double
+// (each sample's squares summed in double in element order, then the samples
+// in order); dpred = dL/dpred = 2 w_n / (N * per) * (pred - target), in T.
+struct mse_loss_t : memory_bound {
+  static constexpr std::string_view name = "mse_loss";
+  template <class T, class M>
+  using signature = double(In<T, M> pred, In<T, M> target, std::span<const double> weights, Out<T, M> dpred);
+};
+// RETURNS sum_i x_i^2, accumulated in double in element order (the global
+// gradient norm; in double so that it does not depend on float rounding).
+struct sum_squares_t : memory_bound {
+  static constexpr std::string_view name = "sum_squares";
+  template <class T, class M>
+  using signature = double(In<T, M> x);
+};
+// RETURNS whether every element of x is finite (no NaN, no infinity).
+struct all_finite_t : memory_bound {
+  static constexpr std::string_view name = "all_finite";
+  template <class T, class M>
+  using signature = bool(In<T, M> x);
+};
+// One Adam(W) step on flat buffers, element-wise (c = s.coefficients<T>()):
+//   Adam:  g += wd p;   AdamW: p *= 1 - lr wd
+//   m = b1 m + (1 - b1) g,  v = b2 v + (1 - b2) g^2
+//   p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+struct adam_update_t : memory_bound {
+  static constexpr std::string_view name = "adam_update";
+  template <class T, class M>
+  using signature = void(Out<T, M> p, In<T, M> g, Out<T, M> m, Out<T, M> v, AdamParams s);
+};
+// Exponential moving average of the weights: shadow += (1 - decay) (p - shadow).
+struct ema_update_t : memory_bound {
+  static constexpr std::string_view name = "ema_update";
+  template <class T, class M>
+  using signature = void(In<T, M> p, T decay, Out<T, M> shadow);
+};
+
 inline constexpr gemm_t gemm{};
 inline constexpr linear_forward_t linear_forward{};
 inline constexpr linear_backward_t linear_backward{};
@@ -277,6 +476,24 @@ inline constexpr concat_channels_t concat_channels{};
 inline constexpr split_channels_t split_channels{};
 inline constexpr attention_forward_t attention_forward{};
 inline constexpr attention_backward_t attention_backward{};
+inline constexpr attention_forward_float32_softmax_t attention_forward_float32_softmax{};
+inline constexpr affine_t affine{};
+inline constexpr fill_t fill{};
+inline constexpr copy_t copy{};
+inline constexpr copy_columns_t copy_columns{};
+inline constexpr copy_to_host_t copy_to_host{};
+inline constexpr copy_from_host_t copy_from_host{};
+inline constexpr scale_shift_forward_t scale_shift_forward{};
+inline constexpr scale_shift_backward_t scale_shift_backward{};
+inline constexpr embedding_forward_t embedding_forward{};
+inline constexpr embedding_backward_t embedding_backward{};
+inline constexpr timestep_embedding_t timestep_embedding{};
+inline constexpr batch_axpby_t batch_axpby{};
+inline constexpr mse_loss_t mse_loss{};
+inline constexpr sum_squares_t sum_squares{};
+inline constexpr all_finite_t all_finite{};
+inline constexpr adam_update_t adam_update{};
+inline constexpr ema_update_t ema_update{};
 
 template <class... Ops>
 struct list {
@@ -288,7 +505,10 @@ using all = list<gemm_t, linear_forward_t, linear_backward_t, conv2d_forward_t, 
                  group_norm_forward_t, group_norm_backward_t, group_norm_silu_forward_t, group_norm_silu_backward_t,
                  silu_forward_t, silu_backward_t, upsample_nearest2x_forward_t, upsample_nearest2x_backward_t, add_t,
                  add_channel_bias_t, channel_sum_t, transpose_t, concat_channels_t, split_channels_t,
-                 attention_forward_t, attention_backward_t>;
+                 attention_forward_t, attention_backward_t, attention_forward_float32_softmax_t, affine_t, fill_t,
+                 copy_t, copy_columns_t, copy_to_host_t, copy_from_host_t, scale_shift_forward_t,
+                 scale_shift_backward_t, embedding_forward_t, embedding_backward_t, timestep_embedding_t,
+                 batch_axpby_t, mse_loss_t, sum_squares_t, all_finite_t, adam_update_t, ema_update_t>;
 
 // Position of Op in list L (a compile error if it is not there).
 template <class Op, class L>

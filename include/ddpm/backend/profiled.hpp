@@ -45,19 +45,26 @@ struct Profiled : Forwarding<Profiled<B>, typename B::memory_space> {
   }
 
   template <class Op, class... A>
-  static void invoke(Op op, A... a) {
-    const auto t0 = std::chrono::steady_clock::now();
-    B::run(op, a...);
-    const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
-    auto& c = table()[ops::index_of<Op, ops::all>::value];
-    ++c.calls;
-    c.seconds += dt.count();
+  static decltype(auto) invoke(Op op, A... a) {
+    const Timer timer{table()[ops::index_of<Op, ops::all>::value], std::chrono::steady_clock::now()};
+    return B::run(op, a...);
   }
 
  private:
   struct Counter {
     long long calls = 0;
     double seconds = 0;
+  };
+  // Adds the time from its construction to its destruction (after the op's
+  // result, if any, has been computed) to one op's counter.
+  struct Timer {
+    Counter& c;
+    std::chrono::steady_clock::time_point t0;
+    ~Timer() {
+      const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+      ++c.calls;
+      c.seconds += dt.count();
+    }
   };
   static std::array<Counter, ops::all::size>& table() {
     static std::array<Counter, ops::all::size> t{};

@@ -10,7 +10,10 @@
 // (nn/) to have validated them.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <span>
 #include <string_view>
+#include <type_traits>
 
 #include "ddpm/backend/backend.hpp"
 #include "ddpm/core/tensor.hpp"
@@ -393,6 +396,210 @@ struct Reference : Forwarding<Reference, Host> {
           }
         }
       }
+  }
+
+  // diffusers' float64 path: scores in T (the gemm above), softmax in float32,
+  // probabilities back to T, then probs v (gemm).
+  template <Scalar T>
+  static void invoke(ops::attention_forward_float32_softmax_t, ConstTensorView<T> q, ConstTensorView<T> k,
+                     ConstTensorView<T> v, int heads, T scale, TensorView<T> out, TensorView<T> probs) {
+    const index_t N = q.dim(0), L = q.dim(1), ld = q.dim(2), d = ld / heads;
+    for (index_t n = 0; n < N; ++n)
+      for (index_t h = 0; h < heads; ++h) {
+        T* P = probs.data() + (n * heads + h) * L * L;
+        const index_t off = n * L * ld + h * d;
+        invoke(ops::gemm, Trans::No, Trans::Yes, L, L, d, scale, q.data() + off, ld, k.data() + off, ld, T{0}, P, L);
+        for (index_t i = 0; i < L; ++i) softmax_row_float32(P + i * L, L);
+        invoke(ops::gemm, Trans::No, Trans::No, L, d, L, T{1}, static_cast<const T*>(P), L, v.data() + off, ld, T{0},
+               out.data() + off, ld);
+      }
+  }
+  // One row of scores, in place: max, exp and sum in float32, then scaled by
+  // the float32 reciprocal of the sum.
+  template <Scalar T>
+  static void softmax_row_float32(T* row, index_t L) {
+    float mx = static_cast<float>(row[0]);
+    for (index_t j = 1; j < L; ++j) mx = std::max(mx, static_cast<float>(row[j]));
+    float sum = 0.0f;
+    for (index_t j = 0; j < L; ++j) {
+      const float e = std::exp(static_cast<float>(row[j]) - mx);
+      row[j] = static_cast<T>(e);
+      sum += e;
+    }
+    const float r = 1.0f / sum;
+    for (index_t j = 0; j < L; ++j) row[j] = static_cast<T>(static_cast<float>(row[j]) * r);
+  }
+
+  // ---- Element-wise maps and copies ---------------------------------------------
+  template <Scalar T>
+  static void invoke(ops::affine_t, ConstTensorView<T> x, T a, T b, TensorView<T> y) {
+    for (index_t i = 0; i < x.numel(); ++i) y[i] = a * x[i] + b;
+  }
+  template <Scalar T>
+  static void invoke(ops::fill_t, T value, TensorView<T> y) {
+    for (index_t i = 0; i < y.numel(); ++i) y[i] = value;
+  }
+  template <Scalar T>
+  static void invoke(ops::copy_t, ConstTensorView<T> x, TensorView<T> y) {
+    for (index_t i = 0; i < x.numel(); ++i) y[i] = x[i];
+  }
+  template <Scalar T>
+  static void invoke(ops::copy_columns_t, ConstTensorView<T> x, index_t x_col, TensorView<T> y, index_t y_col,
+                     index_t width) {
+    const index_t R = x.rank() ? x.dim(0) : 0;
+    if (R == 0) return;
+    const index_t wx = x.numel() / R, wy = y.numel() / R;
+    for (index_t r = 0; r < R; ++r)
+      for (index_t j = 0; j < width; ++j) y[r * wy + y_col + j] = x[r * wx + x_col + j];
+  }
+  template <Scalar T>
+  static void invoke(ops::copy_to_host_t, ConstTensorView<T> x, TensorView<T> y) {
+    invoke(ops::copy, x, y);
+  }
+  template <Scalar T>
+  static void invoke(ops::copy_from_host_t, ConstTensorView<T> x, TensorView<T> y) {
+    invoke(ops::copy, x, y);
+  }
+
+  // ---- Layers' own steps ------------------------------------------------------------
+  template <Scalar T>
+  static void invoke(ops::scale_shift_forward_t, ConstTensorView<T> x, ConstTensorView<T> e, TensorView<T> y) {
+    const index_t N = x.dim(0), C = x.dim(1), S = N * C ? x.numel() / (N * C) : 0;
+    for (index_t n = 0; n < N; ++n)
+      for (index_t c = 0; c < C; ++c) {
+        const T sc = T{1} + e[n * 2 * C + c], sh = e[n * 2 * C + C + c];
+        const index_t base = (n * C + c) * S;
+        for (index_t s = 0; s < S; ++s) y[base + s] = x[base + s] * sc + sh;
+      }
+  }
+  template <Scalar T>
+  static void invoke(ops::scale_shift_backward_t, ConstTensorView<T> x, ConstTensorView<T> e, ConstTensorView<T> dy,
+                     TensorView<T> dx, TensorView<T> de) {
+    const index_t N = x.dim(0), C = x.dim(1), S = N * C ? x.numel() / (N * C) : 0;
+    for (index_t n = 0; n < N; ++n)
+      for (index_t c = 0; c < C; ++c) {
+        const T sc = T{1} + e[n * 2 * C + c];
+        const index_t base = (n * C + c) * S;
+        T dscale{}, dshift{};
+        for (index_t s = 0; s < S; ++s) {
+          dscale += dy[base + s] * x[base + s];
+          dshift += dy[base + s];
+          dx[base + s] = dy[base + s] * sc;
+        }
+        de[n * 2 * C + c] = dscale;
+        de[n * 2 * C + C + c] = dshift;
+      }
+  }
+  template <Scalar T>
+  static void invoke(ops::embedding_forward_t, ConstTensorView<T> table, std::span<const std::int64_t> labels,
+                     TensorView<T> y) {
+    const index_t D = table.dim(1);
+    for (std::size_t i = 0; i < labels.size(); ++i)
+      for (index_t j = 0; j < D; ++j) y[static_cast<index_t>(i) * D + j] = table[labels[i] * D + j];
+  }
+  template <Scalar T>
+  static void invoke(ops::embedding_backward_t, std::span<const std::int64_t> labels, ConstTensorView<T> dy,
+                     TensorView<T> dtable) {
+    const index_t D = dtable.dim(1);
+    for (std::size_t i = 0; i < labels.size(); ++i)
+      for (index_t j = 0; j < D; ++j) dtable[labels[i] * D + j] += dy[static_cast<index_t>(i) * D + j];
+  }
+  template <Scalar T>
+  static void invoke(ops::timestep_embedding_t, std::span<const double> t, TimestepEmbeddingParams p,
+                     TensorView<T> y) {
+    if (p.float32 || std::is_same_v<T, float>)
+      timestep_embedding_in<float>(t, p, y);
+    else
+      timestep_embedding_in<T>(t, p, y);
+  }
+  // Evaluates in U the way diffusers' torch ops do: each product, quotient and
+  // function rounded to U.
+  template <class U, Scalar T>
+  static void timestep_embedding_in(std::span<const double> t, const TimestepEmbeddingParams& p, TensorView<T> y) {
+    const index_t dim = y.dim(1), half = dim / 2;
+    const U neg_log = static_cast<U>(-std::log(p.max_period));
+    const U denom = static_cast<U>(static_cast<double>(half) - p.freq_shift);
+    const U scale = static_cast<U>(p.scale);
+    for (std::size_t r = 0; r < t.size(); ++r) {
+      const U tr = static_cast<U>(t[r]);
+      T* row = y.data() + static_cast<index_t>(r) * dim;
+      for (index_t i = 0; i < half; ++i) {
+        const U exponent = static_cast<U>(neg_log * static_cast<U>(i)) / denom;
+        const U freq = std::exp(exponent);
+        U arg = static_cast<U>(tr * freq);
+        if (p.scale != 1.0) arg = static_cast<U>(scale * arg);
+        const U s = std::sin(arg), c = std::cos(arg);
+        row[i] = static_cast<T>(p.flip_sin_to_cos ? c : s);
+        row[half + i] = static_cast<T>(p.flip_sin_to_cos ? s : c);
+      }
+      if (dim % 2 == 1) row[dim - 1] = T{0};
+    }
+  }
+
+  // ---- Training ---------------------------------------------------------------------
+  template <Scalar T>
+  static void invoke(ops::batch_axpby_t, std::span<const T> a, ConstTensorView<T> x, std::span<const T> b,
+                     ConstTensorView<T> z, TensorView<T> y) {
+    const index_t N = x.dim(0), per = N ? x.numel() / N : 0;
+    for (index_t n = 0; n < N; ++n) {
+      const T an = a[static_cast<std::size_t>(n)], bn = b[static_cast<std::size_t>(n)];
+      for (index_t i = n * per; i < (n + 1) * per; ++i) y[i] = an * x[i] + bn * z[i];
+    }
+  }
+  template <Scalar T>
+  static double invoke(ops::mse_loss_t, ConstTensorView<T> pred, ConstTensorView<T> target,
+                       std::span<const double> weights, TensorView<T> dpred) {
+    const index_t n = pred.dim(0), per = n ? pred.numel() / n : 0;
+    double loss = 0;
+    for (index_t i = 0; i < n; ++i) {
+      const double w = weights.empty() ? 1.0 : weights[static_cast<std::size_t>(i)];
+      const T g = static_cast<T>(2.0 * w / static_cast<double>(n * per));
+      double s = 0;
+      for (index_t j = i * per; j < (i + 1) * per; ++j) {
+        const T d = pred[j] - target[j];
+        s += static_cast<double>(d) * static_cast<double>(d);
+        dpred[j] = g * d;
+      }
+      loss += w * s / static_cast<double>(per);
+    }
+    return loss / static_cast<double>(n);
+  }
+  template <Scalar T>
+  static double invoke(ops::sum_squares_t, ConstTensorView<T> x) {
+    double s = 0;
+    for (index_t i = 0; i < x.numel(); ++i) s += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+    return s;
+  }
+  template <Scalar T>
+  static bool invoke(ops::all_finite_t, ConstTensorView<T> x) {
+    for (index_t i = 0; i < x.numel(); ++i)
+      if (!std::isfinite(x[i])) return false;
+    return true;
+  }
+  template <Scalar T>
+  static void invoke(ops::adam_update_t, TensorView<T> p, ConstTensorView<T> g, TensorView<T> m, TensorView<T> v,
+                     AdamParams s) {
+    adam_update_range(s.coefficients<T>(), p.data(), g.data(), m.data(), v.data(), 0, p.numel());
+  }
+  // Elements [i0, i1) of an Adam step (Eigen's threads call it on their parts).
+  template <Scalar T>
+  static void adam_update_range(const AdamParams::Coefficients<T>& c, T* params, const T* grads, T* m, T* v,
+                                index_t i0, index_t i1) {
+    for (index_t i = i0; i < i1; ++i) {
+      T g = grads[i];
+      T p = params[i];
+      if (c.decoupled)
+        p *= c.decay;
+      else
+        g += c.weight_decay * p;
+      m[i] = c.beta1 * m[i] + (1 - c.beta1) * g;
+      v[i] = c.beta2 * v[i] + (1 - c.beta2) * g * g;
+      params[i] = p - c.step_size * m[i] / (std::sqrt(v[i]) * c.inv_sqrt_bc2 + c.eps);
+    }
+  }
+  template <Scalar T>
+  static void invoke(ops::ema_update_t, ConstTensorView<T> p, T decay, TensorView<T> shadow) {
+    for (index_t i = 0; i < p.numel(); ++i) shadow[i] += (1 - decay) * (p[i] - shadow[i]);
   }
 };
 

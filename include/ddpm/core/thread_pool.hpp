@@ -84,10 +84,10 @@ class ThreadPool {
   }
 
  private:
-  // pause()s before sleeping (about 0.7 ms on Zen 4). Ops come back to back
-  // with a little serial work between them; a worker that went to sleep costs
-  // a futex wake-up, which in a VM can take longer than a small op: 4000
-  // pauses made a batch-1 U-Net forward 1.5x slower than this.
+  // Workers spin kSpin pause()s (under a millisecond) before sleeping: ops
+  // come back to back with a little serial work between them, and a worker
+  // that went to sleep costs a futex wake-up, which in a VM can take longer
+  // than a small op (measurements in examples/bench/NOTES.md).
   static constexpr int kSpin = 40000;
 
   static bool& in_task_flag() {

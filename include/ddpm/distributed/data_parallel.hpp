@@ -8,7 +8,7 @@
 //
 //   ddpm::distributed::Environment env(argc, argv);
 //   auto comm = ddpm::distributed::Communicator::world();
-//   Model model(...);                                   // any nn::Denoiser
+//   Model model(...);                                   // any Denoiser
 //   train::Trainer<float, Model> trainer(model, schedule, config);
 //   ddpm::distributed::DataParallel dp(trainer, comm);  // broadcasts rank 0's weights
 //   if (resuming) dp.resume(path);                      // rank 0 reads, all ranks load
@@ -30,7 +30,7 @@
 //   process at batch W * B, up to the rounding of the reduction. That also
 //   makes a run independent of the number of ranks for a fixed global batch.
 // * Gradients: one in-place MPI_Allreduce(SUM) over the flat gradient buffer
-//   (nn::Parameters keeps all gradients contiguous), then a scale by 1/W. With
+//   (ddpm::Parameters keeps all gradients contiguous), then a scale by 1/W. With
 //   DataParallelConfig::bucket_bytes > 0 the buffer is reduced in buckets,
 //   all started at once with MPI_Iallreduce and scaled as each finishes.
 // * The loss reported is the mean over all ranks (= the global batch mean).
@@ -52,13 +52,13 @@
 // autograd hooks mark each parameter's gradient final as backward reaches
 // it (last layer first), and a bucket (25 MB by default) is reduced as soon
 // as all its gradients are final. Here the model's backward() is one call
-// that returns when every gradient is done (the nn::Denoiser contract has no
+// that returns when every gradient is done (the Denoiser contract has no
 // per-layer hook), so the reduction starts after backward: a step costs
 // compute + allreduce rather than about max(compute, allreduce). The saving
 // overlap would bring is at most min(allreduce, backward) per step; it
 // matters once the allreduce is a sizeable part of the step (slow networks,
 // many machines; see the README's scaling notes), and would need a hook in
-// the nn::Denoiser contract (layers reporting "my gradients are final" in
+// the Denoiser contract (layers reporting "my gradients are final" in
 // backward order). What bucketing gives without hooks: several reductions in
 // flight at once and the 1/W scaling of finished buckets while the others
 // travel; measured, it does not beat one large MPI_Allreduce on shared
@@ -70,7 +70,6 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
-#include <map>
 #include <random>
 #include <span>
 #include <string>
@@ -79,11 +78,13 @@
 #include <vector>
 
 #include "ddpm/core/error.hpp"
+#include "ddpm/core/model.hpp"
 #include "ddpm/core/tensor.hpp"
 #include "ddpm/distributed/mpi.hpp"
+#include "ddpm/io/checkpoint.hpp"
 #include "ddpm/io/file.hpp"
-#include "ddpm/nn/conditioning.hpp"
 #include "ddpm/train/trainer.hpp"
+#include "ddpm/train/training_loop.hpp"
 
 namespace ddpm::distributed {
 
@@ -148,10 +149,14 @@ inline std::string what_of(const std::exception_ptr& e) {
 
 }  // namespace detail
 
-template <Scalar T, nn::Denoiser<T> Model>
+// A train::TrainingLoop, like the Trainer it wraps: a training program
+// written for one process runs data-parallel unchanged.
+template <Scalar T, Denoiser<T> Model>
 class DataParallel {
  public:
   using Trainer = train::Trainer<T, Model>;
+  using scalar_type = T;
+  using model_type = Model;
 
   // Collective. Broadcasts rank 0's parameters, Adam moments and EMA weights
   // to every rank; the trainers must all be at the same step.
@@ -176,6 +181,10 @@ class DataParallel {
   bool is_root() const { return comm_.rank() == 0; }
   const Communicator& communicator() const { return comm_; }
   Trainer& trainer() { return trainer_; }
+  // The TrainingLoop interface beside step, save and resume (identical on every rank).
+  std::int64_t steps_done() const { return trainer_.steps_done(); }
+  train::EMA<T>* ema() { return trainer_.ema(); }
+  Model& model() { return trainer_.model(); }
   const DataParallelConfig& config() const { return config_; }
   // Bytes reduced per step (the flat gradient buffer).
   std::size_t gradient_bytes() const { return params().grads().size_bytes(); }
@@ -193,12 +202,12 @@ class DataParallel {
 
   // Collective. Every rank passes the same global batch x0 [W*B, ...] (and
   // its conditioning); each trains on its own shard.
-  train::StepStats step(ConstTensorView<T> x0, nn::Conditioning<T> cond = {}) {
+  train::StepStats step(ConstTensorView<T> x0, Conditioning<T> cond = {}) {
     return run_step([&] {
       require(x0.rank() >= 2, "DataParallel::step: x0 must be a batch [N, ...], got ", x0.shape().str());
       const index_t n = x0.dim(0);
       const Shard s = shard(n);
-      nn::Conditioning<T> local;
+      Conditioning<T> local;
       if (!cond.class_labels.empty()) {
         require(static_cast<index_t>(cond.class_labels.size()) == n, "DataParallel::step: ",
                 cond.class_labels.size(), " class labels for a global batch of ", n);
@@ -217,7 +226,7 @@ class DataParallel {
   // Collective. Each rank passes only its own shard (e.g. it loaded only
   // those samples), whose first sample has global index `global_offset`
   // (shard(global_batch).offset). Every rank's shard must have the same size.
-  train::StepStats step_local(ConstTensorView<T> x0_local, nn::Conditioning<T> cond_local, index_t global_offset) {
+  train::StepStats step_local(ConstTensorView<T> x0_local, Conditioning<T> cond_local, index_t global_offset) {
     return run_step([&] {
       require(x0_local.rank() >= 2, "DataParallel::step_local: x0 must be a batch [N, ...], got ",
               x0_local.shape().str());
@@ -227,7 +236,7 @@ class DataParallel {
 
   // Collective. Rank 0 writes the checkpoint (`path` on the other ranks is
   // ignored); every rank returns once the file is complete, or throws.
-  void save(const std::filesystem::path& path, const std::map<std::string, std::string>& metadata = {}) {
+  void save(const std::filesystem::path& path, const train::CheckpointMetadata& metadata = {}) {
     if (config_.verify_on_save) verify_replicas();
     std::exception_ptr err;
     if (is_root()) {
@@ -329,7 +338,7 @@ class DataParallel {
   }
 
  private:
-  nn::Parameters<T>& params() const { return trainer_.model().parameters(); }
+  Parameters<T>& params() const { return trainer_.model().parameters(); }
 
   // Collective: if any rank holds an error, every rank throws the same
   // ddpm::Error naming the first failing rank and its message.

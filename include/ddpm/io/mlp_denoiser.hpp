@@ -74,7 +74,7 @@ void save_mlp_denoiser(const nn::MLPDenoiser<T, B>& model, const std::filesystem
 }
 
 template <Scalar T, backend::Backend B>
-nn::MLPDenoiser<T, B> load_mlp_denoiser(const std::filesystem::path& dir) {
+nn::MLPDenoiser<T, B> load_mlp_denoiser(const std::filesystem::path& dir, const StateDictLoadOptions& opt = {}) {
   const auto cfg_path = dir / "config.json";
   nlohmann::json j;
   try {
@@ -83,7 +83,7 @@ nn::MLPDenoiser<T, B> load_mlp_denoiser(const std::filesystem::path& dir) {
     fail(cfg_path.string(), ": invalid JSON: ", e.what());
   }
   nn::MLPDenoiser<T, B> model(parse_mlp_denoiser_config(j, cfg_path.string()));
-  load_state_dict(model.parameters(), SafeTensors::load(dir / kMLPDenoiserWeightsFile));
+  load_state_dict(model.parameters(), SafeTensors::load(dir / kMLPDenoiserWeightsFile), opt);
   return model;
 }
 

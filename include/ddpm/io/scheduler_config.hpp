@@ -1,29 +1,37 @@
 #pragma once
-// scheduler_config.json (diffusers' format) -> SamplerConfig.
+// scheduler_config.json (diffusers' format) <-> SamplerConfig.
 //
 //   SamplerConfig c = io::read_scheduler_config("model/scheduler/scheduler_config.json");
 //   auto sampler = make_sampler<float>(c);
+//   io::write_scheduler_config("out/scheduler/scheduler_config.json", c);
 //
-// Dispatches on `_class_name`: DDPMScheduler, DDIMScheduler,
-// DPMSolverMultistepScheduler, EulerDiscreteScheduler. Missing keys take
-// diffusers' defaults. Keys starting with '_' are metadata. A key that changes
-// the numerics in a way the library does not implement (use_karras_sigmas:
-// true, algorithm_type other than dpmsolver++, solver_order 3, ...), an
-// unknown key, a wrong type or an unknown value is a ddpm::Error naming the
-// file, the key, the value and what was expected: never a silent difference.
-// Keys that cannot change the numerics as configured (sigma_max without Karras
-// sigmas, flow_shift without flow sigmas, ...) are accepted and ignored.
+// Dispatches on `_class_name` through the sampler registry
+// (sampling/registry.hpp); each sampler's keys are its SamplerTraits'
+// scheduler_config (sampling/sampler.hpp), read by KeyReader and written by
+// KeyWriter from the same calls. Missing keys take diffusers' defaults. Keys
+// starting with '_' are metadata. A key that changes the numerics in a way the
+// library does not implement (use_karras_sigmas: true, algorithm_type other
+// than dpmsolver++, solver_order 3, ...), an unknown key, a wrong type or an
+// unknown value is a ddpm::Error naming the file, the key, the value and what
+// was expected: never a silent difference. Keys that cannot change the
+// numerics as configured (sigma_max without Karras sigmas, flow_shift without
+// flow sigmas, ...) are accepted and ignored.
 //
 // diffusers writes JSON with Python's NaN / Infinity / -Infinity literals
-// (DPMSolver's lambda_min_clipped is -Infinity): io/json.hpp reads them.
+// (DPMSolver's lambda_min_clipped is -Infinity): io/json.hpp reads them, and
+// write_scheduler_config writes them.
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
 #include <limits>
 #include <set>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -38,7 +46,6 @@ namespace ddpm::io {
 namespace scheduler_json_detail {
 
 using json = nlohmann::json;
-
 
 // Reads the keys of one config object, remembering which were read, so that
 // every key left over at the end is reported.
@@ -66,25 +73,6 @@ class Reader {
   }
   void get(const std::string& key, double& out) {
     if (const json* v = find(key)) out = number(key, *v);
-  }
-  void get(const std::string& key, index_t& out, index_t min_value) {
-    if (const json* v = find(key)) {
-      const double d = v->is_boolean() ? NAN : number(key, *v);
-      if (!(std::floor(d) == d && d >= static_cast<double>(min_value) && d < 1e15))
-        bad(key, *v, "an integer >= " + std::to_string(min_value));
-      out = static_cast<index_t>(d);
-    }
-  }
-  void get(const std::string& key, int& out, int min_value) {
-    index_t v = out;
-    get(key, v, min_value);
-    out = static_cast<int>(v);
-  }
-  std::string string(const std::string& key, const std::string& fallback) {
-    const json* v = find(key);
-    if (!v) return fallback;
-    if (!v->is_string()) bad(key, *v, "a string");
-    return v->get<std::string>();
   }
   // Parses an enum with `parse`, turning its error into one naming the file.
   template <class E, class Parse>
@@ -133,126 +121,172 @@ class Reader {
   std::set<std::string> seen_;
 };
 
-inline ScheduleConfig read_schedule(Reader& r, BetaSchedule default_schedule = BetaSchedule::linear) {
-  ScheduleConfig s;
-  s.beta_schedule = default_schedule;
-  r.get("num_train_timesteps", s.num_train_timesteps, 1);
-  r.get("beta_start", s.beta_start);
-  r.get("beta_end", s.beta_end);
-  r.get_enum("beta_schedule", s.beta_schedule, parse_beta_schedule);
-  if (const json* v = r.find("trained_betas")) {
-    if (!v->is_array()) r.bad("trained_betas", *v, "null or an array of numbers");
-    for (const json& b : *v) {
-      if (!b.is_number()) r.bad("trained_betas", *v, "null or an array of numbers");
-      s.trained_betas.push_back(b.get<double>());
-    }
+// Reads a sampler's keys (SamplerTraits::scheduler_config, step_kwargs: the
+// Keys interface of sampling/sampler.hpp) into its config.
+class KeyReader : public Reader {
+ public:
+  using Reader::Reader;
+
+  void operator()(const std::string& key, bool& out) { get(key, out); }
+  void operator()(const std::string& key, double& out) { get(key, out); }
+
+  template <std::integral I>
+  void integer(const std::string& key, I& out, index_t min_value,
+               index_t max_value = std::numeric_limits<index_t>::max(), const std::string& expected = "") {
+    const json* v = find(key);
+    if (!v) return;
+    const double d = v->is_boolean() || !v->is_number() ? NAN : v->get<double>();
+    if (!(std::floor(d) == d && d >= static_cast<double>(min_value) && d <= static_cast<double>(max_value) && d < 1e15))
+      bad(key, *v, !expected.empty() ? expected : "an integer >= " + std::to_string(min_value));
+    out = static_cast<I>(d);
   }
-  r.get("rescale_betas_zero_snr", s.rescale_betas_zero_snr);
+
+  template <class E, class Parse>
+  void enumeration(const std::string& key, E& out, Parse parse) {
+    get_enum(key, out, parse);
+  }
+
+  template <class E>
+  void choice(const std::string& key, E& out,
+              std::type_identity_t<std::initializer_list<std::pair<std::string_view, E>>> names,
+              const std::string& expected) {
+    const json* v = find(key);
+    if (!v) return;
+    if (!v->is_string()) bad(key, *v, "a string");
+    const auto text = v->get<std::string>();
+    for (const auto& [name, value] : names)
+      if (text == name) {
+        out = value;
+        return;
+      }
+    bad(key, *v, expected);
+  }
+
+  void schedule(ScheduleConfig& s) {
+    integer("num_train_timesteps", s.num_train_timesteps, 1);
+    get("beta_start", s.beta_start);
+    get("beta_end", s.beta_end);
+    get_enum("beta_schedule", s.beta_schedule, parse_beta_schedule);
+    if (const json* v = find("trained_betas")) {
+      if (!v->is_array()) bad("trained_betas", *v, "null or an array of numbers");
+      s.trained_betas.clear();
+      for (const json& b : *v) {
+        if (!b.is_number()) bad("trained_betas", *v, "null or an array of numbers");
+        s.trained_betas.push_back(b.get<double>());
+      }
+    }
+    get("rescale_betas_zero_snr", s.rescale_betas_zero_snr);
+  }
+
+  void timesteps(TimestepConfig& t) {
+    get_enum("timestep_spacing", t.spacing, parse_timestep_spacing);
+    integer("steps_offset", t.steps_offset, 0);
+  }
+
+  // prediction_type, and the deprecated predict_epsilon of diffusers 0.x configs.
+  void prediction(PredictionType& p, bool allow_original_sample = false) {
+    bool predict_epsilon = true;
+    const bool has_legacy = find("predict_epsilon") != nullptr;
+    get("predict_epsilon", predict_epsilon);
+    if (has_legacy && !predict_epsilon) p = PredictionType::sample;
+    get_enum("prediction_type", p, [&](const std::string& s) {
+      return allow_original_sample && s == "original_sample" ? PredictionType::sample : parse_prediction_type(s);
+    });
+  }
+
+  void clipping(SampleClipping& c, bool with_static_clipping = true) {
+    if (with_static_clipping) {
+      get("clip_sample", c.clip_sample);
+      get("clip_sample_range", c.clip_sample_range);
+    }
+    get("thresholding", c.thresholding);
+    get("dynamic_thresholding_ratio", c.dynamic_thresholding_ratio);
+    get("sample_max_value", c.sample_max_value);
+  }
+
+  template <class V>
+  void require_value(const std::string& key, const V& supported, const std::string& why) {
+    Reader::require_value(key, json(supported), why);
+  }
+
+  [[noreturn]] void reject(const std::string& key, const std::string& value, const std::string& expected) const {
+    bad(key, json(value), expected);
+  }
+};
+
+// A double as JSON: the non-finite ones as the strings parse_python_json
+// makes of Python's literals (write_scheduler_config turns them back).
+inline json number_json(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  return v;
+}
+
+// Writes a sampler's keys into a JSON object: the same calls as KeyReader.
+class KeyWriter {
+ public:
+  explicit KeyWriter(json& out) : j_(out) {}
+
+  void operator()(const std::string& key, bool v) { j_[key] = v; }
+  void operator()(const std::string& key, double v) { j_[key] = number_json(v); }
+  template <std::integral I>
+  void integer(const std::string& key, I v, index_t, index_t = 0, const std::string& = "") {
+    j_[key] = static_cast<std::int64_t>(v);
+  }
+  template <class E, class Parse>
+  void enumeration(const std::string& key, E v, Parse) {
+    j_[key] = std::string(to_string(v));
+  }
+  template <class E>
+  void choice(const std::string& key, E v, std::type_identity_t<std::initializer_list<std::pair<std::string_view, E>>> names,
+              const std::string&) {
+    for (const auto& [name, value] : names)
+      if (value == v) {
+        j_[key] = std::string(name);
+        return;
+      }
+    fail("scheduler config: key \"", key, "\": the value has no name");
+  }
+  void schedule(const ScheduleConfig& s) {
+    j_["num_train_timesteps"] = static_cast<std::int64_t>(s.num_train_timesteps);
+    j_["beta_start"] = number_json(s.beta_start);
+    j_["beta_end"] = number_json(s.beta_end);
+    j_["beta_schedule"] = std::string(to_string(s.beta_schedule));
+    j_["trained_betas"] = s.trained_betas.empty() ? json(nullptr) : json(s.trained_betas);
+    j_["rescale_betas_zero_snr"] = s.rescale_betas_zero_snr;
+  }
+  void timesteps(const TimestepConfig& t) {
+    j_["timestep_spacing"] = std::string(to_string(t.spacing));
+    j_["steps_offset"] = static_cast<std::int64_t>(t.steps_offset);
+  }
+  void prediction(PredictionType p, bool = false) { j_["prediction_type"] = std::string(to_string(p)); }
+  void clipping(const SampleClipping& c, bool with_static_clipping = true) {
+    if (with_static_clipping) {
+      j_["clip_sample"] = c.clip_sample;
+      j_["clip_sample_range"] = number_json(c.clip_sample_range);
+    }
+    j_["thresholding"] = c.thresholding;
+    j_["dynamic_thresholding_ratio"] = number_json(c.dynamic_thresholding_ratio);
+    j_["sample_max_value"] = number_json(c.sample_max_value);
+  }
+  template <class V>
+  void require_value(const std::string& key, const V& supported, const std::string&) {
+    j_[key] = json(supported);
+  }
+  void ignore(std::initializer_list<const char*>) {}
+  [[noreturn]] void reject(const std::string& key, const std::string& value, const std::string& expected) const {
+    fail("scheduler config: key \"", key, "\" = \"", value, "\": expected ", expected);
+  }
+
+ private:
+  json& j_;
+};
+
+// The registered class names, for errors.
+inline std::string class_names_text() {
+  std::string s;
+  for (std::size_t i = 0; i < Samplers::size; ++i) s += (i ? ", " : "") + std::string(Samplers::class_names[i]);
   return s;
-}
-
-inline TimestepConfig read_timesteps(Reader& r, TimestepSpacing default_spacing) {
-  TimestepConfig t{default_spacing, 0};
-  r.get_enum("timestep_spacing", t.spacing, parse_timestep_spacing);
-  r.get("steps_offset", t.steps_offset, 0);
-  return t;
-}
-
-// prediction_type, and the deprecated predict_epsilon of diffusers 0.x configs.
-inline PredictionType read_prediction(Reader& r, bool allow_original_sample = false) {
-  PredictionType p = PredictionType::epsilon;
-  bool predict_epsilon = true;
-  const bool has_legacy = r.find("predict_epsilon") != nullptr;
-  r.get("predict_epsilon", predict_epsilon);
-  if (has_legacy && !predict_epsilon) p = PredictionType::sample;
-  r.get_enum("prediction_type", p, [&](const std::string& s) {
-    return allow_original_sample && s == "original_sample" ? PredictionType::sample : parse_prediction_type(s);
-  });
-  return p;
-}
-
-inline SampleClipping read_clipping(Reader& r, bool clip_default) {
-  SampleClipping c;
-  c.clip_sample = clip_default;
-  r.get("clip_sample", c.clip_sample);
-  r.get("clip_sample_range", c.clip_sample_range);
-  r.get("thresholding", c.thresholding);
-  r.get("dynamic_thresholding_ratio", c.dynamic_thresholding_ratio);
-  r.get("sample_max_value", c.sample_max_value);
-  return c;
-}
-
-// The keys DDPMScheduler and DDIMScheduler share (both default to clipping and leading spacing).
-template <class C>
-C read_discrete(Reader& r) {
-  C c;
-  c.schedule = read_schedule(r);
-  c.prediction_type = read_prediction(r);
-  c.clipping = read_clipping(r, true);
-  c.timesteps = read_timesteps(r, TimestepSpacing::leading);
-  r.ignore({"tensor_format"});
-  return c;
-}
-
-inline DDPMConfig read_ddpm(Reader& r) {
-  DDPMConfig c = read_discrete<DDPMConfig>(r);
-  r.get_enum("variance_type", c.variance_type, parse_variance_type);
-  return c;
-}
-
-inline DDIMConfig read_ddim(Reader& r) {
-  DDIMConfig c = read_discrete<DDIMConfig>(r);
-  r.get("set_alpha_to_one", c.set_alpha_to_one);
-  return c;
-}
-
-inline DPMSolverConfig read_dpm_solver(Reader& r) {
-  DPMSolverConfig c;
-  c.schedule = read_schedule(r);
-  c.prediction_type = read_prediction(r);
-  c.timesteps = read_timesteps(r, TimestepSpacing::linspace);
-  // diffusers maps deis to dpmsolver++, and logrho / bh1 / bh2 to midpoint.
-  const std::string algorithm = r.string("algorithm_type", "dpmsolver++");
-  if (algorithm != "dpmsolver++" && algorithm != "deis")
-    r.bad("algorithm_type", algorithm, "\"dpmsolver++\" (the only DPM-Solver variant ddpm implements)");
-  r.get("solver_order", c.solver_order, 1);
-  if (c.solver_order > 2) r.bad("solver_order", c.solver_order, "1 or 2 (third order is not implemented)");
-  const std::string solver_type = r.string("solver_type", "midpoint");
-  if (solver_type == "heun") c.solver_type = DPMSolverType::heun;
-  else if (solver_type != "midpoint" && solver_type != "logrho" && solver_type != "bh1" && solver_type != "bh2")
-    r.bad("solver_type", solver_type, "midpoint or heun");
-  r.get("lower_order_final", c.lower_order_final);
-  r.get("euler_at_final", c.euler_at_final);
-  r.get_enum("final_sigmas_type", c.final_sigmas_type, parse_final_sigmas_type);
-  r.get("lambda_min_clipped", c.lambda_min_clipped);
-  r.get("thresholding", c.clipping.thresholding);
-  r.get("dynamic_thresholding_ratio", c.clipping.dynamic_thresholding_ratio);
-  r.get("sample_max_value", c.clipping.sample_max_value);
-  const char* plain = "interpolated sigmas are the only ones implemented";
-  for (const char* k : {"use_karras_sigmas", "use_lu_lambdas", "use_exponential_sigmas", "use_beta_sigmas",
-                        "use_flow_sigmas", "use_dynamic_shifting"})
-    r.require_value(k, false, plain);
-  r.require_value("variance_type", nullptr, "learned variances are not implemented");
-  // Only read with flow sigmas or dynamic shifting, both rejected above.
-  r.ignore({"flow_shift", "time_shift_type", "tensor_format"});
-  return c;
-}
-
-inline EulerConfig read_euler(Reader& r) {
-  EulerConfig c;
-  c.schedule = read_schedule(r);
-  c.prediction_type = read_prediction(r, true);
-  c.timesteps = read_timesteps(r, TimestepSpacing::linspace);
-  r.get_enum("final_sigmas_type", c.final_sigmas_type, parse_final_sigmas_type);
-  r.require_value("interpolation_type", "linear", "log_linear is not implemented");
-  for (const char* k : {"use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas"})
-    r.require_value(k, false, "interpolated sigmas are the only ones implemented");
-  const std::string timestep_type = r.string("timestep_type", "discrete");
-  if (timestep_type != "discrete" && !(timestep_type == "continuous" && c.prediction_type != PredictionType::v_prediction))
-    r.bad("timestep_type", timestep_type, "\"discrete\" (continuous timesteps with v_prediction are not implemented)");
-  // sigma_min / sigma_max only bound Karras, exponential and beta sigmas, rejected above.
-  r.ignore({"sigma_min", "sigma_max", "tensor_format"});
-  return c;
 }
 
 }  // namespace scheduler_json_detail
@@ -262,19 +296,22 @@ inline SamplerConfig scheduler_config_from_json(const nlohmann::json& j, const s
   using namespace scheduler_json_detail;
   require(j.is_object(), origin, ": expected a JSON object");
   const auto it = j.find("_class_name");
-  require(it != j.end() && it->is_string(), origin, ": key \"_class_name\" missing or not a string; expected one of "
-          "DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler");
+  require(it != j.end() && it->is_string(), origin, ": key \"_class_name\" missing or not a string; expected one of ",
+          class_names_text());
   const std::string cls = it->get<std::string>();
-  Reader r(j, origin, cls);
   SamplerConfig c;
-  if (cls == "DDPMScheduler") c = read_ddpm(r);
-  else if (cls == "DDIMScheduler") c = read_ddim(r);
-  else if (cls == "DPMSolverMultistepScheduler") c = read_dpm_solver(r);
-  else if (cls == "EulerDiscreteScheduler") c = read_euler(r);
-  else
-    fail(origin, ": key \"_class_name\" = \"", cls,
-         "\": expected one of DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler");
-  r.finish();
+  bool found = false;
+  Samplers::for_each([&]<class Traits>(std::type_identity<Traits>) {
+    if (found || cls != Traits::class_name) return;
+    KeyReader r(j, origin, cls);
+    typename Traits::config_type config{};
+    Traits::scheduler_config(r, config);
+    r.ignore({"tensor_format"});  // diffusers 0.x, every scheduler
+    r.finish();
+    c = std::move(config);
+    found = true;
+  });
+  if (!found) fail(origin, ": key \"_class_name\" = \"", cls, "\": expected one of ", class_names_text());
   return c;
 }
 
@@ -282,26 +319,71 @@ inline SamplerConfig read_scheduler_config(const std::filesystem::path& file) {
   return scheduler_config_from_json(parse_python_json(read_text_file(file), file.string()), file.string());
 }
 
+// The scheduler_config.json object of a config: `_class_name` and every key
+// the sampler reads, in diffusers' names (non-finite numbers as the strings
+// "Infinity", "-Infinity", "NaN", as parse_python_json reads them).
+// Options that are step() arguments are not part of it: step_kwargs_to_json.
+inline nlohmann::json scheduler_config_to_json(const SamplerConfig& config) {
+  using namespace scheduler_json_detail;
+  json j = json::object();
+  std::visit(
+      [&](const auto& c) {
+        using Traits = Samplers::traits_of<std::decay_t<decltype(c)>>;
+        j["_class_name"] = std::string(Traits::class_name);
+        auto copy = c;  // the Keys calls take the fields by reference
+        KeyWriter w(j);
+        Traits::scheduler_config(w, copy);
+      },
+      config);
+  return j;
+}
+
+// The step() keyword arguments that are options of the sampler (DDIM: eta,
+// use_clipped_model_output; Euler: s_churn, s_tmin, s_tmax, s_noise); an
+// empty object for samplers without any.
+inline nlohmann::json step_kwargs_to_json(const SamplerConfig& config) {
+  using namespace scheduler_json_detail;
+  json j = json::object();
+  std::visit(
+      [&](const auto& c) {
+        using Traits = Samplers::traits_of<std::decay_t<decltype(c)>>;
+        if constexpr (requires(KeyWriter& w, std::decay_t<decltype(c)>& m) { Traits::step_kwargs(w, m); }) {
+          auto copy = c;
+          KeyWriter w(j);
+          Traits::step_kwargs(w, copy);
+        }
+      },
+      config);
+  return j;
+}
+
+// JSON text as diffusers writes it: Python's NaN / Infinity / -Infinity
+// literals for the strings number_json makes, keys sorted, 2-space indent.
+inline std::string dump_scheduler_config(const SamplerConfig& config) {
+  std::string text = scheduler_config_to_json(config).dump(2) + "\n";
+  for (std::string_view lit : {"-Infinity", "Infinity", "NaN"}) {
+    const std::string quoted = ": \"" + std::string(lit) + "\"";
+    for (auto pos = text.find(quoted); pos != std::string::npos; pos = text.find(quoted, pos))
+      text.replace(pos, quoted.size(), ": " + std::string(lit));
+  }
+  return text;
+}
+
+inline void write_scheduler_config(const std::filesystem::path& file, const SamplerConfig& config) {
+  write_text_file(file, dump_scheduler_config(config));
+}
+
 // The keyword arguments of diffusers' step() that are options of the sampler
-// (DDIM: eta, use_clipped_model_output; Euler: s_churn, s_tmin, s_tmax, s_noise).
-// Any other key is an error.
+// (SamplerTraits::step_kwargs). Any other key is an error.
 inline void apply_step_kwargs(SamplerConfig& config, const nlohmann::json& kwargs,
                               const std::string& origin = "step_kwargs") {
   using namespace scheduler_json_detail;
   if (kwargs.is_null()) return;
-  Reader r(kwargs, origin, std::string(scheduler_class_name(config)) + ".step()");
+  KeyReader r(kwargs, origin, std::string(scheduler_class_name(config)) + ".step()");
   std::visit(
       [&](auto& c) {
-        using C = std::decay_t<decltype(c)>;
-        if constexpr (std::is_same_v<C, DDIMConfig>) {
-          r.get("eta", c.eta);
-          r.get("use_clipped_model_output", c.use_clipped_model_output);
-        } else if constexpr (std::is_same_v<C, EulerConfig>) {
-          r.get("s_churn", c.s_churn);
-          r.get("s_tmin", c.s_tmin);
-          r.get("s_tmax", c.s_tmax);
-          r.get("s_noise", c.s_noise);
-        }
+        using Traits = Samplers::traits_of<std::decay_t<decltype(c)>>;
+        if constexpr (requires { Traits::step_kwargs(r, c); }) Traits::step_kwargs(r, c);
       },
       config);
   r.ignore({"return_dict"});

@@ -1,5 +1,5 @@
 #pragma once
-// A model's flat parameter store (nn::Parameters) <-> a safetensors state_dict
+// A model's flat parameter store (ddpm::Parameters) <-> a safetensors state_dict
 // with diffusers' names.
 //
 //   io::load_state_dict(params, SafeTensors::load(path));  // all-or-nothing
@@ -8,19 +8,24 @@
 // Loading verifies every tensor before it copies any: missing, unexpected and
 // wrongly shaped tensors, and non-float dtypes, are collected and reported in
 // ONE ddpm::Error, and on error the parameters are left unchanged. F16, BF16,
-// F32 and F64 tensors are converted to T. diffusers' legacy attention names
+// F32 and F64 tensors are converted to T. A NaN or infinite weight (after
+// conversion to T) is refused by name, as a one-line ddpm::Error such as
+// "model.safetensors: conv_in.weight: non-finite value (nan) at element 17",
+// unless StateDictLoadOptions::allow_non_finite is set. diffusers' legacy attention names
 // (`query`, `key`, `value`, `proj_attn`, as in the google/ddpm-* checkpoints)
 // are accepted and mapped to `to_q`, `to_k`, `to_v`, `to_out.0`.
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ddpm/core/error.hpp"
+#include "ddpm/core/parameters.hpp"
 #include "ddpm/io/safetensors.hpp"
-#include "ddpm/nn/parameters.hpp"
 
 namespace ddpm::io {
 
@@ -45,6 +50,9 @@ struct StateDictLoadOptions {
   bool accept_legacy_attention_names = true;
   // Names in the file that the model does not have are an error unless this is set.
   bool ignore_unexpected = false;
+  // A NaN or infinite weight is an error naming the file and the tensor
+  // unless this is set (a model with one samples NaN images).
+  bool allow_non_finite = false;
 };
 
 namespace state_dict_detail {
@@ -67,7 +75,7 @@ inline void list(std::ostringstream& os, const char* what, const std::vector<std
 
 // Copies every parameter from `st` into `params`, or throws (changing nothing).
 template <Scalar T>
-void load_state_dict(nn::Parameters<T>& params, const SafeTensors& st, const StateDictLoadOptions& opt = {}) {
+void load_state_dict(Parameters<T>& params, const SafeTensors& st, const StateDictLoadOptions& opt = {}) {
   using namespace state_dict_detail;
   std::map<std::string, std::string> source;  // parameter name -> name in the file
   std::vector<std::string> unexpected, wrong, duplicated;
@@ -103,20 +111,29 @@ void load_state_dict(nn::Parameters<T>& params, const SafeTensors& st, const Sta
     list(os, "given twice (old and new attention names)", duplicated);
     throw Error(os.str());
   }
+  // Converted first, checked, then copied: a refused file changes nothing.
+  std::vector<std::pair<ParamId, Tensor<T>>> values;
+  values.reserve(source.size());
   for (const auto& [name, file_name] : source) {
-    const Tensor<T> t = st.get<T>(file_name);
-    const auto dst = params.value(params.id(name));
-    std::copy(t.begin(), t.end(), dst.begin());
+    Tensor<T> t = st.get<T>(file_name);
+    if (!opt.allow_non_finite) {
+      const auto bad = std::find_if(t.begin(), t.end(), [](T v) { return !std::isfinite(v); });
+      if (bad != t.end())
+        fail(st.path(), ": ", file_name, ": non-finite value (", std::isnan(*bad) ? "nan" : *bad > 0 ? "inf" : "-inf",
+             ") at element ", bad - t.begin(), " (StateDictLoadOptions::allow_non_finite accepts it)");
+    }
+    values.emplace_back(params.id(name), std::move(t));
   }
+  for (const auto& [id, t] : values) std::copy(t.begin(), t.end(), params.value(id).begin());
 }
 
 // Every parameter under its diffusers name, as T (F32 for float, F64 for double).
 template <Scalar T>
-SafeTensorsWriter state_dict_writer(const nn::Parameters<T>& params) {
+SafeTensorsWriter state_dict_writer(const Parameters<T>& params) {
   SafeTensorsWriter w;
   w.set_metadata("format", "pt");
   for (std::size_t i = 0; i < params.count(); ++i) {
-    const auto id = static_cast<nn::ParamId>(i);
+    const auto id = static_cast<ParamId>(i);
     w.add(params.info(id).name, params.value(id));
   }
   return w;

@@ -12,7 +12,7 @@
 #include "ddpm/nn/composite.hpp"
 #include "ddpm/nn/conv2d.hpp"
 #include "ddpm/nn/layer_base.hpp"
-#include "ddpm/nn/parameters.hpp"
+#include "ddpm/core/parameters.hpp"
 
 namespace ddpm::nn {
 

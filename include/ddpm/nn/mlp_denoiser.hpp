@@ -20,11 +20,11 @@
 #include "ddpm/core/random.hpp"
 #include "ddpm/core/tensor.hpp"
 #include "ddpm/nn/activation.hpp"
+#include "ddpm/core/model.hpp"
 #include "ddpm/nn/composite.hpp"
-#include "ddpm/nn/conditioning.hpp"
 #include "ddpm/nn/linear.hpp"
 #include "ddpm/nn/numerics.hpp"
-#include "ddpm/nn/parameters.hpp"
+#include "ddpm/core/parameters.hpp"
 #include "ddpm/nn/timestep_embedding.hpp"
 
 namespace ddpm::nn {
@@ -89,7 +89,7 @@ class MLPDenoiser {
   ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const double> t, ConstTensorView<T> cond = {}) {
     return net_->forward(x, t, cond, config_);
   }
-  // The Denoiser interface (nn/conditioning.hpp).
+  // The Denoiser interface (core/model.hpp).
   ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const T> t, const Conditioning<T>& c) {
     require(c.class_labels.empty(), "MLPDenoiser: class labels are not supported (use a conditioning vector)");
     t_.assign(t.begin(), t.end());

@@ -22,7 +22,7 @@
 #include "ddpm/nn/group_norm.hpp"
 #include "ddpm/nn/layer_base.hpp"
 #include "ddpm/nn/linear.hpp"
-#include "ddpm/nn/parameters.hpp"
+#include "ddpm/core/parameters.hpp"
 #include "ddpm/nn/workspace.hpp"
 
 namespace ddpm::nn {

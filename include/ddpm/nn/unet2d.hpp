@@ -29,14 +29,14 @@
 #include "ddpm/core/random.hpp"
 #include "ddpm/core/tensor.hpp"
 #include "ddpm/nn/activation.hpp"
+#include "ddpm/core/model.hpp"
 #include "ddpm/nn/composite.hpp"
-#include "ddpm/nn/conditioning.hpp"
 #include "ddpm/nn/conv2d.hpp"
 #include "ddpm/nn/embedding.hpp"
 #include "ddpm/nn/group_norm.hpp"
 #include "ddpm/nn/linear.hpp"
 #include "ddpm/nn/numerics.hpp"
-#include "ddpm/nn/parameters.hpp"
+#include "ddpm/core/parameters.hpp"
 #include "ddpm/nn/timestep_embedding.hpp"
 #include "ddpm/nn/unet2d_config.hpp"
 #include "ddpm/nn/unet_blocks.hpp"
@@ -100,7 +100,7 @@ class UNet2D {
   ConstTensorView<T> forward(ConstTensorView<T> x, double timestep, std::span<const std::int64_t> class_labels = {}) {
     return forward(x, std::span<const double>(&timestep, 1), class_labels);
   }
-  // The Denoiser interface (nn/conditioning.hpp): timesteps in T.
+  // The Denoiser interface (core/model.hpp): timesteps in T.
   ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const T> timesteps, const Conditioning<T>& cond) {
     require(cond.vector.data() == nullptr,
             "UNet2D: a conditioning vector was given, but UNet2DModel takes only class labels");

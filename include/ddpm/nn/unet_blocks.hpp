@@ -31,7 +31,7 @@
 #include "ddpm/nn/downsample.hpp"
 #include "ddpm/nn/layer_base.hpp"
 #include "ddpm/nn/numerics.hpp"
-#include "ddpm/nn/parameters.hpp"
+#include "ddpm/core/parameters.hpp"
 #include "ddpm/nn/resnet_block.hpp"
 #include "ddpm/nn/unet2d_config.hpp"
 #include "ddpm/nn/upsample.hpp"

@@ -7,6 +7,7 @@
 // uses the final alpha-bar: 1 with set_alpha_to_one, else alphas_cumprod[0].
 #include <algorithm>
 #include <cmath>
+#include <string_view>
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/tensor.hpp"
@@ -89,6 +90,27 @@ class DDIMSampler : public detail::DiscreteTimeSampler<T> {
   DDIMConfig config_;
   T final_alpha_cumprod_ = T(1);
   Tensor<T> eps_;
+};
+
+template <>
+struct SamplerTraits<DDIMSampler> {
+  using config_type = DDIMConfig;
+  static constexpr std::string_view name = "ddim";
+  static constexpr std::string_view class_name = "DDIMScheduler";
+
+  template <class Keys>
+  static void scheduler_config(Keys& k, DDIMConfig& c) {
+    k.schedule(c.schedule);
+    k.prediction(c.prediction_type);
+    k.clipping(c.clipping);
+    k.timesteps(c.timesteps);
+    k("set_alpha_to_one", c.set_alpha_to_one);
+  }
+  template <class Keys>
+  static void step_kwargs(Keys& k, DDIMConfig& c) {
+    k("eta", c.eta);
+    k("use_clipped_model_output", c.use_clipped_model_output);
+  }
 };
 
 }  // namespace ddpm

@@ -5,6 +5,7 @@
 // With fewer inference steps than training steps it jumps t -> s with
 // beta = 1 - abar_t / abar_s, the posterior of the sub-sequence.
 #include <cstdint>
+#include <string_view>
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/tensor.hpp"
@@ -70,6 +71,22 @@ class DDPMSampler : public detail::DiscreteTimeSampler<T> {
 
  private:
   DDPMConfig config_;
+};
+
+template <>
+struct SamplerTraits<DDPMSampler> {
+  using config_type = DDPMConfig;
+  static constexpr std::string_view name = "ddpm";
+  static constexpr std::string_view class_name = "DDPMScheduler";
+
+  template <class Keys>
+  static void scheduler_config(Keys& k, DDPMConfig& c) {
+    k.schedule(c.schedule);
+    k.prediction(c.prediction_type);
+    k.enumeration("variance_type", c.variance_type, parse_variance_type);
+    k.clipping(c.clipping);
+    k.timesteps(c.timesteps);
+  }
 };
 
 }  // namespace ddpm

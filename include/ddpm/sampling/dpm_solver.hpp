@@ -13,6 +13,7 @@
 // final sigma is 0, with euler_at_final, or with lower_order_final and < 15 steps.
 #include <cmath>
 #include <limits>
+#include <string_view>
 #include <utility>
 
 #include "ddpm/core/error.hpp"
@@ -131,6 +132,41 @@ class DPMSolverSampler : public detail::SigmaSampler<T> {
   int lower_order_nums_ = 0;
   Tensor<T> m_cur_, m_prev_, prev_;
   std::vector<T> scratch_;
+};
+
+template <>
+struct SamplerTraits<DPMSolverSampler> {
+  using config_type = DPMSolverConfig;
+  static constexpr std::string_view name = "dpm++";
+  static constexpr std::string_view aliases[] = {"dpmsolver++", "dpm++2m", "dpm"};
+  static constexpr std::string_view class_name = "DPMSolverMultistepScheduler";
+
+  template <class Keys>
+  static void scheduler_config(Keys& k, DPMSolverConfig& c) {
+    k.schedule(c.schedule);
+    k.prediction(c.prediction_type);
+    k.timesteps(c.timesteps);
+    // diffusers maps deis to dpmsolver++, and logrho / bh1 / bh2 to midpoint.
+    int algorithm = 0;
+    k.choice("algorithm_type", algorithm, {{"dpmsolver++", 0}, {"deis", 0}},
+             "\"dpmsolver++\" (the only DPM-Solver variant ddpm implements)");
+    k.integer("solver_order", c.solver_order, 1, 2, "1 or 2 (third order is not implemented)");
+    k.choice("solver_type", c.solver_type,
+             {{"midpoint", DPMSolverType::midpoint}, {"heun", DPMSolverType::heun}, {"logrho", DPMSolverType::midpoint},
+              {"bh1", DPMSolverType::midpoint}, {"bh2", DPMSolverType::midpoint}},
+             "midpoint or heun");
+    k("lower_order_final", c.lower_order_final);
+    k("euler_at_final", c.euler_at_final);
+    k.enumeration("final_sigmas_type", c.final_sigmas_type, parse_final_sigmas_type);
+    k("lambda_min_clipped", c.lambda_min_clipped);
+    k.clipping(c.clipping, /*with_static_clipping=*/false);
+    for (const char* key : {"use_karras_sigmas", "use_lu_lambdas", "use_exponential_sigmas", "use_beta_sigmas",
+                            "use_flow_sigmas", "use_dynamic_shifting"})
+      k.require_value(key, false, "interpolated sigmas are the only ones implemented");
+    k.require_value("variance_type", nullptr, "learned variances are not implemented");
+    // Only read with flow sigmas or dynamic shifting, both rejected above.
+    k.ignore({"flow_shift", "time_shift_type"});
+  }
 };
 
 }  // namespace ddpm

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <limits>
 #include <numbers>
+#include <string_view>
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/tensor.hpp"
@@ -44,6 +45,9 @@ class EulerSampler : public detail::SigmaSampler<T> {
   }
 
   const EulerConfig& config() const { return config_; }
+
+  // Its samples are x_0 + sigma n (the model sees them scaled by scale_model_input).
+  static constexpr bool variance_exploding = true;
 
   void set_timesteps(index_t num_inference_steps) {
     this->assign(euler_timesteps(this->schedule_.num_train_timesteps(), num_inference_steps, config_.timesteps));
@@ -99,6 +103,37 @@ class EulerSampler : public detail::SigmaSampler<T> {
  private:
   EulerConfig config_;
   Tensor<T> scaled_, x_, x0_, prev_, noise_;
+};
+
+template <>
+struct SamplerTraits<EulerSampler> {
+  using config_type = EulerConfig;
+  static constexpr std::string_view name = "euler";
+  static constexpr std::string_view class_name = "EulerDiscreteScheduler";
+
+  template <class Keys>
+  static void scheduler_config(Keys& k, EulerConfig& c) {
+    k.schedule(c.schedule);
+    k.prediction(c.prediction_type, /*allow_original_sample=*/true);
+    k.timesteps(c.timesteps);
+    k.enumeration("final_sigmas_type", c.final_sigmas_type, parse_final_sigmas_type);
+    k.require_value("interpolation_type", "linear", "log_linear is not implemented");
+    for (const char* key : {"use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas"})
+      k.require_value(key, false, "interpolated sigmas are the only ones implemented");
+    bool continuous = false;
+    k.choice("timestep_type", continuous, {{"discrete", false}, {"continuous", true}}, "\"discrete\" or \"continuous\"");
+    if (continuous && c.prediction_type == PredictionType::v_prediction)
+      k.reject("timestep_type", "continuous", "\"discrete\" (continuous timesteps with v_prediction are not implemented)");
+    // sigma_min / sigma_max only bound Karras, exponential and beta sigmas, rejected above.
+    k.ignore({"sigma_min", "sigma_max"});
+  }
+  template <class Keys>
+  static void step_kwargs(Keys& k, EulerConfig& c) {
+    k("s_churn", c.s_churn);
+    k("s_tmin", c.s_tmin);
+    k("s_tmax", c.s_tmax);
+    k("s_noise", c.s_noise);
+  }
 };
 
 }  // namespace ddpm

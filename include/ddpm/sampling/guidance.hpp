@@ -28,7 +28,7 @@
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/tensor.hpp"
-#include "ddpm/nn/conditioning.hpp"
+#include "ddpm/core/model.hpp"
 
 namespace ddpm {
 
@@ -38,13 +38,13 @@ concept LabelModel = requires(F& f, ConstTensorView<T> x, double t, std::span<co
   { f(x, t, labels) } -> std::convertible_to<ConstTensorView<T>>;
 };
 
-// Adapts any nn::Denoiser (forward(x, span<const T> t, Conditioning)) to a LabelModel.
-template <Scalar T, nn::Denoiser<T> M>
+// Adapts any Denoiser (forward(x, span<const T> t, Conditioning)) to a LabelModel.
+template <Scalar T, Denoiser<T> M>
 auto label_model(M& model) {
   return [&model, t_buf = std::vector<T>()](ConstTensorView<T> x, double t,
                                             std::span<const std::int64_t> labels) mutable -> ConstTensorView<T> {
     t_buf.assign(static_cast<std::size_t>(x.dim(0)), static_cast<T>(t));
-    return model.forward(x, std::span<const T>(t_buf), nn::Conditioning<T>{labels, {}});
+    return model.forward(x, std::span<const T>(t_buf), Conditioning<T>{labels, {}});
   };
 }
 

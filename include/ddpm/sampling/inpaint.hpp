@@ -17,10 +17,12 @@
 // mask: 1 where the pixel is known (kept), 0 where it is generated; the same
 // shape as the image, or one sample's shape (shared by the batch). The
 // sampler must be stateless between steps with a previous_timestep(t):
-// DDPMSampler or DDIMSampler.
+// DDPMSampler or DDIMSampler, or an AnySampler holding one.
 #include <cmath>
 #include <concepts>
 #include <span>
+#include <type_traits>
+#include <variant>
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/random.hpp"
@@ -74,10 +76,7 @@ Tensor<typename S::scalar_type> repaint(S& sampler, Model&& model, ConstTensorVi
     const double abar_t = static_cast<double>(schedule.alpha_cumprod(static_cast<index_t>(t)));
     const double abar_s = s >= 0 ? static_cast<double>(schedule.alpha_cumprod(s)) : 1.0;
     for (index_t u = 0; u < config.resample; ++u) {
-      const auto out = model(sampler.scale_model_input(x.cview(), t), t);
-      const ConstTensorView<T> m = detail::as_const_view<T>(out);
-      require_same_shape(m.shape(), x.shape(), "repaint: model output vs sample");
-      const StepOutput<T> r = sampler.step(m, t, x.cview(), noise);
+      const StepOutput<T> r = detail::model_step(sampler, model, x.cview(), k, t, noise, "repaint");
       // Known part from the forward process at s, unknown part from the step.
       rng.fill_normal(z.span());
       const T a = static_cast<T>(std::sqrt(abar_s)), b = static_cast<T>(std::sqrt(1.0 - abar_s));
@@ -94,9 +93,28 @@ Tensor<typename S::scalar_type> repaint(S& sampler, Model&& model, ConstTensorVi
         break;
       }
     }
-    detail::report_progress(progress, k, n, t, x.cview());
+    detail::report_progress<T>(progress, k, n, t, x.cview());
   }
   return x;
+}
+
+// The same with a sampler chosen at run time; one without previous_timestep
+// (DPM-Solver, Euler: their steps depend on earlier ones) is an error.
+template <SamplerVariant V, class Model, class Progress = NoProgress>
+  requires ModelFor<Model, variant_scalar_t<V>>
+Tensor<variant_scalar_t<V>> repaint(V& sampler, Model&& model, ConstTensorView<variant_scalar_t<V>> known,
+                                    ConstTensorView<variant_scalar_t<V>> mask,
+                                    ConstTensorView<variant_scalar_t<V>> initial_noise, Rng& rng,
+                                    const RePaintConfig& config = {}, Progress&& progress = {}) {
+  return std::visit(
+      [&](auto& s) -> Tensor<variant_scalar_t<V>> {
+        if constexpr (SteppedSampler<std::decay_t<decltype(s)>>)
+          return repaint(s, model, known, mask, initial_noise, rng, config, progress);
+        else
+          fail("repaint: RePaint needs a sampler whose step from t depends on t alone (previous_timestep(t)), as "
+               "DDPM and DDIM; this one's steps depend on earlier ones");
+      },
+      sampler);
 }
 
 }  // namespace ddpm

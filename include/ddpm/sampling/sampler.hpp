@@ -71,6 +71,37 @@ class NoiseSource {
   Fill fill_;
 };
 
+// A sampler's registration: specialised once, in the sampler's own header,
+// beside the class and its config; sampling/registry.hpp lists the samplers.
+//
+//   template <> struct SamplerTraits<DDIMSampler> {
+//     using config_type = DDIMConfig;                  // what DDIMSampler<T>(config) takes
+//     static constexpr std::string_view name = "ddim";  // the command-line name (--sampler)
+//     static constexpr std::string_view aliases[] = {...};       // optional: other accepted names
+//     static constexpr std::string_view class_name = "DDIMScheduler";  // diffusers' _class_name
+//     // The scheduler_config.json keys, in diffusers' names (see below).
+//     template <class Keys> static void scheduler_config(Keys& k, DDIMConfig& c);
+//     // Optional: options that are keyword arguments of diffusers' step().
+//     template <class Keys> static void step_kwargs(Keys& k, DDIMConfig& c);
+//   };
+//
+// `Keys` maps a config field to a JSON key in both directions (reading,
+// writing: io/scheduler_config.hpp), so the two cannot disagree. It offers
+//   k(key, field)                          bool or double
+//   k.integer(key, field, min[, max, expected])
+//   k.enumeration(key, field, parse)       an enum with to_string and parse_*
+//   k.choice(key, field, {{"name", value}, ...}, expected)  several names may map to one value;
+//                                          the first name of a value is the one written
+//   k.schedule(c.schedule), k.timesteps(c.timesteps), k.prediction(c.prediction_type[, allow_original_sample]),
+//   k.clipping(c.clipping[, with_static_clipping])   the key groups several schedulers share
+//   k.require_value(key, supported, why)   a key implemented for one value only (false, "linear", nullptr)
+//   k.ignore({keys...})                    keys that cannot change the numerics as configured
+//   k.reject(key, value, expected)         [[noreturn]] for checks across keys
+// A key the traits do not mention is an error when read. Missing keys keep
+// the config's default member values, which are diffusers' defaults.
+template <template <class> class S>
+struct SamplerTraits;
+
 template <class S>
 concept Sampler = requires(S& s, const S& cs, index_t n, ConstTensorView<typename S::scalar_type> x, double t,
                            const NoiseSource<typename S::scalar_type>& noise) {

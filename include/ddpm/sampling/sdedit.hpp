@@ -8,18 +8,21 @@
 //   sigma_t := sqrt((1 - abar_t) / abar_t) = sigma.
 // So the reverse process can start at that t from x_t = sqrt(abar_t) * y and
 // run its remaining steps to a clean sample: the same sampler and loop as
-// sampling from noise, only the start differs.
+// sampling from noise, only the start differs. (A variance-exploding sampler,
+// Euler, holds x_t / sqrt(abar_t) = y itself.)
 //
 //   DDIMSampler<float> s(cfg);
 //   s.set_timesteps(50);
 //   Tensor<float> clean = sdedit(s, model, noisy.cview(), /*sigma=*/0.5);
 //
-// The entry is the sampler timestep whose sigma_t is closest to sigma (in
-// log space); with sparse timesteps the start is approximate. The sampler
-// must be freshly set up (set_timesteps), as for sample_loop.
+// `sampler` is a concrete sampler or an AnySampler. The entry is the sampler
+// timestep whose sigma_t is closest to sigma (in log space); with sparse
+// timesteps the start is approximate. The sampler must be freshly set up
+// (set_timesteps), as for sample_loop.
 #include <cmath>
 #include <limits>
 #include <span>
+#include <variant>
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/tensor.hpp"
@@ -28,6 +31,13 @@
 #include "ddpm/sampling/sampler.hpp"
 
 namespace ddpm {
+
+// Whether S's samples are x_0 + sigma_t n (variance exploding, as Euler's:
+// S::variance_exploding) rather than sqrt(abar_t) x_0 + sqrt(1 - abar_t) n.
+template <class S>
+constexpr bool variance_exploding = requires {
+  requires S::variance_exploding;
+};
 
 // sigma_t = sqrt((1 - abar_t) / abar_t): the noise level of x_t / sqrt(abar_t).
 template <Scalar T>
@@ -64,20 +74,21 @@ Tensor<typename S::scalar_type> sdedit(S& sampler, Model&& model, ConstTensorVie
   const auto timesteps = std::span<const double>(sampler.timesteps());
   const index_t first = sdedit_entry_index(sampler.schedule(), timesteps, sigma);
   const auto t0 = static_cast<index_t>(timesteps[static_cast<std::size_t>(first)]);
-  const T scale = static_cast<T>(std::sqrt(static_cast<double>(sampler.schedule().alpha_cumprod(t0))));
+  // x_t = sqrt(abar_t) y, or y itself for a sampler whose x_t is x_0 + sigma_t n (Euler).
+  const double abar = static_cast<double>(sampler.schedule().alpha_cumprod(t0));
+  const T scale = variance_exploding<S> ? T(1) : static_cast<T>(std::sqrt(abar));
   Tensor<T> x(noisy.shape());
   for (index_t i = 0; i < x.numel(); ++i) x[i] = scale * noisy[i];
-  const auto n = static_cast<index_t>(timesteps.size()) - first;
-  for (index_t k = 0; k < n; ++k) {
-    const double t = timesteps[static_cast<std::size_t>(first + k)];
-    const auto out = model(sampler.scale_model_input(x.cview(), t), t);
-    const ConstTensorView<T> m = detail::as_const_view<T>(out);
-    require_same_shape(m.shape(), x.shape(), "sdedit: model output vs sample");
-    const StepOutput<T> r = sampler.step(m, t, x.cview(), noise);
-    std::copy(r.prev_sample.begin(), r.prev_sample.end(), x.begin());
-    detail::report_progress(progress, k, n, t, x.cview());
-  }
+  detail::run_steps(sampler, model, x, first, noise, progress, "sdedit");
   return x;
+}
+
+// The same with a sampler chosen at run time.
+template <SamplerVariant V, class Model, class Progress = NoProgress>
+  requires ModelFor<Model, variant_scalar_t<V>>
+Tensor<variant_scalar_t<V>> sdedit(V& sampler, Model&& model, ConstTensorView<variant_scalar_t<V>> noisy, double sigma,
+                                   const NoiseSource<variant_scalar_t<V>>& noise = {}, Progress&& progress = {}) {
+  return std::visit([&](auto& s) { return sdedit(s, model, noisy, sigma, noise, progress); }, sampler);
 }
 
 }  // namespace ddpm

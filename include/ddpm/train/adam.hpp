@@ -75,7 +75,7 @@ class Adam {
   }
   void step(std::span<T> params, std::span<const T> grads) { step(params, grads, config_.lr); }
 
-  // The moments, for checkpoints (train/training_state.hpp).
+  // The moments, for checkpoints (io/checkpoint.hpp).
   std::span<T> exp_avg() { return m_; }
   std::span<T> exp_avg_sq() { return v_; }
   std::span<const T> exp_avg() const { return m_; }

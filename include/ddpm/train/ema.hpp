@@ -53,4 +53,26 @@ class EMA {
   std::vector<T, AlignedAllocator<T>> shadow_;
 };
 
+// Puts the EMA weights into the live parameters for the lifetime of the
+// scope (to sample or export with them) and the trained weights back when it
+// ends, also when an exception leaves it. With `ema` null it does nothing.
+//
+//   { train::EmaScope<float> use_ema(trainer.ema(), model.parameters().values()); sample(model); }
+template <Scalar T>
+class EmaScope {
+ public:
+  EmaScope(const EMA<T>* ema, std::span<T> params) : params_(params) {
+    if (!ema) return;
+    live_.assign(params.begin(), params.end());
+    ema->copy_to(params);
+  }
+  ~EmaScope() { std::copy(live_.begin(), live_.end(), params_.begin()); }
+  EmaScope(const EmaScope&) = delete;
+  EmaScope& operator=(const EmaScope&) = delete;
+
+ private:
+  std::span<T> params_;
+  std::vector<T, AlignedAllocator<T>> live_;  // empty: nothing to restore
+};
+
 }  // namespace ddpm::train

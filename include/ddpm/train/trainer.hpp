@@ -15,22 +15,26 @@
 //
 // The step is split in two so a data-parallel wrapper can average gradients
 // in between: compute_gradients() then apply_update(); step() does both.
+// Trainer is a TrainingLoop (train/training_loop.hpp), as is the
+// data-parallel wrapper, so a training program is written once for both.
+//
+// train/ needs only the core: checkpoints (save, resume) are written by
+// io/checkpoint.hpp, which a program that calls them includes.
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <map>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "ddpm/core/error.hpp"
+#include "ddpm/core/model.hpp"
 #include "ddpm/core/random.hpp"
 #include "ddpm/core/tensor.hpp"
 #include "ddpm/diffusion/forward_process.hpp"
 #include "ddpm/diffusion/prediction.hpp"
 #include "ddpm/diffusion/schedule.hpp"
-#include "ddpm/nn/conditioning.hpp"
 #include "ddpm/train/adam.hpp"
 #include "ddpm/train/ema.hpp"
 #include "ddpm/train/grad_clip.hpp"
@@ -74,9 +78,12 @@ struct StepStats {
   double lr = 0;
 };
 
-template <Scalar T, nn::Denoiser<T> Model>
+template <Scalar T, Denoiser<T> Model>
 class Trainer {
  public:
+  using scalar_type = T;
+  using model_type = Model;
+
   Trainer(Model& model, const NoiseSchedule<T>& schedule, TrainConfig config)
       : model_(model), schedule_(schedule), config_(std::move(config)),
         adam_(model.parameters().numel(), config_.adam) {
@@ -87,7 +94,7 @@ class Trainer {
   // Forward + loss + backward for a (local) batch whose first sample has
   // global index `global_offset` within this step's global batch. Zeroes
   // the gradients first; returns the local loss (mean over the local batch).
-  double compute_gradients(ConstTensorView<T> x0, nn::Conditioning<T> cond = {}, index_t global_offset = 0) {
+  double compute_gradients(ConstTensorView<T> x0, Conditioning<T> cond = {}, index_t global_offset = 0) {
     require(x0.rank() >= 2 && x0.dim(0) > 0, "Trainer: x0 must be a non-empty batch [N, ...], got ",
             x0.shape().str());
     const index_t n = x0.dim(0);
@@ -122,36 +129,46 @@ class Trainer {
     return {step_++, loss, norm, lr};
   }
 
-  StepStats step(ConstTensorView<T> x0, nn::Conditioning<T> cond = {}) {
+  StepStats step(ConstTensorView<T> x0, Conditioning<T> cond = {}) {
     return apply_update(compute_gradients(x0, cond, 0));
   }
 
   std::int64_t steps_done() const { return step_; }
   Adam<T>& optimizer() { return adam_; }
   EMA<T>* ema() { return ema_ ? &*ema_ : nullptr; }
+  const EMA<T>* ema() const { return ema_ ? &*ema_ : nullptr; }
   const TrainConfig& config() const { return config_; }
   Model& model() { return model_; }
 
-  void save(const std::filesystem::path& path, const std::map<std::string, std::string>& metadata = {}) const {
-    save_training_state<T>(path, model_.parameters(), adam_, ema_ ? &*ema_ : nullptr,
-                           {step_, Rng(config_.seed).state()}, metadata);
+  // This process logs and writes files (a data-parallel wrapper answers
+  // true on rank 0 only).
+  bool is_root() const { return true; }
+
+  // Writes weights, optimizer, EMA, step and seed to one file, atomically
+  // (the previous file survives a failed save).
+  //
+  // The format is io/checkpoint.hpp's, which this finds by argument-dependent
+  // lookup when the call is compiled: include that header to save or resume.
+  void save(const std::filesystem::path& path, const CheckpointMetadata& metadata = {}) const {
+    save_training_state(path, model_.parameters(), adam_, ema_ ? &*ema_ : nullptr,
+                        TrainingProgress{step_, Rng(config_.seed).state()}, metadata);
   }
   // Restores weights, optimizer, EMA and step; the run then continues
   // exactly as if it had not stopped. Everything (names, shapes, dtypes,
   // metadata, seed) is checked first: on error nothing has changed.
   void resume(const std::filesystem::path& path) {
-    const auto progress = load_training_state<T>(path, model_.parameters(), adam_, ema_ ? &*ema_ : nullptr,
-                                                 [&](const TrainingProgress& p) {
-                                                   require(p.rng.seed == config_.seed, path.string(),
-                                                           ": checkpoint was trained with seed ", p.rng.seed,
-                                                           ", this run uses seed ", config_.seed);
-                                                 });
+    const auto progress = load_training_state(path, model_.parameters(), adam_, ema_ ? &*ema_ : nullptr,
+                                              [&](const TrainingProgress& p) {
+                                                require(p.rng.seed == config_.seed, path.string(),
+                                                        ": checkpoint was trained with seed ", p.rng.seed,
+                                                        ", this run uses seed ", config_.seed);
+                                              });
     step_ = progress.step;
   }
 
  private:
   // Draws t, eps and label dropout for every local sample from its own stream.
-  void draw(ConstTensorView<T> x0, const nn::Conditioning<T>& cond, index_t global_offset) {
+  void draw(ConstTensorView<T> x0, const Conditioning<T>& cond, index_t global_offset) {
     const index_t n = x0.dim(0), per = x0.numel() / n;
     const auto num_t = static_cast<std::uint64_t>(schedule_.num_train_timesteps());
     timesteps_.resize(static_cast<std::size_t>(n));

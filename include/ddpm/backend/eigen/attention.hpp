@@ -10,8 +10,17 @@
 #include <algorithm>
 
 #include "ddpm/backend/eigen/common.hpp"
+#include "ddpm/backend/reference.hpp"
 
 namespace ddpm::backend::eigen_detail {
+
+// The work of a (batch, head) pair, in flops, is kAttn*Flops * L^2 * (d +
+// kAttnSoftmaxDepth): 2 flops per score and unit of depth for each of the
+// forward's two GEMMs and the backward's four, the softmax counted as that
+// much extra depth.
+inline constexpr double kAttnForwardFlops = 4.0;
+inline constexpr double kAttnBackwardFlops = 8.0;
+inline constexpr index_t kAttnSoftmaxDepth = 4;
 
 struct AttnGeom {
   index_t N, L, C, H, d;
@@ -79,8 +88,9 @@ void run(ops::attention_forward_t, ConstTensorView<T> qv, ConstTensorView<T> kv,
   if (pairs == 0 || g.L == 0) return;
   const T *q = qv.data(), *k = kv.data(), *v = vv.data();
   T *out = outv.data(), *probs = probsv.data();
-  const double work = 4.0 * static_cast<double>(pairs) * static_cast<double>(g.L * g.L) * static_cast<double>(g.d + 4);
-  const int T_ = threads_for(work, 2e5);
+  const double work = kAttnForwardFlops * static_cast<double>(pairs) * static_cast<double>(g.L * g.L) *
+                      static_cast<double>(g.d + kAttnSoftmaxDepth);
+  const int T_ = threads_for(work, tuning().min_flops_per_thread);
   const index_t pb = pairs - pairs % T_;
   if (pb > 0)
     parallel(T_, [&](int tid, int parts) {
@@ -105,8 +115,9 @@ void run(ops::attention_backward_t, ConstTensorView<T> qv, ConstTensorView<T> kv
   if (g.L == 0) return;
   const T *q = qv.data(), *k = kv.data(), *v = vv.data(), *probs = probsv.data(), *dout = doutv.data();
   const bool need_ds = dq || dk;
-  const double work = 8.0 * static_cast<double>(pairs) * static_cast<double>(g.L * g.L) * static_cast<double>(g.d + 4);
-  const int T_ = threads_for(work, 2e5);
+  const double work = kAttnBackwardFlops * static_cast<double>(pairs) * static_cast<double>(g.L * g.L) *
+                      static_cast<double>(g.d + kAttnSoftmaxDepth);
+  const int T_ = threads_for(work, tuning().min_flops_per_thread);
   const index_t pb = pairs - pairs % T_;
   const std::size_t lsq = static_cast<std::size_t>(g.L * g.L);
   if (pb > 0)
@@ -131,6 +142,24 @@ void run(ops::attention_backward_t, ConstTensorView<T> qv, ConstTensorView<T> kv
       attn_bwd_key_rows(g, pr, j0, j1, q, probs, scale, dout, ds, dk, dv);
     });
   }
+}
+
+// diffusers' float64 numerics: per (batch, head) the threaded GEMM for the
+// scores, Reference's float32 softmax row (the definition), the threaded GEMM
+// for probs v; the same calls in the same order as a layer making them itself.
+template <class T>
+void run(ops::attention_forward_float32_softmax_t, ConstTensorView<T> qv, ConstTensorView<T> kv,
+         ConstTensorView<T> vv, int heads, T scale, TensorView<T> outv, TensorView<T> probsv) {
+  const index_t N = qv.dim(0), L = qv.dim(1), ld = qv.dim(2), d = heads > 0 ? ld / heads : 0;
+  for (index_t n = 0; n < N; ++n)
+    for (index_t h = 0; h < heads; ++h) {
+      T* P = probsv.data() + (n * heads + h) * L * L;
+      const index_t off = n * L * ld + h * d;
+      run(ops::gemm, Trans::No, Trans::Yes, L, L, d, scale, qv.data() + off, ld, kv.data() + off, ld, T{0}, P, L);
+      for (index_t i = 0; i < L; ++i) Reference::softmax_row_float32(P + i * L, L);
+      run(ops::gemm, Trans::No, Trans::No, L, d, L, T{1}, static_cast<const T*>(P), L, vv.data() + off, ld, T{0},
+          outv.data() + off, ld);
+    }
 }
 
 }  // namespace ddpm::backend::eigen_detail

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "ddpm/backend/backend.hpp"
+#include "ddpm/backend/eigen/tuning.hpp"
 #include "ddpm/core/tensor.hpp"
 #include "ddpm/core/thread_pool.hpp"
 
@@ -94,9 +95,10 @@ void parallel(int want, F&& f) {
   });
 }
 
-// How many threads an op of `work` (roughly flops or element touches) deserves:
-// small ops are not worth waking the pool.
-inline int threads_for(double work, double per_thread_min = 4e4) {
+// How many threads an op of `work` deserves: one per `per_thread_min` (a
+// Tuning threshold in the same unit as work: flops, element touches, or
+// GroupNorm's weighted elements), none extra below twice that.
+inline int threads_for(double work, double per_thread_min) {
   const int t = num_threads();
   if (t <= 1 || work < 2 * per_thread_min) return 1;
   return std::max(1, std::min(t, static_cast<int>(work / per_thread_min)));
@@ -173,18 +175,23 @@ void gemm_serial(Trans ta, Trans tb, index_t m, index_t n, index_t k, T alpha, c
     c.noalias() += alpha * cmat(A, k, m, lda).transpose() * cmat(B, n, k, ldb).transpose();
 }
 
+// A threaded GEMM gives each part at least this many rows (or columns) of C:
+// thinner slices would leave Eigen's kernel on its edge paths.
+inline constexpr index_t kGemmRowGrain = 8;
+inline constexpr index_t kGemmColGrain = 16;
+
 // Part `tid` of `parts` of a GEMM split over rows of C (m) or columns (n),
 // whichever is larger; every C element is computed by exactly one part.
 template <class T>
 void gemm_part(int tid, int parts, Trans ta, Trans tb, index_t m, index_t n, index_t k, T alpha, const T* A,
                index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc) {
   if (m >= n) {
-    const auto [r0, r1] = split_range(m, parts, tid, 8);
+    const auto [r0, r1] = split_range(m, parts, tid, kGemmRowGrain);
     if (r1 <= r0) return;
     const T* a = ta == Trans::No ? A + r0 * lda : A + r0;
     gemm_serial(ta, tb, r1 - r0, n, k, alpha, a, lda, B, ldb, beta, C + r0 * ldc, ldc);
   } else {
-    const auto [c0, c1] = split_range(n, parts, tid, 16);
+    const auto [c0, c1] = split_range(n, parts, tid, kGemmColGrain);
     if (c1 <= c0) return;
     const T* b = tb == Trans::No ? B + c0 : B + c0 * ldb;
     gemm_serial(ta, tb, m, c1 - c0, k, alpha, A, lda, b, ldb, beta, C + c0, ldc);
@@ -196,7 +203,8 @@ template <class T>
 void run(ops::gemm_t, Trans ta, Trans tb, index_t m, index_t n, index_t k, T alpha, const T* A, index_t lda, const T* B,
          index_t ldb, T beta, T* C, index_t ldc) {
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  const int want = std::min<index_t>(threads_for(flops, 2e5), std::max<index_t>(1, std::max(m / 8, n / 16)));
+  const int want = std::min<index_t>(threads_for(flops, tuning().min_flops_per_thread),
+                                       std::max<index_t>(1, std::max(m / kGemmRowGrain, n / kGemmColGrain)));
   parallel(want, [&](int tid, int parts) { gemm_part(tid, parts, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); });
 }
 

@@ -6,14 +6,15 @@
 //   backward  dW[Co, K]  += dY_n[Co, P] * col_n[K, P]^T
 //             dcol[K, P]  = W^T * dY_n,  dx_n = col2im(dcol)
 //
-// Four paths, all checked against backend::Reference:
+// Four paths, all checked against backend::Reference, chosen by the shape and
+// the switches of Tuning (tuning.hpp):
 //   - AVX2+FMA builds, 3x3 stride 1 with enough channels and tiles: Winograd
 //     F(2x2, 3x3) (eigen/winograd.hpp), forward, input and weight gradients.
 //   - AVX2+FMA builds, stride 1 ("wide", the 3x3 hot path): no im2col at all.
 //     The image is zero-padded once; then every row of col is a contiguous
 //     slice of the padded image (WideGeom), packed straight into the panels of
 //     the register-blocked kernel in kernel.hpp. W (and W^T) is packed once
-//     per call and shared by the threads.
+//     per call by each thread, into its own scratch.
 //   - AVX2+FMA builds, other strides and 1x1: im2col tiles (1x1 stride 1 reads
 //     x directly) repacked for the same kernel.
 //   - any build: im2col tiles sized for L2 and Eigen's GEMM.
@@ -32,7 +33,13 @@
 
 namespace ddpm::backend::eigen_detail {
 
-inline std::size_t conv_tile_bytes = 96 * 1024;  // im2col tile budget (tunable)
+// im2col tiles are at least kMinTilePixels wide (shorter ones leave the GEMM
+// mostly edge work), in steps of kTilePixelStep (whole vectors).
+inline constexpr index_t kMinTilePixels = 64;
+inline constexpr index_t kTilePixelStep = 16;
+// When an image is split over threads by output pixels, each part is a
+// multiple of this many pixels (whole vectors per row of the output).
+inline constexpr index_t kPixelSplitGrain = 16;
 
 struct ConvGeom {
   index_t N, Ci, H, W, Co, KH, KW, OH, OW, HW, P, KK, K;
@@ -48,9 +55,9 @@ struct ConvGeom {
                   p.pad_right == 0) {}
 
   // Pixels per tile so that `rows` rows of col take about `bytes`.
-  index_t tile(index_t rows, std::size_t elem, std::size_t bytes = conv_tile_bytes) const {
+  index_t tile(index_t rows, std::size_t elem, std::size_t bytes = tuning().im2col_tile_bytes) const {
     const index_t t = static_cast<index_t>(bytes / (elem * static_cast<std::size_t>(std::max<index_t>(rows, 1))));
-    const index_t tw = std::max<index_t>(64, t / 16 * 16);
+    const index_t tw = std::max<index_t>(kMinTilePixels, t / kTilePixelStep * kTilePixelStep);
     return std::min(tw, P);
   }
 
@@ -188,11 +195,8 @@ void conv_bwd_channels(const ConvGeom& g, const T* x, const T* w, const T* dy, T
 }
 
 // ---- packed-kernel path (AVX2 + FMA builds) -----------------------------------------
-// Set to false to force the Eigen-GEMM path (tests exercise both).
-inline bool conv_use_packed_kernel = DDPM_EIGEN_PACKED_KERNEL != 0;
-// Stride-1 convolutions on the packed path skip im2col (see WideGeom); false: im2col.
-inline bool conv_use_wide = true;
-inline std::size_t conv_wide_tile_bytes = 64 * 1024;  // forward output tile budget
+// Taken when tuning().use_packed_kernel; stride 1 then skips im2col (see
+// WideGeom) when tuning().use_wide.
 
 #if DDPM_EIGEN_PACKED_KERNEL
 // Pixel tile for the packed path: a multiple of the panel width.
@@ -233,7 +237,8 @@ void conv_fwd_pixels_packed(const ConvGeom& g, const T* x, const T* Ap, const T*
 // into xp[Ci, Hp, Wp], output pixel (oh, ow) at "wide" index q = oh*Wp + ow
 // reads xp[c, q + kh*Wp + kw], so each row of a B panel is one contiguous
 // slice of xp. The Wp - OW columns per row that are not outputs are computed
-// and dropped (a few percent at 14x14 and up).
+// and dropped: (Wp - OW) / Wp of the work, 2/16 at 14x14 with pad 1, less on
+// larger images.
 struct WideGeom {
   index_t Hp, Wp, HWp;
   explicit WideGeom(const ConvGeom& g) : Hp(g.H + g.pt + g.pb), Wp(g.W + g.pl + g.pr), HWp(Hp * Wp) {}
@@ -261,10 +266,12 @@ void conv_fwd_wide(const ConvGeom& g, const T* x, const T* Ap, const T* b, T* y,
   const T* xp = pad_image(g, wg, x, 0, g.Ci, kCol);
   const index_t q0 = wg.wide(g, p0), q1 = wg.wide(g, p1 - 1) + 1;
   // Tile the wide columns so that the output tile stays in L2.
-  const index_t tile = std::min(q1 - q0, std::max<index_t>(NR, (static_cast<index_t>(conv_wide_tile_bytes / sizeof(T)) / std::max<index_t>(g.Co, 1)) / NR * NR));
+  const index_t cols =
+      static_cast<index_t>(tuning().wide_fwd_tile_bytes / sizeof(T)) / std::max<index_t>(g.Co, 1);
+  const index_t tile = std::min(q1 - q0, std::max<index_t>(NR, cols / NR * NR));
   // Rows of the output tile one panel apart from a power of two: the kMR rows
-  // a micro-kernel stores then fall into different L1 sets (a 2 KiB stride put
-  // them in two sets and cost a fifth of the speed).
+  // a micro-kernel stores then fall into different L1 sets (a power-of-two
+  // stride puts them in one or two sets, which then evict each other).
   const index_t ldy = tile + NR;
   T* Yw = scratch<T>(kPackA2, static_cast<std::size_t>(g.Co * ldy));
   index_t* off = scratch<index_t>(kCol, static_cast<std::size_t>(g.K));  // row k of col -> offset in xp
@@ -326,7 +333,9 @@ void conv_bwd_wide(const ConvGeom& g, const T* x, const T* Awt, const T* dy, T* 
   if (dw) {
     // dw[:, rows] += dYw[:, tile] * col_wide[rows, tile]^T, the tile (depth) sized
     // so that packed dY stays in L2.
-    const index_t tile = std::min(Pw, std::max<index_t>(NR, (131072 / static_cast<index_t>(sizeof(T)) / std::max<index_t>(g.Co, 1)) / NR * NR));
+    const index_t depth = static_cast<index_t>(tuning().wide_dw_tile_bytes) / static_cast<index_t>(sizeof(T)) /
+                          std::max<index_t>(g.Co, 1);
+    const index_t tile = std::min(Pw, std::max<index_t>(NR, depth / NR * NR));
     T* Ady = scratch<T>(kPackA2, static_cast<std::size_t>(packed_a_size(g.Co, tile)));
     for (index_t t0 = 0; t0 < Pw; t0 += tile) {
       const index_t tw = std::min(tile, Pw - t0);
@@ -427,15 +436,17 @@ void conv_bwd_channels_packed(const ConvGeom& g, const T* x, const T* Awt, const
 #if DDPM_EIGEN_PACKED_KERNEL
 // Winograd needs enough channels and enough tiles to pay for transforming the
 // filters (U is 16/9 the size of W, made by every thread) and the short tile
-// rows of small images; images of at most 8x8 have their own limits
-// (measurements in winograd.hpp).
+// rows of small images; images of at most kWinogradSmallPixels (8x8) have
+// their own limits (Tuning).
+inline constexpr index_t kWinogradSmallPixels = 64;
 inline bool winograd_applies(const ConvGeom& g) {
-  if (!conv_use_packed_kernel || !conv_use_winograd || g.KH != 3 || g.KW != 3 || g.s != 1) return false;
+  const Tuning& t = tuning();
+  if (!t.use_packed_kernel || !t.use_winograd || g.KH != 3 || g.KW != 3 || g.s != 1) return false;
   const index_t tiles = g.N * ((g.OH + 1) / 2) * ((g.OW + 1) / 2);
-  const bool small = g.P <= 64;
-  const index_t min_channels = small ? winograd_min_channels_small : winograd_min_channels;
+  const bool small = g.P <= kWinogradSmallPixels;
+  const index_t min_channels = small ? t.winograd_min_channels_small : t.winograd_min_channels;
   return g.Ci >= min_channels && g.Co >= min_channels &&
-         tiles >= (small ? winograd_min_tiles_small : winograd_min_tiles);
+         tiles >= (small ? t.winograd_min_tiles_small : t.winograd_min_tiles);
 }
 #endif
 
@@ -460,14 +471,13 @@ void run(ops::conv2d_forward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, Co
   }
 #endif
   const double flops = 2.0 * static_cast<double>(g.N * g.Co) * static_cast<double>(g.K * g.P);
-  const int T_ = threads_for(flops, 2e5);
+  const int T_ = threads_for(flops, tuning().min_flops_per_thread);
   const index_t nb = g.N - g.N % T_;  // images spread whole over the threads
   // Each thread packs the filters itself, into its own scratch: packed by
-  // one thread, they had to cross to the other core's cache on every call
-  // (a batch-1 64 -> 64 layer at 7x7 took 78 us on 2 threads, 40 us on 1).
+  // one thread, they had to cross to the other core's cache on every call.
   [[maybe_unused]] const auto packed_filters = [&]() -> const T* {
 #if DDPM_EIGEN_PACKED_KERNEL
-    if (conv_use_packed_kernel) {
+    if (tuning().use_packed_kernel) {
       T* a = scratch<T>(kPackA, static_cast<std::size_t>(packed_a_size(g.Co, g.K)));
       pack_a(g.Co, g.K, w, g.K, false, a);
       return a;
@@ -475,9 +485,9 @@ void run(ops::conv2d_forward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, Co
 #endif
     return nullptr;
   };
-  auto run = [&](const T* Ap, index_t n, index_t p0, index_t p1) {
+  auto run = [&]([[maybe_unused]] const T* Ap, index_t n, index_t p0, index_t p1) {
 #if DDPM_EIGEN_PACKED_KERNEL
-    if (Ap && g.s == 1 && !g.pointwise && conv_use_wide)
+    if (Ap && g.s == 1 && !g.pointwise && tuning().use_wide)
       return conv_fwd_wide(g, x + n * g.Ci * g.HW, Ap, b, y + n * g.Co * g.P, p0, p1);
     if (Ap) return conv_fwd_pixels_packed(g, x + n * g.Ci * g.HW, Ap, b, y + n * g.Co * g.P, p0, p1);
 #endif
@@ -491,7 +501,7 @@ void run(ops::conv2d_forward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, Co
     });
   if (nb < g.N)
     parallel(T_, [&](int tid, int parts) {
-      const auto [p0, p1] = split_range(g.P, parts, tid, 16);
+      const auto [p0, p1] = split_range(g.P, parts, tid, kPixelSplitGrain);
       if (p1 <= p0) return;
       const T* Ap = packed_filters();
       for (index_t n = nb; n < g.N; ++n) run(Ap, n, p0, p1);
@@ -505,7 +515,8 @@ void run(ops::conv2d_backward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, C
   const T *x = xv.data(), *w = wv.data(), *dy = dyv.data();
   T *dx = dxv.data(), *dw = dwv.data(), *db = dbv.data();
   if (db && g.P > 0)  // threads own output channels; each sums images in order (deterministic)
-    parallel(threads_for(static_cast<double>(g.N * g.Co * g.P), 1e5), [&](int tid, int parts) {
+    parallel(threads_for(static_cast<double>(g.N * g.Co * g.P), tuning().min_touches_per_thread),
+             [&](int tid, int parts) {
       const auto [c0, c1] = split_range(g.Co, parts, tid);
       for (index_t n = 0; n < g.N; ++n)
         for (index_t co = c0; co < c1; ++co) db[co] += CArrMap<T>(dy + (n * g.Co + co) * g.P, g.P).sum();
@@ -531,7 +542,7 @@ void run(ops::conv2d_backward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, C
     return;
   }
   const double flops = 2.0 * static_cast<double>(g.N * g.Co) * static_cast<double>(g.K * g.P) * ((dx && dw) ? 2 : 1);
-  const int T_ = threads_for(flops, 2e5);
+  const int T_ = threads_for(flops, tuning().min_flops_per_thread);
   // Thread 0 accumulates into dw itself, thread t > 0 into partial t-1.
   const index_t wsz = g.Co * g.K;
   T* partial = (dw && T_ > 1) ? scratch<T>(kPartial, static_cast<std::size_t>((T_ - 1) * wsz)) : nullptr;
@@ -542,7 +553,7 @@ void run(ops::conv2d_backward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, C
   // W^T packed by each thread into its own scratch (see conv2d_forward).
   [[maybe_unused]] const auto packed_filters = [&]() -> const T* {
 #if DDPM_EIGEN_PACKED_KERNEL
-    if (conv_use_packed_kernel) {
+    if (tuning().use_packed_kernel) {
       T* a = scratch<T>(kPackA, static_cast<std::size_t>(packed_a_size(g.K, g.Co)));
       if (dx) pack_a(g.K, g.Co, w, g.K, true, a);
       return a;
@@ -551,7 +562,7 @@ void run(ops::conv2d_backward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, C
     return nullptr;
   };
 #if DDPM_EIGEN_PACKED_KERNEL
-  if (conv_use_packed_kernel) {
+  if (tuning().use_packed_kernel) {
     index_t gcd = kMR, r = g.KK;
     while (r) {
       const index_t t = gcd % r;
@@ -561,12 +572,12 @@ void run(ops::conv2d_backward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, C
     cgrain = kMR / gcd;
   }
 #endif
-  auto run = [&](const T* Awt, index_t n, int tid, index_t c0, index_t c1) {
+  auto run = [&]([[maybe_unused]] const T* Awt, index_t n, int tid, index_t c0, index_t c1) {
     const T* xn = x + n * g.Ci * g.HW;
     const T* dyn = dy + n * g.Co * g.P;
     T* dxn = dx ? dx + n * g.Ci * g.HW : nullptr;
 #if DDPM_EIGEN_PACKED_KERNEL
-    if (Awt && g.s == 1 && !g.pointwise && conv_use_wide)
+    if (Awt && g.s == 1 && !g.pointwise && tuning().use_wide)
       return conv_bwd_wide(g, xn, Awt, dyn, dxn, target(tid), c0, c1);
     if (Awt) return conv_bwd_channels_packed(g, xn, Awt, dyn, dxn, target(tid), c0, c1);
 #endif

@@ -16,13 +16,11 @@
 #include <type_traits>
 
 #include "ddpm/backend/eigen/common.hpp"  // first: Eigen's intrinsics includes sit in its warning guard
+#include "ddpm/backend/eigen/tuning.hpp"  // DDPM_EIGEN_PACKED_KERNEL: whether this build has the kernel
 #include "ddpm/core/tensor.hpp"
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if DDPM_EIGEN_PACKED_KERNEL
 #include <immintrin.h>
-#define DDPM_EIGEN_PACKED_KERNEL 1
-#else
-#define DDPM_EIGEN_PACKED_KERNEL 0
 #endif
 
 namespace ddpm::backend::eigen_detail {
@@ -41,19 +39,20 @@ inline constexpr index_t kMR = 6;
 template <class T>
 inline constexpr index_t kNR = 64 / static_cast<index_t>(sizeof(T));  // two 256-bit vectors
 // B panels per micro-kernel call: two with AVX-512 (a kMR x 2 kNR tile, 16
-// accumulators), else one. With one panel the 8 accumulators only just
-// covered the FMA latency of two FMA units: 184 GFLOP/s against Eigen's 294
-// (2048^3, 2 threads, Sapphire Rapids); two panels: 231.
+// accumulators), else one. One panel's 8 accumulators only just cover the
+// FMA latency of two FMA units.
 #if defined(__AVX512F__)
 inline constexpr index_t kPanels = 2;
 #else
 inline constexpr index_t kPanels = 1;
 #endif
-// Max depth block: the B panels of one call in 96 KiB (L2; from L1-sized
-// 24 KiB blocks, 231 -> 300 GFLOP/s at 2048^3: fewer passes over C and over
-// the A blocks; on the convolutions no worse).
+// Max depth block, kKC * sizeof(T) * kPanels = kDepthBlockBytes: the B
+// panels of one call fill 96 KiB of L2 for float (kNR = 16), 48 KiB for
+// double. Blocks sized for L2 rather than L1 make fewer passes over C and
+// over the A blocks.
+inline constexpr index_t kDepthBlockBytes = 6144;
 template <class T>
-inline constexpr index_t kKC = 6144 / static_cast<index_t>(sizeof(T) * kPanels);
+inline constexpr index_t kKC = kDepthBlockBytes / static_cast<index_t>(sizeof(T) * kPanels);
 
 // Depth block for depth k: equal blocks of at most kKC (no thin last block).
 template <class T>
@@ -76,9 +75,9 @@ void pack_a(index_t m, index_t k, const T* A, index_t lda, bool trans, T* Ap) {
     T* dst = Ap + i0 * k;
     index_t p0 = 0;
     if (!trans && mr == kMR) {
-      // Whole register-block transposes where the build has them (the forward
-      // convolution packs its weights on every call: at batch 1 on 7x7 images
-      // a scalar pack cost a third of the GEMM).
+      // Whole register-block transposes where the build has them: the forward
+      // convolution packs its weights on every call, which at batch 1 on
+      // small images is a large part of the layer.
       const T* rows[kMR];
       for (index_t r = 0; r < kMR; ++r) rows[r] = A + (i0 + r) * lda;
       while (p0 + kMR <= k && simd::transpose_rows(rows, p0, dst + p0 * kMR, kMR)) p0 += kMR;
@@ -275,9 +274,9 @@ inline void register_tile(index_t kc, const T* __restrict A, const T* __restrict
 
 // One kMR x kNR tile of C (mr x nr valid) over depth kc; B's rows of kNR
 // values are ldb apart (kNR in a packed panel). A kNR row is one 512-bit
-// vector with AVX-512 (measured on Zen 4, which splits 512-bit FMAs in two:
-// 115 GFLOP/s per core in L1 against 94 with 256-bit vectors), else two
-// 256-bit ones: the same FMA sequence per C element (bit-identical results).
+// vector with AVX-512 (faster even on cores that split 512-bit FMAs in two),
+// else two 256-bit ones: the same FMA sequence per C element (bit-identical
+// results).
 template <class T>
 inline void micro_kernel(index_t kc, const T* __restrict A, const T* __restrict B, T* __restrict C, index_t ldc,
                          bool accumulate, index_t mr, index_t nr, index_t ldb = kNR<T>) {

@@ -1,15 +1,39 @@
 #pragma once
-// Linear, GroupNorm, SiLU and nearest 2x upsampling for backend::Eigen:
-// vectorised with Eigen arrays, threaded over independent slices (rows,
-// (n, group) pairs, image planes, element chunks). Parameter gradients are
-// reduced in a fixed order, so results do not depend on the thread count.
+// Linear, GroupNorm, SiLU, nearest 2x upsampling, the glue between layers,
+// copies, scale-shift, embeddings and the timestep embedding for
+// backend::Eigen: vectorised with Eigen arrays, threaded over independent
+// slices (rows, (n, group) pairs, image planes, element chunks). Parameter
+// gradients are reduced in a fixed order, so results do not depend on the
+// thread count.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <span>
 #include <utility>
 
 #include "ddpm/backend/eigen/common.hpp"
+#include "ddpm/backend/reference.hpp"
 
 namespace ddpm::backend::eigen_detail {
+
+// Work per element of each op, in the unit of the Tuning threshold it is
+// weighed against (threads_for): relative arithmetic cost for GroupNorm and
+// SiLU, where an exp counts about 20; element reads and writes for the
+// memory-bound ops.
+inline constexpr double kGroupNormCost = 3.0;               // mean, variance, scale and shift
+inline constexpr double kGroupNormBackwardCost = 4.0;       // two sums, then one multiply-add per term
+inline constexpr double kGroupNormSiluCost = 20.0;          // the SiLU's exp dominates
+inline constexpr double kGroupNormSiluBackwardCost = 28.0;  // GroupNorm's backward plus the SiLU's
+inline constexpr double kSiluCost = 20.0;                   // an exp and a division
+inline constexpr double kSiluBackwardCost = 24.0;           // the same, plus the derivative's products
+inline constexpr double kUpsampleTouches = 4.0;             // four output values per input value
+inline constexpr double kReadWriteTouches = 2.0;            // a read and a write per element
+// Element-wise ops split their range at multiples of this many values (whole
+// 64-byte lines of an aligned buffer), so no two threads write one line.
+inline constexpr index_t kElementSplitGrain = 64;
+// The channel concatenation splits at multiples of this many values (a line
+// of floats): its runs are whole channel planes, often short.
+inline constexpr index_t kCopySplitGrain = 16;
 
 // ---- Linear ---------------------------------------------------------------------
 template <class T>
@@ -73,7 +97,8 @@ void group_norm_forward_impl(ConstTensorView<T> xv, int groups, T eps, ConstTens
   const index_t cg = C / G, pairs = N * G;
   const T *x = xv.data(), *ga = gamma.data(), *be = beta.data();
   T* y = yv.data();
-  parallel(threads_for(cost_per_element * static_cast<double>(xv.numel()), 3e4), [&](int tid, int parts) {
+  parallel(threads_for(cost_per_element * static_cast<double>(xv.numel()), tuning().min_norm_work_per_thread),
+           [&](int tid, int parts) {
     const auto [q0, q1] = split_range(pairs, parts, tid);
     for (index_t q = q0; q < q1; ++q) {
       const index_t n = q / G, g = q % G;
@@ -92,7 +117,7 @@ void group_norm_forward_impl(ConstTensorView<T> xv, int groups, T eps, ConstTens
 template <class T>
 void run(ops::group_norm_forward_t, ConstTensorView<T> xv, int groups, T eps, ConstTensorView<T> gamma,
          ConstTensorView<T> beta, TensorView<T> yv, TensorView<T> mean, TensorView<T> rstd) {
-  group_norm_forward_impl(xv, groups, eps, gamma, beta, yv, mean, rstd, 3.0,
+  group_norm_forward_impl(xv, groups, eps, gamma, beta, yv, mean, rstd, kGroupNormCost,
                           [](const auto& u, auto out) { out = u; });
 }
 
@@ -100,10 +125,11 @@ void run(ops::group_norm_forward_t, ConstTensorView<T> xv, int groups, T eps, Co
 template <class T>
 void run(ops::group_norm_silu_forward_t, ConstTensorView<T> xv, int groups, T eps, ConstTensorView<T> gamma,
          ConstTensorView<T> beta, TensorView<T> yv, TensorView<T> mean, TensorView<T> rstd) {
-  group_norm_forward_impl(xv, groups, eps, gamma, beta, yv, mean, rstd, 20.0, [](const auto& u, auto out) {
-    out = u;
-    out = out / (T{1} + (-out).exp());
-  });
+  group_norm_forward_impl(xv, groups, eps, gamma, beta, yv, mean, rstd, kGroupNormSiluCost,
+                          [](const auto& u, auto out) {
+                            out = u;
+                            out = out / (T{1} + (-out).exp());
+                          });
 }
 
 // GroupNorm backward; group_dy(n, g, off) points at the output gradient of
@@ -120,7 +146,8 @@ void group_norm_backward_impl(ConstTensorView<T> xv, int groups, ConstTensorView
   T* dx = dxv.data();
   // Per (n, c): s1 = sum dy, s2 = sum dy * xhat.
   T* st = scratch<T>(kStats, static_cast<std::size_t>(2 * N * C));
-  parallel(threads_for(cost_per_element * static_cast<double>(xv.numel()), 3e4), [&](int tid, int parts) {
+  parallel(threads_for(cost_per_element * static_cast<double>(xv.numel()), tuning().min_norm_work_per_thread),
+           [&](int tid, int parts) {
     const auto [q0, q1] = split_range(pairs, parts, tid);
     for (index_t q = q0; q < q1; ++q) {
       const index_t n = q / G, g = q % G;
@@ -161,7 +188,7 @@ template <class T>
 void run(ops::group_norm_backward_t, ConstTensorView<T> xv, int groups, ConstTensorView<T> gamma,
          ConstTensorView<T> mean, ConstTensorView<T> rstd, ConstTensorView<T> dyv, TensorView<T> dxv,
          TensorView<T> dgamma, TensorView<T> dbeta) {
-  group_norm_backward_impl(xv, groups, gamma, mean, rstd, dxv, dgamma, dbeta, 4.0,
+  group_norm_backward_impl(xv, groups, gamma, mean, rstd, dxv, dgamma, dbeta, kGroupNormBackwardCost,
                            [&](index_t, index_t, index_t off) { return dyv.data() + off; });
 }
 
@@ -175,7 +202,7 @@ void run(ops::group_norm_silu_backward_t, ConstTensorView<T> xv, int groups, Con
   const index_t C = xv.dim(1), S = xv.dim(0) > 0 && C > 0 ? xv.numel() / (xv.dim(0) * C) : 0, G = groups,
                 cg = C / G;
   const T *x = xv.data(), *ga = gamma.data(), *be = beta.data(), *dy = dyv.data();
-  group_norm_backward_impl(xv, groups, gamma, mean, rstd, dxv, dgamma, dbeta, 28.0,
+  group_norm_backward_impl(xv, groups, gamma, mean, rstd, dxv, dgamma, dbeta, kGroupNormSiluBackwardCost,
                            [&](index_t n, index_t g, index_t off) {
     T* d = scratch<T>(kGroup, static_cast<std::size_t>(cg * S));
     const T mu = mean[n * G + g], r = rstd[n * G + g];
@@ -197,8 +224,8 @@ void run(ops::silu_forward_t, ConstTensorView<T> xv, TensorView<T> yv) {
   const index_t n = xv.numel();
   const T* x = xv.data();
   T* y = yv.data();
-  parallel(threads_for(20.0 * static_cast<double>(n), 2e5), [&](int tid, int parts) {
-    const auto [i0, i1] = split_range(n, parts, tid, 64);
+  parallel(threads_for(kSiluCost * static_cast<double>(n), tuning().min_flops_per_thread), [&](int tid, int parts) {
+    const auto [i0, i1] = split_range(n, parts, tid, kElementSplitGrain);
     if (i1 <= i0) return;
     const auto xa = CArrMap<T>(x + i0, i1 - i0);
     ArrMap<T>(y + i0, i1 - i0) = xa / (T{1} + (-xa).exp());
@@ -210,8 +237,9 @@ void run(ops::silu_backward_t, ConstTensorView<T> xv, ConstTensorView<T> dyv, Te
   const index_t n = xv.numel();
   const T *x = xv.data(), *dy = dyv.data();
   T* dx = dxv.data();
-  parallel(threads_for(24.0 * static_cast<double>(n), 2e5), [&](int tid, int parts) {
-    const auto [i0, i1] = split_range(n, parts, tid, 64);
+  parallel(threads_for(kSiluBackwardCost * static_cast<double>(n), tuning().min_flops_per_thread),
+           [&](int tid, int parts) {
+    const auto [i0, i1] = split_range(n, parts, tid, kElementSplitGrain);
     if (i1 > i0) silu_grad(x + i0, dy + i0, dx + i0, i1 - i0);
   });
 }
@@ -222,7 +250,8 @@ void run(ops::upsample_nearest2x_forward_t, ConstTensorView<T> xv, TensorView<T>
   const index_t planes = xv.dim(0) * xv.dim(1), H = xv.dim(2), W = xv.dim(3);
   const T* x = xv.data();
   T* y = yv.data();
-  parallel(threads_for(4.0 * static_cast<double>(xv.numel()), 1e5), [&](int tid, int parts) {
+  parallel(threads_for(kUpsampleTouches * static_cast<double>(xv.numel()), tuning().min_touches_per_thread),
+           [&](int tid, int parts) {
     const auto [p0, p1] = split_range(planes, parts, tid);
     for (index_t p = p0; p < p1; ++p)
       for (index_t i = 0; i < H; ++i) {
@@ -239,7 +268,8 @@ void run(ops::upsample_nearest2x_backward_t, ConstTensorView<T> dyv, TensorView<
   const index_t planes = dxv.dim(0) * dxv.dim(1), H = dxv.dim(2), W = dxv.dim(3);
   const T* dy = dyv.data();
   T* dx = dxv.data();
-  parallel(threads_for(4.0 * static_cast<double>(dyv.numel()), 1e5), [&](int tid, int parts) {
+  parallel(threads_for(kUpsampleTouches * static_cast<double>(dyv.numel()), tuning().min_touches_per_thread),
+           [&](int tid, int parts) {
     const auto [p0, p1] = split_range(planes, parts, tid);
     for (index_t p = p0; p < p1; ++p)
       for (index_t i = 0; i < H; ++i) {
@@ -258,8 +288,9 @@ void run(ops::add_t, ConstTensorView<T> av, ConstTensorView<T> bv, T alpha, Tens
   const index_t n = av.numel();
   const T *a = av.data(), *b = bv.data();
   T* y = yv.data();
-  parallel(threads_for(2.0 * static_cast<double>(n), 1e5), [&](int tid, int parts) {
-    const auto [i0, i1] = split_range(n, parts, tid, 64);
+  parallel(threads_for(kReadWriteTouches * static_cast<double>(n), tuning().min_touches_per_thread),
+           [&](int tid, int parts) {
+    const auto [i0, i1] = split_range(n, parts, tid, kElementSplitGrain);
     if (i1 <= i0) return;
     auto out = ArrMap<T>(y + i0, i1 - i0);
     const auto x = CArrMap<T>(a + i0, i1 - i0);
@@ -277,7 +308,8 @@ void run(ops::add_channel_bias_t, ConstTensorView<T> xv, ConstTensorView<T> ev, 
   const index_t NC = ev.numel(), S = NC ? xv.numel() / NC : 0;
   const T *x = xv.data(), *e = ev.data();
   T* y = yv.data();
-  parallel(threads_for(2.0 * static_cast<double>(xv.numel()), 1e5), [&](int tid, int parts) {
+  parallel(threads_for(kReadWriteTouches * static_cast<double>(xv.numel()), tuning().min_touches_per_thread),
+           [&](int tid, int parts) {
     const auto [q0, q1] = split_range(NC, parts, tid);
     for (index_t q = q0; q < q1; ++q) ArrMap<T>(y + q * S, S) = CArrMap<T>(x + q * S, S) + e[q];
   });
@@ -288,7 +320,7 @@ void run(ops::channel_sum_t, ConstTensorView<T> xv, TensorView<T> yv) {
   const index_t NC = yv.numel(), S = NC ? xv.numel() / NC : 0;
   const T* x = xv.data();
   T* y = yv.data();
-  parallel(threads_for(static_cast<double>(xv.numel()), 1e5), [&](int tid, int parts) {
+  parallel(threads_for(static_cast<double>(xv.numel()), tuning().min_touches_per_thread), [&](int tid, int parts) {
     const auto [q0, q1] = split_range(NC, parts, tid);
     for (index_t q = q0; q < q1; ++q) y[q] = CArrMap<T>(x + q * S, S).sum();
   });
@@ -300,7 +332,8 @@ void run(ops::transpose_t, ConstTensorView<T> xv, index_t n, index_t a, index_t 
   const T* x = xv.data();
   T* y = yv.data();
   constexpr index_t kTile = 16;
-  parallel(threads_for(2.0 * static_cast<double>(xv.numel()), 1e5), [&](int tid, int parts) {
+  parallel(threads_for(kReadWriteTouches * static_cast<double>(xv.numel()), tuning().min_touches_per_thread),
+           [&](int tid, int parts) {
     const index_t tiles_a = (a + kTile - 1) / kTile;
     const auto [t0, t1] = split_range(n * tiles_a, parts, tid);
     for (index_t t = t0; t < t1; ++t) {
@@ -323,8 +356,8 @@ void run(ops::transpose_t, ConstTensorView<T> xv, index_t n, index_t a, index_t 
 template <class Copy>
 void for_each_channel_block(index_t N, index_t sa, index_t sb, Copy copy) {
   const index_t s = sa + sb;
-  parallel(threads_for(static_cast<double>(N * s), 1e5), [&](int tid, int parts) {
-    const auto [q0, q1] = split_range(N * s, parts, tid, 16);
+  parallel(threads_for(static_cast<double>(N * s), tuning().min_touches_per_thread), [&](int tid, int parts) {
+    const auto [q0, q1] = split_range(N * s, parts, tid, kCopySplitGrain);
     for (index_t q = q0; q < q1;) {
       const index_t m = q / s, r = q % s;
       const bool in_a = r < sa;
@@ -355,6 +388,140 @@ void run(ops::split_channels_t, ConstTensorView<T> yv, TensorView<T> av, TensorV
   for_each_channel_block(N, av.numel() / N, bv.numel() / N, [&](index_t q, int part, index_t off, index_t len) {
     std::copy_n(y + q, len, dst[part] + off);
   });
+}
+
+// ---- element-wise maps and copies --------------------------------------------------
+// Split into equal ranges over the threads (element-wise: the result does not
+// depend on the split).
+template <class T, class F>
+void for_ranges(index_t n, double touches, F f) {
+  parallel(threads_for(touches, 1e5), [&](int tid, int parts) {
+    const auto [i0, i1] = split_range(n, parts, tid, 64);
+    if (i1 > i0) f(i0, i1);
+  });
+}
+
+template <class T>
+void run(ops::affine_t, ConstTensorView<T> xv, T a, T b, TensorView<T> yv) {
+  const T* x = xv.data();
+  T* y = yv.data();
+  for_ranges<T>(xv.numel(), 2.0 * static_cast<double>(xv.numel()), [&](index_t i0, index_t i1) {
+    for (index_t i = i0; i < i1; ++i) y[i] = a * x[i] + b;
+  });
+}
+
+template <class T>
+void run(ops::fill_t, T value, TensorView<T> yv) {
+  T* y = yv.data();
+  for_ranges<T>(yv.numel(), static_cast<double>(yv.numel()), [&](index_t i0, index_t i1) {
+    std::fill(y + i0, y + i1, value);
+  });
+}
+
+template <class T>
+void run(ops::copy_t, ConstTensorView<T> xv, TensorView<T> yv) {
+  const T* x = xv.data();
+  T* y = yv.data();
+  for_ranges<T>(xv.numel(), 2.0 * static_cast<double>(xv.numel()), [&](index_t i0, index_t i1) {
+    std::copy(x + i0, x + i1, y + i0);
+  });
+}
+
+template <class T>
+void run(ops::copy_columns_t, ConstTensorView<T> xv, index_t x_col, TensorView<T> yv, index_t y_col, index_t width) {
+  const index_t R = xv.rank() ? xv.dim(0) : 0;
+  if (R == 0) return;
+  const index_t wx = xv.numel() / R, wy = yv.numel() / R;
+  const T* x = xv.data();
+  T* y = yv.data();
+  parallel(threads_for(2.0 * static_cast<double>(R * width), 1e5), [&](int tid, int parts) {
+    const auto [r0, r1] = split_range(R, parts, tid);
+    for (index_t r = r0; r < r1; ++r) std::copy_n(x + r * wx + x_col, width, y + r * wy + y_col);
+  });
+}
+
+template <class T>
+void run(ops::copy_to_host_t, ConstTensorView<T> xv, TensorView<T> yv) {
+  run(ops::copy, xv, yv);
+}
+template <class T>
+void run(ops::copy_from_host_t, ConstTensorView<T> xv, TensorView<T> yv) {
+  run(ops::copy, xv, yv);
+}
+
+// ---- layers' own steps ----------------------------------------------------------------
+// Threads take whole (n, c) planes, so each plane's sums keep Reference's order.
+template <class T>
+void run(ops::scale_shift_forward_t, ConstTensorView<T> xv, ConstTensorView<T> ev, TensorView<T> yv) {
+  const index_t N = xv.dim(0), C = xv.dim(1), NC = N * C, S = NC ? xv.numel() / NC : 0;
+  const T *x = xv.data(), *e = ev.data();
+  T* y = yv.data();
+  parallel(threads_for(2.0 * static_cast<double>(xv.numel()), 1e5), [&](int tid, int parts) {
+    const auto [q0, q1] = split_range(NC, parts, tid);
+    for (index_t q = q0; q < q1; ++q) {
+      const index_t n = q / C, c = q % C;
+      const T sc = T{1} + e[n * 2 * C + c], sh = e[n * 2 * C + C + c];
+      for (index_t s = q * S; s < (q + 1) * S; ++s) y[s] = x[s] * sc + sh;
+    }
+  });
+}
+
+template <class T>
+void run(ops::scale_shift_backward_t, ConstTensorView<T> xv, ConstTensorView<T> ev, ConstTensorView<T> dyv,
+         TensorView<T> dxv, TensorView<T> dev) {
+  const index_t N = xv.dim(0), C = xv.dim(1), NC = N * C, S = NC ? xv.numel() / NC : 0;
+  const T *x = xv.data(), *e = ev.data(), *dy = dyv.data();
+  T *dx = dxv.data(), *de = dev.data();
+  parallel(threads_for(3.0 * static_cast<double>(xv.numel()), 1e5), [&](int tid, int parts) {
+    const auto [q0, q1] = split_range(NC, parts, tid);
+    for (index_t q = q0; q < q1; ++q) {
+      const index_t n = q / C, c = q % C;
+      const T sc = T{1} + e[n * 2 * C + c];
+      T dscale{}, dshift{};
+      for (index_t s = q * S; s < (q + 1) * S; ++s) {
+        dscale += dy[s] * x[s];
+        dshift += dy[s];
+        dx[s] = dy[s] * sc;
+      }
+      de[n * 2 * C + c] = dscale;
+      de[n * 2 * C + C + c] = dshift;
+    }
+  });
+}
+
+// Embedding rows: a gather (threads split the rows) and its scatter-add
+// (threads split the columns, so each gradient element sums in label order).
+template <class T>
+void run(ops::embedding_forward_t, ConstTensorView<T> tablev, std::span<const std::int64_t> labels,
+         TensorView<T> yv) {
+  const index_t D = tablev.dim(1), n = static_cast<index_t>(labels.size());
+  const T* table = tablev.data();
+  T* y = yv.data();
+  parallel(threads_for(2.0 * static_cast<double>(n * D), 1e5), [&](int tid, int parts) {
+    const auto [i0, i1] = split_range(n, parts, tid);
+    for (index_t i = i0; i < i1; ++i) std::copy_n(table + labels[static_cast<std::size_t>(i)] * D, D, y + i * D);
+  });
+}
+
+template <class T>
+void run(ops::embedding_backward_t, std::span<const std::int64_t> labels, ConstTensorView<T> dyv,
+         TensorView<T> dtablev) {
+  const index_t D = dtablev.dim(1), n = static_cast<index_t>(labels.size());
+  const T* dy = dyv.data();
+  T* dt = dtablev.data();
+  parallel(threads_for(2.0 * static_cast<double>(n * D), 1e5), [&](int tid, int parts) {
+    const auto [j0, j1] = split_range(D, parts, tid, 16);
+    for (index_t i = 0; i < n; ++i) {
+      T* row = dt + labels[static_cast<std::size_t>(i)] * D;
+      for (index_t j = j0; j < j1; ++j) row[j] += dy[i * D + j];
+    }
+  });
+}
+
+// N x dim values from host timesteps: small; Reference's definition, serial.
+template <class T>
+void run(ops::timestep_embedding_t, std::span<const double> t, TimestepEmbeddingParams p, TensorView<T> y) {
+  Reference::run(ops::timestep_embedding, t, p, y);
 }
 
 }  // namespace ddpm::backend::eigen_detail

@@ -19,10 +19,11 @@
 // Tiles go in blocks of whole tile rows (across images when they are small),
 // sized so that V and M stay in L2. Threads split the tile rows: every output
 // is computed by one thread, in an order that does not depend on the thread
-// count. Used for 3x3 stride-1 layers with enough channels and tiles (see
-// below): forward, the input gradient of backward (as the convolution of dY
-// with the flipped filters) and its weight gradient (the same transforms of
-// x and of dY, 16 GEMMs over the tiles; see "weight gradient" below).
+// count. Used for 3x3 stride-1 layers with enough channels and tiles (the
+// Tuning limits; winograd_applies in conv.hpp): forward, the input gradient
+// of backward (as the convolution of dY with the flipped filters) and its
+// weight gradient (the same transforms of x and of dY, 16 GEMMs over the
+// tiles; see "weight gradient" below).
 #include <algorithm>
 #include <cstddef>
 #include <utility>
@@ -37,36 +38,22 @@ namespace ddpm::backend::eigen_detail {
 
 #if DDPM_EIGEN_PACKED_KERNEL
 
-// Set to false to use the direct (GEMM) convolution everywhere (tests compare both).
-inline bool conv_use_winograd = true;
-// When Winograd pays (see winograd_applies in conv.hpp). Measured against the
-// direct path (both on the two-panel micro-kernel), 2 threads, Sapphire
-// Rapids, forward / input gradient / weight gradient:
-//   batch 32: 32 -> 32 at 28x28 1.66x / 2.26x / 1.20x, 64 -> 64 at 14x14
-//     2.02x / 2.45x / 1.42x, 64 -> 64 at 7x7 1.78x / 1.99x / 1.23x;
-//   batch 16: 64 -> 64 at 7x7 1.61x / 1.90x / 1.11x, 128 -> 128 at 4x4
-//     2.08x / 2.22x / 1.39x;
-//   batch 1 (49-196 tiles): 32 -> 32 at 28x28 1.56x / 1.83x, 64 -> 64 at
-//     14x14 1.23x / 1.38x, 128 -> 64 at 14x14 1.35x / 1.38x;
-//   64 tiles on small images: batch 4, 64 -> 64 at 7x7 1.35x / 1.48x / 0.89x;
-// but 16 tiles (batch 1 at 7x7, batch 4 at 4x4) 0.75-0.81x, 8 tiles 0.47x:
-// the transforms are not paid back. (Zen 4, earlier kernels: 128 -> 128 and
-// 256 -> 256 at 32x32 and 16x16 1.9-2.0x in all three.) Tests lower all four
-// limits to check small shapes.
-inline index_t winograd_min_channels = 32;        // in and out
-inline index_t winograd_min_channels_small = 32;  // in and out, images of at most 8x8
-inline index_t winograd_min_tiles = 48;           // 2x2 output tiles in the batch
-inline index_t winograd_min_tiles_small = 64;     // the same, images of at most 8x8
-// Working set per block of tile rows (the transformed tiles, plus the
-// outputs forward; plus their packed copies for the weight gradient, which
-// takes at least 64 tiles a block: with 8, 256 -> 256 at 16x16 ran 1.8x
-// slower). The weight gradient's 512 KiB (twice that with the packed copies)
-// leaves room in a 2 MiB L2: with 1 MiB, batch 32, 32 -> 32 at 28x28 took
-// 1.79 ms against 1.42, 64 -> 64 at 7x7 0.58 against 0.44; wide layers
-// (256 -> 256 at 16x16, 128 -> 128 at 32x32, batch 16) within 2%.
-// The forward gains nothing past 512 KiB.
-inline std::size_t winograd_fwd_bytes = 512 * 1024;
-inline std::size_t winograd_dw_bytes = 512 * 1024;
+// Taken where tuning().use_winograd and winograd_applies (conv.hpp) allow;
+// the limits and the working-set budgets per block of tile rows
+// (winograd_fwd_bytes, winograd_dw_bytes) are Tuning fields.
+
+// The weight gradient's blocks span at least this many tiles (the depth of
+// its GEMMs): fewer leave the micro-kernel too short a depth to pay for
+// packing its operands.
+inline constexpr index_t kWinogradDwMinTiles = 64;
+// Forward blocks of wide layers (V and M of under 2 panels of tiles in the
+// budget) take this many panels instead: each U[xi] (Co x Ci) is read once
+// per block and is then the larger stream.
+inline constexpr index_t kWinogradWidePanels = 4;
+// The work of the weight gradient's last step per (co, ci) pair, in the unit
+// of Tuning::min_touches_per_thread: the 16 values of Mw summed over the
+// threads' partials, the G^T . G transform and 9 updates of dw.
+inline constexpr double kWinogradDwOutWork = 40.0;
 
 struct WinogradGeom {
   index_t N, Ci, Co, H, W, pt, pl, OH, OW, TH, TW;
@@ -80,8 +67,7 @@ struct WinogradGeom {
 // tile) of a buffer holding n values per plane: n rounded up to an odd number
 // of 64-byte lines. The 16 values of one tile are stored or loaded together;
 // at n * sizeof(T) a multiple of 2 KiB (any 32 channels of whole lines) they
-// fell in one or two L1 sets and missed: the input transform of 64 channels
-// at 14x14 took 2.8x as long, at 7x7 2.4x.
+// would fall in one or two L1 sets and miss.
 template <class T>
 index_t winograd_plane_stride(index_t n) {
   constexpr index_t line = 64 / static_cast<index_t>(sizeof(T));
@@ -112,7 +98,7 @@ void winograd_weights(index_t rows, index_t depth, const Filter3x3<T>& f, T* Up)
       // loop so that each step is one vector op over the rows), and each of
       // the 16 results one contiguous store of kMR values. The taps come in
       // by register-block transposes of the rows' taps where the build has
-      // them (a gather of 9 x kMR scalars was two thirds of the time).
+      // them (a gather of 9 x kMR scalars would dominate the transform).
       T g[9][kMR], h[3][4][kMR];  // the filters, then g G^T
       const T* src[kMR];
       for (index_t rr = 0; rr < kMR; ++rr) {
@@ -232,7 +218,8 @@ void winograd_store_row(const T* o0, const T* o1, T bias, index_t ow, T* dst) {
 #if defined(__AVX512F__)
 // The same for float, 16 tiles (32 columns) per step: the rows are short (7
 // or 14 tiles on 14x14 and 28x28 images), too short for the compiler's loops,
-// and copying them (a memmove call per row) cost as much as the transform.
+// and copying them (a memmove call per row) would cost as much as the
+// transform.
 inline __mmask16 first_lanes(index_t n) { return static_cast<__mmask16>((1u << std::min<index_t>(n, 16)) - 1u); }
 
 // Lanes l of row[s + l] inside [0, n).
@@ -397,12 +384,10 @@ void winograd_rows(const WinogradGeom& g, const T* x, const T* Up, const T* b, T
   constexpr index_t NR = kNR<T>;
   if (u1 <= u0) return;
   // Tile rows per block: V (16 x Ci x tiles) and M (16 x Co x tiles) in
-  // winograd_fwd_bytes; for wide layers (under 2 panels of tiles in that
-  // budget) 4 panels instead, as each U[xi] (Co x Ci) is read once per block
-  // and is then the larger stream (measured: 512 -> 256 channels at 4x4 went
-  // 1.35x faster).
-  const index_t budget = static_cast<index_t>(winograd_fwd_bytes / sizeof(T)) / (16 * (g.Ci + g.Co));
-  const index_t rows_per_block = std::max<index_t>(1, (budget < 2 * NR ? 4 * NR : budget) / g.TW);
+  // winograd_fwd_bytes; for wide layers kWinogradWidePanels panels instead.
+  const index_t budget = static_cast<index_t>(tuning().winograd_fwd_bytes / sizeof(T)) / (16 * (g.Ci + g.Co));
+  const index_t rows_per_block =
+      std::max<index_t>(1, (budget < 2 * NR ? kWinogradWidePanels * NR : budget) / g.TW);
   const index_t tb = (rows_per_block * g.TW + NR - 1) / NR * NR;  // tiles per block, whole panels
   const index_t ldm = tb + NR;  // off a power of two: the kMR stored rows use different L1 sets
   const index_t ldv = winograd_row_stride<T>(tb);
@@ -448,7 +433,7 @@ void winograd_conv(const WinogradGeom& g, const T* x, const Filter3x3<T>& filter
   const double flops = 2.0 * 16 * static_cast<double>(g.N * g.TH * g.TW) * static_cast<double>(g.Ci * g.Co);
   // Each thread transforms all the filters into its own scratch: shared,
   // half of them had to cross to the other core's cache on every call.
-  parallel(threads_for(flops, 2e5), [&](int tid, int parts) {
+  parallel(threads_for(flops, tuning().min_flops_per_thread), [&](int tid, int parts) {
     const auto [u0, u1] = split_range(g.N * g.TH, parts, tid);
     if (u1 <= u0) return;
     T* Up = scratch<T>(kWinoU, static_cast<std::size_t>(16 * winograd_plane_stride<T>(packed_a_size(g.Co, g.Ci))));
@@ -473,10 +458,10 @@ template <class T>
 void winograd_dw_rows(const WinogradGeom& g, const T* x, const T* dy, T* Mw, index_t ps, index_t u0, index_t u1) {
   if (u1 <= u0) return;
   // Tile rows per block: the plain transforms (16 x (Ci + Co) x tiles) in
-  // winograd_dw_bytes, their packed copies as much again; at least 64 tiles
-  // (the GEMM depth) for wide layers.
-  const index_t budget = static_cast<index_t>(winograd_dw_bytes / sizeof(T)) / (16 * (g.Ci + g.Co));
-  const index_t rows_per_block = std::max<index_t>(1, std::max<index_t>(budget, 64) / g.TW);
+  // winograd_dw_bytes, their packed copies as much again; at least
+  // kWinogradDwMinTiles tiles (the GEMM depth) for wide layers.
+  const index_t budget = static_cast<index_t>(tuning().winograd_dw_bytes / sizeof(T)) / (16 * (g.Ci + g.Co));
+  const index_t rows_per_block = std::max<index_t>(1, std::max<index_t>(budget, kWinogradDwMinTiles) / g.TW);
   const index_t tb = (rows_per_block * g.TW + 15) / 16 * 16;  // room for the zero tail below
   const index_t ld = winograd_row_stride<T>(tb);
   const index_t asz = packed_a_size(g.Co, tb), bsz = packed_b_size<T>(tb, g.Ci);
@@ -551,7 +536,8 @@ template <class T>
 void winograd_conv_weight_grad(const WinogradGeom& g, const T* x, const T* dy, T* dw) {
   const index_t pairs = g.Co * g.Ci, ps = winograd_plane_stride<T>(pairs), msz = 16 * ps;
   const double flops = 2.0 * 16 * static_cast<double>(g.N * g.TH * g.TW) * static_cast<double>(pairs);
-  const int want = std::min<int>(threads_for(flops, 2e5), static_cast<int>(std::max<index_t>(1, g.N * g.TH)));
+  const int want = std::min<int>(threads_for(flops, tuning().min_flops_per_thread),
+                                 static_cast<int>(std::max<index_t>(1, g.N * g.TH)));
   T* Mw = scratch<T>(kWinoW, static_cast<std::size_t>(want * msz));
   int used = 1;
   parallel(want, [&](int tid, int parts) {
@@ -562,7 +548,8 @@ void winograd_conv_weight_grad(const WinogradGeom& g, const T* x, const T* dy, T
     winograd_dw_rows(g, x, dy, m, ps, u0, u1);
   });
   // Each thread adds up the partials (in thread order) of its own pairs, then transforms them.
-  parallel(threads_for(40.0 * static_cast<double>(pairs), 1e5), [&](int tid, int parts) {
+  parallel(threads_for(kWinogradDwOutWork * static_cast<double>(pairs), tuning().min_touches_per_thread),
+           [&](int tid, int parts) {
     const auto [p0, p1] = split_range(pairs, parts, tid);
     if (p1 <= p0) return;
     for (int t = 1; t < used; ++t)

@@ -1,16 +1,20 @@
 #pragma once
-// What a denoiser sees besides (x_t, t): class labels (U-Net class
-// embeddings, classifier-free guidance) and/or a conditioning vector per
-// batch element (the MLP denoiser of the arcsin example). Both optional.
+// The model contract between the layers (nn/) and everything that drives a
+// model (sampling/, train/, distributed/, io/): what a denoiser is given
+// besides (x_t, t), and the operations a trainable denoiser offers. nn/
+// implements it; nothing outside nn/ needs to include nn/ to use a model.
 #include <concepts>
 #include <cstdint>
 #include <span>
 
+#include "ddpm/core/parameters.hpp"
 #include "ddpm/core/tensor.hpp"
-#include "ddpm/nn/parameters.hpp"
 
-namespace ddpm::nn {
+namespace ddpm {
 
+// What a denoiser sees besides (x_t, t): class labels (U-Net class
+// embeddings, classifier-free guidance) and/or a conditioning vector per
+// batch element (the MLP denoiser of the arcsin example). Both optional.
 template <Scalar T>
 struct Conditioning {
   std::span<const std::int64_t> class_labels;  // [N] or empty
@@ -28,4 +32,4 @@ concept Denoiser = requires(M& m, ConstTensorView<T> x, std::span<const T> t, co
   { m.backward(x) } -> std::convertible_to<ConstTensorView<T>>;
 };
 
-}  // namespace ddpm::nn
+}  // namespace ddpm

@@ -1,5 +1,5 @@
 #pragma once
-// Softmax cross-entropy for classifiers (the examples' digit classifier):
+// Softmax cross-entropy for the digit classifier (classifier.hpp):
 //   L = 1/N sum_i -log softmax(logits_i)[label_i]
 // and its gradient dL/dlogits = (softmax(logits) - onehot(label)) / N.
 // The softmax is computed with the row maximum subtracted (no overflow).
@@ -11,11 +11,13 @@
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/tensor.hpp"
 
-namespace ddpm::train {
+namespace mnist {
+
+using ddpm::ConstTensorView, ddpm::TensorView, ddpm::index_t, ddpm::require, ddpm::require_same_shape;
 
 // logits [N, K], labels N values in [0, K). Returns the mean loss; writes
 // dL/dlogits into `dlogits` (same shape) when it is not empty.
-template <Scalar T>
+template <ddpm::Scalar T>
 double softmax_cross_entropy(ConstTensorView<T> logits, std::span<const std::int64_t> labels,
                              TensorView<T> dlogits = {}) {
   require(logits.rank() == 2 && logits.dim(0) > 0 && logits.dim(1) > 0,
@@ -47,11 +49,11 @@ double softmax_cross_entropy(ConstTensorView<T> logits, std::span<const std::int
 }
 
 // The index of the largest logit of each row.
-template <Scalar T>
+template <ddpm::Scalar T>
 std::int64_t argmax_row(ConstTensorView<T> logits, index_t row) {
   const index_t k = logits.dim(1);
   const T* z = logits.data() + row * k;
   return static_cast<std::int64_t>(std::max_element(z, z + k) - z);
 }
 
-}  // namespace ddpm::train
+}  // namespace mnist

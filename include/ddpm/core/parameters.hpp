@@ -3,9 +3,13 @@
 // with named views. The optimizer, EMA, gradient clipping, checkpoints and a
 // data-parallel allreduce are then single passes over contiguous memory.
 //
+// Part of the model contract (core/model.hpp): nn/ layers fill it, train/
+// and distributed/ update it, io/ reads and writes it.
+//
 // Layers register their parameters while the model is built (`add`), keep
 // the returned ParamId, and look up views when they run (`value`, `grad`):
 // ids stay valid when the buffer grows, raw pointers would not.
+#include <algorithm>
 #include <map>
 #include <span>
 #include <string>
@@ -14,7 +18,7 @@
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/tensor.hpp"
 
-namespace ddpm::nn {
+namespace ddpm {
 
 struct ParamInfo {
   std::string name;  // diffusers' state_dict key, e.g. "down_blocks.0.resnets.1.conv1.weight"
@@ -72,4 +76,4 @@ class Parameters {
   std::vector<T, AlignedAllocator<T>> values_, grads_;
 };
 
-}  // namespace ddpm::nn
+}  // namespace ddpm
