@@ -224,7 +224,7 @@ void check_gradients_of(const AECase& c, const std::string& suffix, double rtol,
   const double G = gi.at("global_max_abs_grad").get<double>();
   const Tensor<T> x = input<T>(c, "sample");
   std::map<std::string, Tensor<double>> grads;  // "sample" or parameter name -> gradient
-  nn::Parameters<T>* params = nullptr;
+  Parameters<T>* params = nullptr;
   double loss = 0;
   const auto run_model = [&](auto& m) {
     m.set_mode(nn::Mode::Training);

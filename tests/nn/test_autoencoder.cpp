@@ -55,7 +55,7 @@ nn::VQModelConfig tiny_vq() {
 }  // namespace
 
 TEST_CASE("Autoencoder blocks: diffusers' names and shapes", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   nn::AutoencoderKL<double, R> m(tiny_kl());
   const auto& q = m.parameters();
   CHECK(q.info(q.id("encoder.conv_in.weight")).shape == Shape{4, 2, 3, 3});
@@ -166,7 +166,7 @@ TEST_CASE("DiagonalGaussian: gradients of sample and KL match finite differences
 }
 
 TEST_CASE("VectorQuantizer: nearest code by L2, ties to the lowest index, lookup range", "[nn]") {
-  nn::Parameters<double> p;
+  Parameters<double> p;
   nn::VectorQuantizer<double, R> vq(p, "quantize", 4, 2);
   auto E = p.value(p.id("quantize.embedding.weight"));
   // codes: (0,0), (2,0), (0,2), (10,10). A dot-product rule would pick (10,10) for most.
@@ -194,7 +194,7 @@ TEST_CASE("VectorQuantizer: straight-through and legacy-beta gradients match fin
   // diffusers' detach() makes the gradient that of the surrogate
   //   S(z, E) = sum(w z) + mean((sg(e) - z)^2) + beta mean((e - sg(z))^2),
   // so dz is checked with E held fixed, dE with z held fixed.
-  nn::Parameters<double> p;
+  Parameters<double> p;
   nn::VectorQuantizer<double, R> vq(p, "quantize", 6, 3);
   Rng rng(5);
   auto E = p.value(p.id("quantize.embedding.weight"));
@@ -248,27 +248,27 @@ TEST_CASE("VectorQuantizer: straight-through and legacy-beta gradients match fin
 
 TEST_CASE("Autoencoder blocks: gradients match finite differences", "[nn][gradcheck]") {
   {
-    nn::Parameters<double> p;
+    Parameters<double> p;
     nn::AutoencoderMidBlock<double, R> mid(p, "mid_block", 4, 2, true, nn::Numerics::Exact);
     test::gradcheck_layer("AutoencoderMidBlock", mid, p, {2, 4, 3, 2}, 21, 0.5);
   }
   {
-    nn::Parameters<double> p;
+    Parameters<double> p;
     nn::DownEncoderBlock2D<double, R> down(p, "down_blocks.0", 2, 4, 2, 2, true);
     test::gradcheck_layer("DownEncoderBlock2D (asymmetric downsample)", down, p, {1, 2, 5, 4}, 22, 0.5);
   }
   {
-    nn::Parameters<double> p;
+    Parameters<double> p;
     nn::UpDecoderBlock2D<double, R> up(p, "up_blocks.0", 4, 2, 2, 2, true);
     test::gradcheck_layer("UpDecoderBlock2D", up, p, {1, 4, 2, 3}, 23, 0.5);
   }
   {
-    nn::Parameters<double> p;
+    Parameters<double> p;
     nn::Encoder<double, R> enc(p, "encoder", tiny_kl(), 4, nn::Numerics::Exact);
     test::gradcheck_layer("Encoder", enc, p, {1, 2, 4, 4}, 24, 0.4);
   }
   {
-    nn::Parameters<double> p;
+    Parameters<double> p;
     nn::Decoder<double, R> dec(p, "decoder", tiny_kl(), nn::Numerics::Exact);
     test::gradcheck_layer("Decoder", dec, p, {1, 2, 2, 2}, 25, 0.4);
   }

@@ -26,7 +26,7 @@
 #include "ddpm/nn/composite.hpp"
 #include "ddpm/nn/downsample.hpp"
 #include "ddpm/nn/numerics.hpp"
-#include "ddpm/nn/parameters.hpp"
+#include "ddpm/core/parameters.hpp"
 #include "ddpm/nn/resnet_block.hpp"
 #include "ddpm/nn/upsample.hpp"
 

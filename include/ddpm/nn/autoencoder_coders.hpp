@@ -28,7 +28,7 @@
 #include "ddpm/nn/conv2d.hpp"
 #include "ddpm/nn/group_norm.hpp"
 #include "ddpm/nn/numerics.hpp"
-#include "ddpm/nn/parameters.hpp"
+#include "ddpm/core/parameters.hpp"
 
 namespace ddpm::nn {
 

@@ -35,7 +35,7 @@
 #include "ddpm/nn/conv2d.hpp"
 #include "ddpm/nn/diagonal_gaussian.hpp"
 #include "ddpm/nn/numerics.hpp"
-#include "ddpm/nn/parameters.hpp"
+#include "ddpm/core/parameters.hpp"
 
 namespace ddpm::nn {
 

@@ -24,7 +24,7 @@
 #include "ddpm/core/tensor.hpp"
 #include "ddpm/nn/init.hpp"
 #include "ddpm/nn/layer_base.hpp"
-#include "ddpm/nn/parameters.hpp"
+#include "ddpm/core/parameters.hpp"
 
 namespace ddpm::nn {
 

@@ -30,7 +30,7 @@
 #include "ddpm/nn/composite.hpp"
 #include "ddpm/nn/conv2d.hpp"
 #include "ddpm/nn/numerics.hpp"
-#include "ddpm/nn/parameters.hpp"
+#include "ddpm/core/parameters.hpp"
 #include "ddpm/nn/vector_quantizer.hpp"
 
 namespace ddpm::nn {
