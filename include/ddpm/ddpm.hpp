@@ -31,8 +31,13 @@
 // neural-network layers and models
 #include "ddpm/nn/activation.hpp"
 #include "ddpm/nn/attention.hpp"
+#include "ddpm/nn/autoencoder_blocks.hpp"
+#include "ddpm/nn/autoencoder_coders.hpp"
+#include "ddpm/nn/autoencoder_config.hpp"
+#include "ddpm/nn/autoencoder_kl.hpp"
 #include "ddpm/nn/concat.hpp"
 #include "ddpm/nn/conv2d.hpp"
+#include "ddpm/nn/diagonal_gaussian.hpp"
 #include "ddpm/nn/downsample.hpp"
 #include "ddpm/nn/embedding.hpp"
 #include "ddpm/nn/group_norm.hpp"
@@ -48,6 +53,8 @@
 #include "ddpm/nn/unet2d_config.hpp"
 #include "ddpm/nn/unet_blocks.hpp"
 #include "ddpm/nn/upsample.hpp"
+#include "ddpm/nn/vector_quantizer.hpp"
+#include "ddpm/nn/vq_model.hpp"
 
 // samplers and the sampling loop
 #include "ddpm/sampling/any_sampler.hpp"
@@ -73,6 +80,8 @@
 
 #include "ddpm/io/file.hpp"
 #if __has_include(<nlohmann/json.hpp>)
+#include "ddpm/io/autoencoder.hpp"
+#include "ddpm/io/autoencoder_config_json.hpp"
 #include "ddpm/io/checkpoint.hpp"
 #include "ddpm/io/diffusers.hpp"
 #include "ddpm/io/json.hpp"

@@ -1,9 +1,13 @@
 #pragma once
 // The golden harness: finds reference data made with diffusers at run time.
 //
-// The folder is $DDPM_GOLDEN_DIR, else tests/data/golden in the repository
-// (DDPM_DEFAULT_GOLDEN_DIR, set by tests/CMakeLists.txt). Everything starts from its manifest.json: each kind's file is
-// looked up there, and every case in it is checked; nothing here names a case.
+// The data may span several folders: $DDPM_GOLDEN_DIR holds one folder or a
+// ':'-separated list; unset, it is tests/data/golden and tests/data/golden-more
+// in the repository (DDPM_DEFAULT_GOLDEN_DIR and DDPM_DEFAULT_GOLDEN_MORE_DIR,
+// set by tests/CMakeLists.txt). Every folder has a manifest.json; a kind is
+// loaded from the folder whose manifest lists it, and every case in it is
+// checked; nothing here names a case. A manifest listing a kind this harness
+// does not know fails (tests/golden/test_manifest.cpp checks every folder's).
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -16,6 +20,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -32,17 +37,37 @@ using json = nlohmann::json;
 // The kinds this harness understands; a manifest naming any other fails.
 inline const std::set<std::string>& known_golden_kinds() {
   static const std::set<std::string> kinds{"schedules", "timesteps",   "ddpm_step", "ddim_step", "forward_process",
-                                           "trajectories", "unet", "checkpoint_configs"};
+                                           "trajectories", "unet", "checkpoint_configs", "autoencoder"};
   return kinds;
 }
 
-inline fs::path golden_dir() {
+#ifndef DDPM_DEFAULT_GOLDEN_MORE_DIR
+#define DDPM_DEFAULT_GOLDEN_MORE_DIR DDPM_SOURCE_DIR "/tests/data/golden-more"
+#endif
+
+// Every golden folder, in search order (each checked to hold a manifest.json).
+inline std::vector<fs::path> golden_dirs() {
   const char* env = std::getenv("DDPM_GOLDEN_DIR");
-  fs::path dir = (env && *env) ? fs::path(env) : fs::path(DDPM_DEFAULT_GOLDEN_DIR);
-  if (!fs::is_directory(dir)) FAIL("golden data folder not found: " << dir << " (set DDPM_GOLDEN_DIR)");
-  if (!fs::exists(dir / "manifest.json")) FAIL("golden data folder " << dir << " has no manifest.json");
-  return dir;
+  const std::string list = (env && *env) ? std::string(env)
+                                         : std::string(DDPM_DEFAULT_GOLDEN_DIR) + ":" + DDPM_DEFAULT_GOLDEN_MORE_DIR;
+  std::vector<fs::path> dirs;
+  std::size_t start = 0;
+  while (start <= list.size()) {
+    const std::size_t end = std::min(list.find(':', start), list.size());
+    if (end > start) {
+      const fs::path dir = list.substr(start, end - start);
+      if (!fs::is_directory(dir)) FAIL("golden data folder not found: " << dir << " (set DDPM_GOLDEN_DIR)");
+      if (!fs::exists(dir / "manifest.json")) FAIL("golden data folder " << dir << " has no manifest.json");
+      dirs.push_back(dir);
+    }
+    start = end + 1;
+  }
+  if (dirs.empty()) FAIL("DDPM_GOLDEN_DIR names no folder");
+  return dirs;
 }
+
+// The first golden folder (the one holding the original kinds by default).
+inline fs::path golden_dir() { return golden_dirs().front(); }
 
 // diffusers' JSON may hold Python's -Infinity / NaN literals (io/json.hpp).
 inline json load_json(const fs::path& p) {
@@ -54,33 +79,45 @@ inline json load_json(const fs::path& p) {
   return {};
 }
 
-inline json manifest() {
-  json m = load_json(golden_dir() / "manifest.json");
+// The manifest of one golden folder (default: the first).
+inline json manifest(const fs::path& dir) {
+  json m = load_json(dir / "manifest.json");
   if (!m.contains("kinds") || !m["kinds"].is_object() || m["kinds"].empty())
-    FAIL("manifest.json lists no kinds");
+    FAIL(dir / "manifest.json" << " lists no kinds");
   return m;
+}
+inline json manifest() { return manifest(golden_dir()); }
+
+// The golden folder whose manifest lists `kind`, or nullopt when none does.
+inline std::optional<fs::path> golden_dir_of(const std::string& kind) {
+  for (const fs::path& dir : golden_dirs())
+    if (manifest(dir)["kinds"].contains(kind)) return dir;
+  return std::nullopt;
 }
 
 // One kind's JSON document and, where it has one, its tensors file.
 struct GoldenKind {
   std::string kind;
-  fs::path dir;  // the folder of the kind's JSON file
+  fs::path root;  // the golden folder whose manifest lists the kind
+  fs::path dir;   // the folder of the kind's JSON file
   json doc;
   std::optional<io::SafeTensors> tensors;
   const json& cases() const { return doc.at("cases"); }
 };
 
-// Loads `kind` via the manifest. Returns nullopt (with a warning) when the
+// Loads `kind` via the manifest that lists it. Returns nullopt (with a warning) when the
 // manifest does not list it; fails when it is listed but empty or unreadable.
 inline std::optional<GoldenKind> load_kind(const std::string& kind) {
-  const json m = manifest();
-  if (!m["kinds"].contains(kind)) {
-    WARN("golden kind '" << kind << "' is not in this manifest: nothing to check");
+  const auto root = golden_dir_of(kind);
+  if (!root) {
+    WARN("golden kind '" << kind << "' is in no manifest: nothing to check");
     return std::nullopt;
   }
+  const json m = manifest(*root);
   GoldenKind g;
   g.kind = kind;
-  const fs::path file = golden_dir() / m["kinds"][kind].get<std::string>();
+  g.root = *root;
+  const fs::path file = *root / m["kinds"][kind].get<std::string>();
   g.dir = file.parent_path();
   g.doc = load_json(file);
   if (g.doc.contains("kind") && g.doc["kind"].is_string() && g.doc["kind"] != kind && kind != "unet" &&
