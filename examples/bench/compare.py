@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: ddpm_bench (A) against shared/reference/bench_torch.py
-(B), alternated A B A B ... in one run so that both see the same machine load,
-then the median over rounds of the per-round speed-up (torch time / ours).
+"""Side-by-side benchmark: ddpm_bench (A) against examples/bench/bench_torch.py
+(B, tests/models/torch_unet.py in PyTorch), alternated A B A B ... in one run
+so that both see the same machine load, then the median over rounds of the
+per-round speed-up (torch time / ours).
 
-    examples/bench/compare.py ../shared/bench/mnist.json --ours build/bin/ddpm_bench \
+    examples/bench/compare.py [mnist | cifar10 | CONFIG.json] [--ours build/bin/ddpm_bench] \
         --threads 2 --rounds 5 [--repeat 5] [--ddim-steps 20] [--markdown out.md]
 
---repeat, --batch, --sample-batch and --ddim-steps go to both programs
-unchanged (bench_torch.py's own options). bench_torch.py runs as it is, with
+The config is a file or the name of one in examples/bench/configs/ (default
+mnist); --ours defaults to build/bin/ddpm_bench (target ddpm_bench, built with
+the examples). --repeat, --batch, --sample-batch and --ddim-steps go to both
+programs unchanged (bench_torch.py's own options). bench_torch.py runs with
 Debian's python3-torch (/usr/bin/python3). Each process's peak resident
 memory is taken from the kernel (wait4), the same way for both. Prints a
 markdown table and, last, one JSON object with every round's results.
@@ -24,7 +27,20 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_TORCH = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "reference", "bench_torch.py"))
+REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
+DEFAULT_TORCH = os.path.join(HERE, "bench_torch.py")
+DEFAULT_OURS = os.path.join(REPO, "build", "bin", "ddpm_bench")
+
+
+def config_path(name):
+    """A config file, or the name of one in examples/bench/configs/ (with or without .json)."""
+    if os.path.isfile(name):
+        return name
+    for candidate in (os.path.join(HERE, "configs", name), os.path.join(HERE, "configs", name + ".json")):
+        if os.path.isfile(candidate):
+            return candidate
+    names = sorted(f[:-5] for f in os.listdir(os.path.join(HERE, "configs")) if f.endswith(".json"))
+    sys.exit(f"compare.py: no config '{name}' (a file, or one of {', '.join(names)})")
 
 
 def run_rss(cmd):
@@ -48,8 +64,8 @@ def run_rss(cmd):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config")
-    ap.add_argument("--ours", required=True, help="the ddpm_bench binary")
+    ap.add_argument("config", nargs="?", default="mnist", help="CONFIG.json, or a name in examples/bench/configs/")
+    ap.add_argument("--ours", default=DEFAULT_OURS, help="the ddpm_bench binary (default: %(default)s)")
     ap.add_argument("--torch", default=DEFAULT_TORCH, help="bench_torch.py")
     ap.add_argument("--python", default="/usr/bin/python3")
     ap.add_argument("--threads", type=int, default=2)
@@ -63,6 +79,10 @@ def main():
     ap.add_argument("--markdown", help="also write the table here")
     ap.add_argument("--machine", default="")
     args = ap.parse_args()
+    args.config = config_path(args.config)
+    if not os.path.isfile(args.ours):
+        sys.exit(f"compare.py: {args.ours} not found: build it with cmake --build build --target ddpm_bench "
+                 "(examples on), or pass --ours")
 
     shared = ["--threads", str(args.threads)]
     for k in ("repeat", "batch", "sample_batch", "ddim_steps"):

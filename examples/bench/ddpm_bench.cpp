@@ -1,8 +1,8 @@
 // ddpm_bench: times nn::UNet2D<float, backend::Eigen> on a diffusers
 // config.json with the same cases and definitions as
-// shared/reference/bench_torch.py, for side-by-side comparison.
+// examples/bench/bench_torch.py, for side-by-side comparison.
 //
-//   ddpm_bench ../shared/bench/mnist.json --threads 2 [--repeat 5] [--batch 32]
+//   ddpm_bench examples/bench/configs/mnist.json --threads 2 [--repeat 5] [--batch 32]
 //              [--sample-batch 16] [--ddim-steps 20] [--only fwd1,fwdS,train,ddim] [--profile]
 //
 // --profile runs the model on backend::Profiled<Eigen> and prints, per phase on

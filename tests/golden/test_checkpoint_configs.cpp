@@ -73,6 +73,7 @@ TEST_CASE("checkpoint configs: config.json reads as diffusers resolves it", "[go
 TEST_CASE("checkpoint configs: UNet2D registers diffusers' state_dict names and shapes", "[golden]") {
   const auto g = load_kind("checkpoint_configs");
   if (!g) return;
+  DeviationReport report("checkpoint_configs");
   int checked = 0;
   for (const auto& c : g->cases()) {
     const std::string name = c.at("name").get<std::string>();
@@ -135,6 +136,7 @@ TEST_CASE("checkpoint configs: UNet2D registers diffusers' state_dict names and 
     CHECK(model.num_parameters() == count);
     if (c.contains("num_parameters")) CHECK(model.parameters().numel() == c["num_parameters"].get<index_t>());
     ++checked;
+    report.count_case();
   }
   CHECK(checked == static_cast<int>(g->cases().size()));
 }

@@ -68,8 +68,24 @@ void check_trajectory(const GoldenKind& g, const json& c, DeviationReport& repor
     CHECK(ts == c["timesteps"].get<std::vector<double>>());
   }
   if (c.contains("init_noise_sigma")) {
+    // x_T = initial_noise * init_noise_sigma, so the sigma is held to the
+    // samples' relative rule. The stored value is diffusers' float32 run's
+    // (float32 alphas_cumprod, float32 sigmas), so a float64 sampler is held
+    // to the float32 rule too (10x diffusers' own float32-vs-float64
+    // difference per step), and at least to the measured effect of float32
+    // sigmas where the case has it. (That measurement alone is too tight: it
+    // is the rounding of float64 sigmas to float32, e.g. 4.1e-8 for
+    // euler_linear_30, whose float32 init_noise_sigma is 1.9e-7 from the float64 one.)
+    double sigma_rtol = c.at("tolerance").at("float32").at("rtol_step").get<double>();
+    const json f32_sigmas = c.value("measured_effect_of_float32_sigmas_in_float64_run", json());
+    if (std::is_same_v<T, double> && f32_sigmas.is_object())
+      sigma_rtol = std::max(sigma_rtol, f32_sigmas.at("max_rel_per_step").get<double>());
     const double sigma = std::visit([](auto& s) { return static_cast<double>(s.init_noise_sigma()); }, sampler);
-    CHECK(std::abs(sigma - c["init_noise_sigma"].get<double>()) <= 1e-6 * c["init_noise_sigma"].get<double>());
+    const double ref_sigma = c["init_noise_sigma"].get<double>();
+    const Deviation d = deviation(&sigma, &ref_sigma, 1, 0.0, sigma_rtol);
+    report.add(std::string("init_noise_sigma ") + precision_key<T>(), d);
+    INFO("init_noise_sigma " << sigma << ", diffusers " << ref_sigma << ", allowed rel. " << sigma_rtol);
+    CHECK(d.ok());
   }
 
   const auto initial_noise = case_tensor<T>(g, c, "initial_noise");

@@ -49,6 +49,37 @@ TEST_CASE("MLPDenoiser gradients match central differences", "[models]") {
   }
 }
 
+// init(rng) draws the layers in a fixed order: layers.0 .. layers.<depth-1>,
+// cond_proj (Add mode), out, each weight then bias with PyTorch's Linear
+// bounds. The random stream it consumes is part of the contract (a seed gives
+// the same weights in every version): replayed here layer by layer.
+TEST_CASE("MLPDenoiser init(rng) draws its layers in the documented order", "[models]") {
+  for (auto mode : {nn::CondMode::Concat, nn::CondMode::Add}) {
+    const auto cfg = small(3, mode);
+    Net net(cfg);
+    Rng rng(11, 5);
+    net.init(rng);
+    const auto& p = net.parameters();
+    Rng replay(11, 5);
+    std::vector<std::pair<std::string, index_t>> order;  // (layer, fan_in)
+    for (int i = 0; i < cfg.depth; ++i) order.emplace_back("layers." + std::to_string(i), i ? cfg.hidden : cfg.input_width());
+    if (mode == nn::CondMode::Add) order.emplace_back("cond_proj", cfg.cond_dim);
+    order.emplace_back("out", cfg.hidden);
+    index_t covered = 0;
+    for (const auto& [layer, fan_in] : order) {
+      const auto w = p.value(p.id(layer + ".weight")), b = p.value(p.id(layer + ".bias"));
+      Tensor<double> ew(w.shape()), eb(b.shape());
+      nn::init_linear_default(ew.view(), eb.view(), fan_in, replay);
+      INFO(layer);
+      CHECK(std::equal(ew.begin(), ew.end(), w.begin()));
+      CHECK(std::equal(eb.begin(), eb.end(), b.begin()));
+      covered += w.numel() + b.numel();
+    }
+    CHECK(covered == p.numel());                   // every parameter was checked
+    CHECK(replay.uniform() == rng.uniform());      // and init drew nothing else
+  }
+}
+
 TEST_CASE("MLPDenoiser implements the Denoiser interface and checks its inputs", "[models]") {
   static_assert(nn::Denoiser<Net, double>);
   static_assert(nn::Denoiser<nn::MLPDenoiser<float, backend::Reference>, float>);

@@ -2,6 +2,8 @@
 // and diffusers model folders (io/diffusers.hpp).
 #include <catch2/catch.hpp>
 
+#include <bit>
+#include <cstdint>
 #include <filesystem>
 
 #include "ddpm/backend/reference.hpp"
@@ -34,6 +36,16 @@ nn::UNet2DConfig tiny(bool scale_shift, bool classes) {
   return c;
 }
 
+// FNV-1a over the bits of every value: any change of a single weight changes it.
+std::uint64_t bit_hash(std::span<const float> values) {
+  std::uint64_t h = 14695981039346656037ull;
+  for (float v : values) {
+    const auto bits = std::bit_cast<std::uint32_t>(v);
+    for (int i = 0; i < 4; ++i) h = (h ^ ((bits >> (8 * i)) & 0xffu)) * 1099511628211ull;
+  }
+  return h;
+}
+
 }  // namespace
 
 TEST_CASE("UNet2D gradients match central differences (double)", "[models]") {
@@ -58,6 +70,71 @@ TEST_CASE("UNet2D gradients match central differences (double)", "[models]") {
         &net.parameters(), opt);
     CHECK(r.worst < 1e-6);
   }
+}
+
+// init(rng) draws the layers in a fixed order (the random stream it consumes
+// is part of the contract: a seed gives the same weights in every version).
+// Pinned from the layer-by-layer init of b04a3f6: the hash of every weight's
+// bits and a few weights by name (float: the double -> float rounding makes
+// these independent of FMA contraction in Rng::uniform).
+TEST_CASE("UNet2D init(rng) gives the pinned weights for a seed", "[models]") {
+  nn::UNet2D<float, backend::Reference> net(tiny(true, true));
+  Rng rng(2024, 7);
+  net.init(rng);
+  const auto& p = net.parameters();
+  const auto at = [&](const std::string& name, index_t i) {
+    const auto v = p.value(p.id(name));
+    return v[i < 0 ? v.numel() + i : i];
+  };
+  const struct {
+    const char* name;
+    index_t index;  // from the end when negative
+    float value;
+  } probes[] = {
+      {"conv_in.weight", 0, -0x1.2831d8p-4f},
+      {"time_embedding.linear_1.weight", 5, 0x1.785f76p-3f},
+      {"time_embedding.linear_2.bias", -1, -0x1.9f5a98p-3f},
+      {"class_embedding.weight", 3, -0x1.88491ep+0f},
+      {"down_blocks.0.downsamplers.0.conv.weight", 0, -0x1.20775p-3f},
+      {"down_blocks.1.resnets.0.conv_shortcut.weight", 1, -0x1.3d5272p-3f},
+      {"down_blocks.1.attentions.0.to_q.weight", 0, 0x1.20614ep-3f},
+      {"up_blocks.0.attentions.1.to_out.0.bias", -1, -0x1.94c74p-3f},
+      {"up_blocks.0.resnets.1.time_emb_proj.weight", 2, 0x1.64882p-4f},
+      {"up_blocks.0.upsamplers.0.conv.bias", 0, 0x1.cc1f4p-4f},
+      {"mid_block.attentions.0.to_v.weight", 4, -0x1.2bd5d8p-2f},
+      {"mid_block.resnets.1.conv2.weight", -1, -0x1.79a72p-5f},
+      {"conv_out.bias", -1, 0x1.4ca094p-8f},
+  };
+  for (const auto& probe : probes) {
+    INFO(probe.name << "[" << probe.index << "]");
+    CHECK(at(probe.name, probe.index) == probe.value);
+  }
+  CHECK(p.numel() == 12610);
+  CHECK(bit_hash(p.values()) == 0x09ca62c980307cd8ull);
+}
+
+TEST_CASE("UNet2D records intermediates only when asked", "[models]") {
+  UNet net(tiny(true, true));
+  Rng rng(1, 2);
+  net.init(rng);
+  Tensor<double> x({2, 2, 4, 4}, 0.25);
+  const std::vector<double> t{3, 400};
+  const std::vector<std::int64_t> labels{1, 2};
+  CHECK(!net.records_intermediates());
+  const auto y0 = Tensor<double>::copy_of(net.forward(x.view(), std::span<const double>(t), labels));
+  CHECK_THROWS_WITH(net.intermediates(), Catch::Contains("record_intermediates(true)"));
+  net.record_intermediates(true);
+  const auto y1 = net.forward(x.view(), std::span<const double>(t), labels);
+  CHECK(std::equal(y1.begin(), y1.end(), y0.begin()));  // recording changes nothing
+  std::vector<std::string> names;
+  for (const auto& [name, view] : net.intermediates()) names.push_back(name);
+  CHECK(names == std::vector<std::string>{"class_emb", "conv_in_out", "conv_norm_out.out", "down_blocks.0.out",
+                                          "down_blocks.1.out", "mid_block.out", "t_emb", "time_embedding_out",
+                                          "up_blocks.0.out", "up_blocks.1.out"});
+  CHECK(net.intermediates().at("down_blocks.0.out").shape() == Shape({2, 4, 2, 2}));
+  CHECK(net.intermediates().at("t_emb").shape() == Shape({2, 4}));
+  net.record_intermediates(false);
+  CHECK_THROWS_AS(net.intermediates(), Error);
 }
 
 TEST_CASE("UNet2D checks its inputs and config", "[models]") {

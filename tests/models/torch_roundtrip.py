@@ -1,12 +1,16 @@
 #!/usr/bin/python3
 """ddpm <-> PyTorch model folders, both ways.
 
-    /usr/bin/python3 tests/models/torch_roundtrip.py <models_test_torch_interop> <work dir>
+    /usr/bin/python3 tests/models/torch_roundtrip.py <models_test_torch_interop> <work dir> [<golden dir>]
 
+0. torch_unet.py (this folder's plain-PyTorch UNet2DModel) against diffusers:
+   every `unet` case of the golden data ($DDPM_GOLDEN_DIR, else <golden dir>,
+   else tests/data/golden) loads strictly and gives diffusers' float32 output
+   within the case's tolerance, so the PyTorch side below is itself checked.
 1. ddpm -> torch: the C++ test "torch interop: export" saves small U-Nets
    (config.json + diffusion_pytorch_model.safetensors) with an input and
-   ddpm's output; they are loaded here into reference/torch_unet.py's
-   UNet2DModel (strict state_dict) and the outputs compared.
+   ddpm's output; they are loaded here into torch_unet.py's UNet2DModel
+   (strict state_dict) and the outputs compared.
 2. torch -> ddpm: torch_unet models with PyTorch's own initialisation are
    saved here in diffusers' folder format with their input and output; the
    C++ test "torch interop: import" loads them and compares.
@@ -28,8 +32,7 @@ except ImportError:
     sys.exit(77)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REFERENCE = os.path.join(HERE, "..", "..", "..", "shared", "reference")
-sys.path.insert(0, os.environ.get("DDPM_TORCH_REFERENCE_DIR", REFERENCE))
+sys.path.insert(0, HERE)
 from torch_unet import UNet2DModel  # noqa: E402
 
 DTYPES = {"F32": torch.float32, "F64": torch.float64, "I64": torch.int64, "F16": torch.float16}
@@ -78,6 +81,50 @@ def run_cpp(exe, case, root):
 def forward(model, io):
     with torch.no_grad():
         return model(io["sample"], io["timestep"], io.get("class_labels"))
+
+
+def golden_dir():
+    env = os.environ.get("DDPM_GOLDEN_DIR")
+    if env:
+        return env
+    return sys.argv[3] if len(sys.argv) > 3 else os.path.join(HERE, "..", "data", "golden")
+
+
+def torch_unet_vs_diffusers():
+    gdir = golden_dir()
+    with open(os.path.join(gdir, "manifest.json")) as f:
+        kinds = json.load(f)["kinds"]
+    if "unet" not in kinds:
+        print(f"torch_unet vs diffusers: {gdir} has no unet cases: nothing to check")
+        return
+    index_path = os.path.join(gdir, kinds["unet"])
+    with open(index_path) as f:
+        cases = json.load(f)["cases"]
+    checked = 0
+    for case in cases:
+        d = os.path.join(gdir, case["dir"])
+        if not os.path.isdir(d):
+            d = os.path.join(os.path.dirname(index_path), os.path.basename(case["dir"]))
+        with open(os.path.join(d, "case.json")) as f:
+            info = json.load(f)
+        with open(os.path.join(d, "config.json")) as f:
+            config = json.load(f)
+        try:
+            model = UNet2DModel(config).eval()
+        except ValueError as e:
+            print(f"torch_unet vs diffusers {case['name']}: not covered by torch_unet.py ({e})")
+            continue
+        model.load_state_dict(read_safetensors(os.path.join(d, "diffusion_pytorch_model.safetensors")), strict=True)
+        io = read_safetensors(os.path.join(d, "io.safetensors"))
+        out = forward(model, {k: (v.float() if v.is_floating_point() else v) for k, v in io.items()})
+        err = (out.double() - io["output"].double()).abs().max().item()
+        atol = info["tolerance"]["output"]["atol"]
+        print(f"torch_unet vs diffusers {case['name']}: max |torch_unet - diffusers| = {err:.3g} (allowed {atol:.3g})")
+        if not err <= atol:
+            raise SystemExit(f"torch_unet.py differs from diffusers on golden case {case['name']}")
+        checked += 1
+    if checked == 0:
+        raise SystemExit("torch_unet vs diffusers: no golden unet case could be checked")
 
 
 def ddpm_to_torch(exe, root):
@@ -142,6 +189,7 @@ def main():
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(root)
     torch.set_num_threads(1)
+    torch_unet_vs_diffusers()
     ddpm_to_torch(exe, root)
     torch_to_ddpm(exe, root)
     print("torch roundtrip: OK")

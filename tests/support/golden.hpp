@@ -1,19 +1,21 @@
 #pragma once
 // The golden harness: finds reference data made with diffusers at run time.
 //
-// The folder is $DDPM_GOLDEN_DIR, else the shared/golden folder beside the
-// checkout. Everything starts from its manifest.json: each kind's file is
+// The folder is $DDPM_GOLDEN_DIR, else tests/data/golden in the repository
+// (DDPM_DEFAULT_GOLDEN_DIR, set by tests/CMakeLists.txt). Everything starts from its manifest.json: each kind's file is
 // looked up there, and every case in it is checked; nothing here names a case.
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -98,6 +100,28 @@ Tensor<T> case_tensor(const GoldenKind& g, const json& c, const std::string& rol
     FAIL("case " << c.value("name", "?") << " has no tensor role '" << role << "'");
   if (!g.tensors) FAIL("kind " << g.kind << " has no .safetensors file");
   return g.tensors->get<T>(c["tensors"][role].get<std::string>());
+}
+
+// A tolerance the data states in prose, e.g. the timesteps file's
+// "sigmas: float32, rtol 1e-6": each marker is found after the previous one,
+// and the number right after the last is read. Fails (naming `where`) when a
+// marker or the number is missing, so a tolerance is never made up here.
+inline double stated_number(const json& text, std::initializer_list<std::string_view> markers,
+                            const std::string& where) {
+  if (!text.is_string()) FAIL(where << ": expected a tolerance text, got " << text.dump());
+  const std::string s = text.get<std::string>();
+  std::size_t pos = 0;
+  for (std::string_view m : markers) {
+    pos = s.find(m, pos);
+    if (pos == std::string::npos) FAIL(where << ": '" << m << "' not found in tolerance \"" << s << "\"");
+    pos += m.size();
+  }
+  const char* begin = s.c_str() + pos;
+  char* end = nullptr;
+  const double v = std::strtod(begin, &end);
+  if (end == begin || !(v > 0) || !std::isfinite(v))
+    FAIL(where << ": no positive number after '" << *(markers.end() - 1) << "' in tolerance \"" << s << "\"");
+  return v;
 }
 
 // Worst agreement of `x` with `ref` under |x - ref| <= atol + rtol |ref|.

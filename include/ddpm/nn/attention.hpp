@@ -22,6 +22,7 @@
 #include "ddpm/backend/backend.hpp"
 #include "ddpm/core/random.hpp"
 #include "ddpm/core/tensor.hpp"
+#include "ddpm/nn/composite.hpp"
 #include "ddpm/nn/group_norm.hpp"
 #include "ddpm/nn/layer_base.hpp"
 #include "ddpm/nn/linear.hpp"
@@ -119,21 +120,13 @@ class AttentionBlock : public LayerBase {
     return dres_.view();
   }
 
-  void init(Rng& rng) {
-    if (norm_) norm_->init(rng);
-    to_q_.init(rng);
-    to_k_.init(rng);
-    to_v_.init(rng);
-    to_out_.init(rng);
+  // The children (nn/composite.hpp), in init order.
+  template <class F>
+  void for_each_child(F&& f) {
+    visit_children(f, norm_, to_q_, to_k_, to_v_, to_out_);
   }
-  void set_mode(Mode m) {
-    mode_ = m;
-    if (norm_) norm_->set_mode(m);
-    to_q_.set_mode(m);
-    to_k_.set_mode(m);
-    to_v_.set_mode(m);
-    to_out_.set_mode(m);
-  }
+  void init(Rng& rng) { init_children(*this, rng); }
+  void set_mode(Mode m) { set_mode_recursive(*this, m); }
 
   int heads() const { return heads_; }
   index_t head_dim() const { return head_dim_; }

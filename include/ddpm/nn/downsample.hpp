@@ -9,6 +9,7 @@
 #include "ddpm/backend/backend.hpp"
 #include "ddpm/core/random.hpp"
 #include "ddpm/core/tensor.hpp"
+#include "ddpm/nn/composite.hpp"
 #include "ddpm/nn/conv2d.hpp"
 #include "ddpm/nn/layer_base.hpp"
 #include "ddpm/nn/parameters.hpp"
@@ -36,11 +37,12 @@ class Downsample2D : public LayerBase {
   ConstTensorView<T> forward(ConstTensorView<T> x) { return conv_.forward(x); }
   ConstTensorView<T> backward(ConstTensorView<T> dy) { return conv_.backward(dy); }
 
-  void init(Rng& rng) { conv_.init(rng); }
-  void set_mode(Mode m) {
-    mode_ = m;
-    conv_.set_mode(m);
+  template <class F>
+  void for_each_child(F&& f) {
+    visit_children(f, conv_);
   }
+  void init(Rng& rng) { init_children(*this, rng); }
+  void set_mode(Mode m) { set_mode_recursive(*this, m); }
   Conv2d<T, B>& conv() { return conv_; }
 
  private:

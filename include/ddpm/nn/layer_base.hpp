@@ -42,7 +42,8 @@ class LayerBase {
 
   const std::string& prefix() const { return prefix_; }
   Mode mode() const { return mode_; }
-  // Composite layers hide this with a version that also sets their parts.
+  // Composite layers hide this with one that also sets their children
+  // (set_mode_recursive, nn/composite.hpp).
   void set_mode(Mode m) { mode_ = m; }
 
  protected:

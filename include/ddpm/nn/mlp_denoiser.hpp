@@ -20,6 +20,7 @@
 #include "ddpm/core/random.hpp"
 #include "ddpm/core/tensor.hpp"
 #include "ddpm/nn/activation.hpp"
+#include "ddpm/nn/composite.hpp"
 #include "ddpm/nn/conditioning.hpp"
 #include "ddpm/nn/linear.hpp"
 #include "ddpm/nn/numerics.hpp"
@@ -72,8 +73,17 @@ class MLPDenoiser {
   Parameters<T>& parameters() { return *params_; }
   const Parameters<T>& parameters() const { return *params_; }
   index_t num_parameters() const { return params_->numel(); }
-  void set_mode(Mode m) { net_->set_mode(m); }
-  void init(Rng& rng) { net_->init(rng); }
+  void set_mode(Mode m) { set_mode_recursive(*this, m); }
+  // PyTorch's default initialisation of every layer, drawn in for_each_child's order.
+  void init(Rng& rng) { init_children(*this, rng); }
+
+  // The layers (nn/composite.hpp): time_proj, layers.<i>, their activations,
+  // cond_proj (Add mode), out. The order is init's: it fixes a seed's weights.
+  template <class F>
+  void for_each_child(F&& f) {
+    Net& n = *net_;
+    visit_children(f, n.time_proj, n.layers, n.acts, n.cond_proj, n.out);
+  }
 
   // x [N, data_dim]; t: N values or one for all; cond [N, cond_dim] or empty.
   ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const double> t, ConstTensorView<T> cond = {}) {
@@ -115,19 +125,6 @@ class MLPDenoiser {
         cond_proj = std::make_unique<Linear<T, B>>(p, "cond_proj", c.cond_dim, c.hidden);
       out = std::make_unique<Linear<T, B>>(p, "out", c.hidden, c.data_dim);
     }
-    void init(Rng& rng) {
-      for (auto& l : layers) l->init(rng);
-      if (cond_proj) cond_proj->init(rng);
-      out->init(rng);
-    }
-    void set_mode(Mode m) {
-      time_proj->set_mode(m);
-      for (auto& l : layers) l->set_mode(m);
-      for (auto& a : acts) a->set_mode(m);
-      if (cond_proj) cond_proj->set_mode(m);
-      out->set_mode(m);
-    }
-
     ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const double> t, ConstTensorView<T> cond,
                                const MLPDenoiserConfig& c) {
       require(x.rank() == 2 && x.dim(1) == c.data_dim, "MLPDenoiser: expected x [N, ", c.data_dim, "], got ",

@@ -25,6 +25,9 @@
 //     void init(Rng& rng);
 //   };
 //
+// A layer made of other layers lists them once, in for_each_child, and
+// derives init and set_mode from it (nn/composite.hpp).
+//
 // Layers whose forward takes more than one input (ResNet block: x and the
 // time embedding; attention) take them as extra arguments and return their
 // extra gradients through accessors. Every layer's backward is checked

@@ -17,6 +17,7 @@
 #include "ddpm/core/random.hpp"
 #include "ddpm/core/tensor.hpp"
 #include "ddpm/nn/activation.hpp"
+#include "ddpm/nn/composite.hpp"
 #include "ddpm/nn/conv2d.hpp"
 #include "ddpm/nn/group_norm.hpp"
 #include "ddpm/nn/layer_base.hpp"
@@ -187,25 +188,13 @@ class ResnetBlock2D : public LayerBase {
   // dL/dtemb of the last backward, [N, temb_channels] (empty without a time embedding).
   ConstTensorView<T> temb_grad() const { return has_temb_ ? ConstTensorView<T>(dtemb_.view()) : ConstTensorView<T>{}; }
 
-  void init(Rng& rng) {
-    norm1_.init(rng);
-    conv1_.init(rng);
-    if (time_emb_proj_) time_emb_proj_->init(rng);
-    norm2_.init(rng);
-    conv2_.init(rng);
-    if (conv_shortcut_) conv_shortcut_->init(rng);
+  // The children (nn/composite.hpp), in init order.
+  template <class F>
+  void for_each_child(F&& f) {
+    visit_children(f, norm1_, conv1_, time_emb_proj_, norm2_, conv2_, conv_shortcut_, silu2_, silu_t_);
   }
-  void set_mode(Mode m) {
-    mode_ = m;
-    norm1_.set_mode(m);
-    conv1_.set_mode(m);
-    if (time_emb_proj_) time_emb_proj_->set_mode(m);
-    norm2_.set_mode(m);
-    conv2_.set_mode(m);
-    if (conv_shortcut_) conv_shortcut_->set_mode(m);
-    silu2_.set_mode(m);
-    silu_t_.set_mode(m);
-  }
+  void init(Rng& rng) { init_children(*this, rng); }
+  void set_mode(Mode m) { set_mode_recursive(*this, m); }
 
   index_t in_channels() const { return ci_; }
   index_t out_channels() const { return co_; }

@@ -29,6 +29,7 @@
 #include "ddpm/core/random.hpp"
 #include "ddpm/core/tensor.hpp"
 #include "ddpm/nn/activation.hpp"
+#include "ddpm/nn/composite.hpp"
 #include "ddpm/nn/conditioning.hpp"
 #include "ddpm/nn/conv2d.hpp"
 #include "ddpm/nn/embedding.hpp"
@@ -71,11 +72,23 @@ class UNet2D {
 
   void set_mode(Mode m) {
     mode_ = m;
-    net_->set_mode(m);
+    set_mode_recursive(*this, m);
   }
 
-  // PyTorch's default initialisation of every layer (as UNet2DModel(**config)).
-  void init(Rng& rng) { net_->init(rng); }
+  // PyTorch's default initialisation of every layer (as UNet2DModel(**config)),
+  // drawn in for_each_child's order.
+  void init(Rng& rng) { init_children(*this, rng); }
+
+  // The top-level layers (nn/composite.hpp): conv_in, time_proj,
+  // time_embedding.{linear_1, act, linear_2}, class_embedding (when present),
+  // down_blocks, up_blocks, mid_block (when present), conv_norm_out, conv_act,
+  // conv_out. The order is init's: it fixes a seed's weights.
+  template <class F>
+  void for_each_child(F&& f) {
+    Net& n = *net_;
+    visit_children(f, n.conv_in, n.time_proj, n.linear_1, n.time_act, n.linear_2, n.class_embedding, n.down, n.up,
+                   n.mid, n.norm_out, n.act_out, n.conv_out);
+  }
 
   // x [N, in_channels, H, W] (H, W divisible by 2^(levels - 1)); timesteps:
   // N values, or one for the whole batch; class_labels: N labels in
@@ -108,11 +121,22 @@ class UNet2D {
     return net_->backward(dout, config_);
   }
 
-  // The outputs of the named stages of the last forward (as diffusers' forward
-  // hooks name them: t_emb, time_embedding_out, class_emb, conv_in_out,
-  // down_blocks.<i>.out, mid_block.out, up_blocks.<i>.out, conv_norm_out.out).
-  // Views into the layers' buffers, valid until the next forward.
-  const std::map<std::string, ConstTensorView<T>>& intermediates() const { return net_->stages; }
+  // Intermediates: the outputs of the named stages of a forward (as
+  // diffusers' forward hooks name them: t_emb, time_embedding_out, class_emb,
+  // conv_in_out, down_blocks.<i>.out, mid_block.out, up_blocks.<i>.out,
+  // conv_norm_out.out). Off by default (forward then does no bookkeeping for
+  // them); record_intermediates(true) makes every later forward record them.
+  void record_intermediates(bool on) {
+    net_->recording = on;
+    net_->stages.clear();
+  }
+  bool records_intermediates() const { return net_->recording; }
+  // The intermediates of the last forward: views into the layers' buffers,
+  // valid until the next forward. Needs record_intermediates(true) first.
+  const std::map<std::string, ConstTensorView<T>>& intermediates() const {
+    require(net_->recording, "UNet2D: intermediates() needs record_intermediates(true) before the forward");
+    return net_->stages;
+  }
 
  private:
   // Every layer, in diffusers' module (and state_dict) order. Held by pointer
@@ -134,6 +158,8 @@ class UNet2D {
     SkipStack<T> skips;
     Buffer centered, emb_sum, demb, dconv_in, dx;
     std::vector<double> t_batch;
+    ConstTensorView<T> emb_in;  // the embedding the blocks saw (time + class)
+    bool recording = false;     // record the intermediates in `stages`
     std::map<std::string, ConstTensorView<T>> stages;
     bool centered_input = false;
 
@@ -173,28 +199,6 @@ class UNet2D {
       conv_out = std::make_unique<Conv2d<T, B>>(p, "conv_out", c0, c.out_channels, 3, 1, 1);
     }
 
-    template <class F>
-    void each_parametric(F&& f) {
-      f(*conv_in);
-      f(*linear_1);
-      f(*linear_2);
-      if (class_embedding) f(*class_embedding);
-      for (auto& b : down) f(*b);
-      for (auto& b : up) f(*b);
-      if (mid) f(*mid);
-      f(*norm_out);
-      f(*conv_out);
-    }
-    void init(Rng& rng) {
-      each_parametric([&](auto& l) { l.init(rng); });
-    }
-    void set_mode(Mode m) {
-      each_parametric([&](auto& l) { l.set_mode(m); });
-      time_proj->set_mode(m);
-      time_act.set_mode(m);
-      act_out.set_mode(m);
-    }
-
     ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const double> t, std::span<const std::int64_t> labels,
                                const UNet2DConfig& c) {
       require(x.rank() == 4 && x.dim(1) == c.in_channels, "UNet2D: expected x [N, ", c.in_channels,
@@ -206,7 +210,7 @@ class UNet2D {
               " timesteps for a batch of ", N, " (give one per batch element, or one for all)");
       t_batch.assign(static_cast<std::size_t>(N), t.empty() ? 0.0 : t[0]);
       if (t.size() == static_cast<std::size_t>(N)) std::copy(t.begin(), t.end(), t_batch.begin());
-      stages.clear();
+      if (recording) stages.clear();
 
       // 1. input and embeddings
       ConstTensorView<T> xin = x;
@@ -217,50 +221,49 @@ class UNet2D {
         xin = centered.view();
       }
       const ConstTensorView<T> t_emb = time_proj->forward(std::span<const double>(t_batch));
-      stages["t_emb"] = t_emb;
+      if (recording) stages["t_emb"] = t_emb;
       ConstTensorView<T> emb = linear_2->forward(time_act.forward(linear_1->forward(t_emb)));
-      stages["time_embedding_out"] = emb;
+      if (recording) stages["time_embedding_out"] = emb;
       if (class_embedding) {
         require(labels.size() == static_cast<std::size_t>(N), "UNet2D: this model has a class embedding (",
                 "num_class_embeds = ", *c.num_class_embeds, ") and needs ", N, " class labels, got ", labels.size());
         const ConstTensorView<T> ce = class_embedding->forward(labels);
-        stages["class_emb"] = ce;
+        if (recording) stages["class_emb"] = ce;
         emb = unet_detail::add<B>(emb_sum, emb, ce);
       } else {
         require(labels.empty(), "UNet2D: class labels were given but the model has no class embedding ",
                 "(num_class_embeds is null)");
       }
+      emb_in = emb;
 
       // 2. conv_in, 3. down
       ConstTensorView<T> h = conv_in->forward(xin);
-      stages["conv_in_out"] = h;
+      if (recording) stages["conv_in_out"] = h;
       skips.values.assign(1, h);
       for (std::size_t i = 0; i < down.size(); ++i) {
         h = down[i]->forward(h, emb, skips);
-        stages["down_blocks." + std::to_string(i) + ".out"] = h;
+        if (recording) stages["down_blocks." + std::to_string(i) + ".out"] = h;
       }
       // 4. mid
       if (mid) {
         h = mid->forward(h, emb);
-        stages["mid_block.out"] = h;
+        if (recording) stages["mid_block.out"] = h;
       }
       // 5. up
       std::size_t top = skips.values.size();
       for (std::size_t i = 0; i < up.size(); ++i) {
         h = up[i]->forward(h, emb, skips, top);
-        stages["up_blocks." + std::to_string(i) + ".out"] = h;
+        if (recording) stages["up_blocks." + std::to_string(i) + ".out"] = h;
       }
       require(top == 0, "UNet2D: ", top, " skip connections left unused");
       // 6. output
       h = norm_out->forward(h);
-      stages["conv_norm_out.out"] = h;
+      if (recording) stages["conv_norm_out.out"] = h;
       return conv_out->forward(act_out.forward(h));
     }
 
     ConstTensorView<T> backward(ConstTensorView<T> dout, const UNet2DConfig&) {
       ConstTensorView<T> g = norm_out->backward(act_out.backward(conv_out->backward(dout)));
-      const ConstTensorView<T> emb_in = class_embedding ? ConstTensorView<T>(emb_sum.view())
-                                                         : ConstTensorView<T>(stages.at("time_embedding_out"));
       ensure_shape(demb, emb_in.shape());
       demb.fill(T{0});
       skips.grads.assign(skips.values.size(), ConstTensorView<T>{});

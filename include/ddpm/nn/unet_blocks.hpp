@@ -26,6 +26,7 @@
 #include "ddpm/backend/backend.hpp"
 #include "ddpm/core/tensor.hpp"
 #include "ddpm/nn/attention.hpp"
+#include "ddpm/nn/composite.hpp"
 #include "ddpm/nn/concat.hpp"
 #include "ddpm/nn/downsample.hpp"
 #include "ddpm/nn/layer_base.hpp"
@@ -97,14 +98,13 @@ class ResnetAttention {
     unet_detail::accumulate<B>(demb, resnet_->temb_grad());
     return dx;
   }
-  void init(Rng& rng) {
-    resnet_->init(rng);
-    if (attention_) attention_->init(rng);
+  // The children (nn/composite.hpp), in init order.
+  template <class F>
+  void for_each_child(F&& f) {
+    visit_children(f, resnet_, attention_);
   }
-  void set_mode(Mode m) {
-    resnet_->set_mode(m);
-    if (attention_) attention_->set_mode(m);
-  }
+  void init(Rng& rng) { init_children(*this, rng); }
+  void set_mode(Mode m) { set_mode_recursive(*this, m); }
 
  private:
   std::unique_ptr<ResnetBlock2D<T, B>> resnet_;
@@ -206,14 +206,13 @@ class UNetDownBlock {
     return g;
   }
 
-  void init(Rng& rng) {
-    for (auto& u : units_) u.init(rng);
-    if (down_) down_->init(rng);
+  // The children (nn/composite.hpp), in init order.
+  template <class F>
+  void for_each_child(F&& f) {
+    visit_children(f, units_, down_);
   }
-  void set_mode(Mode m) {
-    for (auto& u : units_) u.set_mode(m);
-    if (down_) down_->set_mode(m);
-  }
+  void init(Rng& rng) { init_children(*this, rng); }
+  void set_mode(Mode m) { set_mode_recursive(*this, m); }
   bool downsamples() const { return down_ != nullptr; }
 
  private:
@@ -256,12 +255,13 @@ class UNetMidBlock {
   ConstTensorView<T> backward(ConstTensorView<T> dy, Tensor<T, M>& demb) {
     return units_[0].backward(units_[1].backward(dy, demb), demb);
   }
-  void init(Rng& rng) {
-    for (auto& u : units_) u.init(rng);
+  // The children (nn/composite.hpp), in init order.
+  template <class F>
+  void for_each_child(F&& f) {
+    visit_children(f, units_);
   }
-  void set_mode(Mode m) {
-    for (auto& u : units_) u.set_mode(m);
-  }
+  void init(Rng& rng) { init_children(*this, rng); }
+  void set_mode(Mode m) { set_mode_recursive(*this, m); }
 
  private:
   std::vector<ResnetAttention<T, B>> units_;
@@ -310,15 +310,13 @@ class UNetUpBlock {
     return g;
   }
 
-  void init(Rng& rng) {
-    for (auto& u : units_) u.init(rng);
-    if (up_) up_->init(rng);
+  // The children (nn/composite.hpp), in init order.
+  template <class F>
+  void for_each_child(F&& f) {
+    visit_children(f, units_, concats_, up_);
   }
-  void set_mode(Mode m) {
-    for (auto& u : units_) u.set_mode(m);
-    for (auto& cc : concats_) cc.set_mode(m);
-    if (up_) up_->set_mode(m);
-  }
+  void init(Rng& rng) { init_children(*this, rng); }
+  void set_mode(Mode m) { set_mode_recursive(*this, m); }
 
  private:
   std::string prefix_;

@@ -8,6 +8,7 @@
 #include "ddpm/backend/backend.hpp"
 #include "ddpm/core/random.hpp"
 #include "ddpm/core/tensor.hpp"
+#include "ddpm/nn/composite.hpp"
 #include "ddpm/nn/conv2d.hpp"
 #include "ddpm/nn/layer_base.hpp"
 #include "ddpm/nn/parameters.hpp"
@@ -49,13 +50,12 @@ class Upsample2D : public LayerBase {
     return dx_.view();
   }
 
-  void init(Rng& rng) {
-    if (conv_) conv_->init(rng);
+  template <class F>
+  void for_each_child(F&& f) {
+    visit_children(f, conv_);
   }
-  void set_mode(Mode m) {
-    mode_ = m;
-    if (conv_) conv_->set_mode(m);
-  }
+  void init(Rng& rng) { init_children(*this, rng); }
+  void set_mode(Mode m) { set_mode_recursive(*this, m); }
 
   bool has_conv() const { return conv_.has_value(); }
   Conv2d<T, B>& conv() { return *conv_; }
