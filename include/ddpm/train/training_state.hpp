@@ -18,6 +18,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <type_traits>
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/random.hpp"
@@ -94,9 +95,9 @@ void write_group(io::SafeTensorsWriter& w, const nn::Parameters<T>& params, cons
 }  // namespace detail
 
 // Saves a checkpoint atomically; `ema` may be null.
-template <Scalar T>
-void save_training_state(const std::filesystem::path& path, const nn::Parameters<T>& params, const Adam<T>& adam,
-                         const EMA<T>* ema, const TrainingProgress& progress,
+template <Scalar T, class B>
+void save_training_state(const std::filesystem::path& path, const nn::Parameters<T>& params, const Adam<T, B>& adam,
+                         std::type_identity_t<const EMA<T, B>*> ema, const TrainingProgress& progress,
                          const std::map<std::string, std::string>& extra_metadata = {}) {
   io::SafeTensorsWriter w;
   detail::write_group<T>(w, params, "params/", params.values());
@@ -121,9 +122,9 @@ void save_training_state(const std::filesystem::path& path, const nn::Parameters
 // Everything is validated first; on error nothing has been modified.
 // `check`, when given, sees the checkpoint's progress before anything is
 // modified and may throw to refuse it (Trainer::resume checks the seed).
-template <Scalar T>
-TrainingProgress load_training_state(const std::filesystem::path& path, nn::Parameters<T>& params, Adam<T>& adam,
-                                     EMA<T>* ema,
+template <Scalar T, class B>
+TrainingProgress load_training_state(const std::filesystem::path& path, nn::Parameters<T>& params, Adam<T, B>& adam,
+                                     std::type_identity_t<EMA<T, B>*> ema,
                                      const std::function<void(const TrainingProgress&)>& check = {}) {
   const auto st = io::SafeTensors::load(path);
   const auto& meta = st.metadata();
