@@ -76,7 +76,8 @@ class EpochOrder {
 };
 
 // Saves the EMA weights (what sampling uses) as a diffusers folder.
-inline void export_ema(UNet& unet, const ddpm::train::EMA<float>* ema, const fs::path& dir) {
+template <class Ema>
+void export_ema(UNet& unet, const Ema* ema, const fs::path& dir) {
   const ddpm::train::EmaScope<float> use_ema(ema, unet.parameters().values());
   ddpm::io::save_unet2d(unet, dir);
 }

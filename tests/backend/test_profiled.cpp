@@ -65,9 +65,12 @@ TEST_CASE("Profiled: same results as the wrapped backend, every op counted", "[b
   CHECK(calls("add_channel_bias") == 1);  // h + temb
   CHECK(calls("channel_sum") == 1);       // its backward
   CHECK(calls("add") == 2);               // the residual, and dx = dx(main) + dx(shortcut)
+  CHECK(calls("copy") == 1);  // the time embedding's gradient into the block's buffer
+  // Each GroupNorm's weight = 1 at construction, then weight = 1 and bias = 0 in init().
+  CHECK(calls("fill") == 6);
   CHECK(calls("attention_forward") == 0);  // ops that never ran are not listed
   const auto r = P::report();
-  CHECK(r.size() == 11);
+  CHECK(r.size() == 13);
   CHECK(std::is_sorted(r.begin(), r.end(), [](const auto& a, const auto& b) { return a.seconds > b.seconds; }));
   for (const auto& op : r) CHECK(op.seconds >= 0);
 

@@ -464,7 +464,7 @@ struct Reference : Forwarding<Reference, Host> {
   // ---- Layers' own steps ------------------------------------------------------------
   template <Scalar T>
   static void invoke(ops::scale_shift_forward_t, ConstTensorView<T> x, ConstTensorView<T> e, TensorView<T> y) {
-    const index_t N = x.dim(0), C = x.dim(1), S = N * C ? x.numel() / (N * C) : 0;
+    const index_t N = x.dim(0), C = x.dim(1), S = N * C != 0 ? x.numel() / (N * C) : 0;
     for (index_t n = 0; n < N; ++n)
       for (index_t c = 0; c < C; ++c) {
         const T sc = T{1} + e[n * 2 * C + c], sh = e[n * 2 * C + C + c];
@@ -475,7 +475,7 @@ struct Reference : Forwarding<Reference, Host> {
   template <Scalar T>
   static void invoke(ops::scale_shift_backward_t, ConstTensorView<T> x, ConstTensorView<T> e, ConstTensorView<T> dy,
                      TensorView<T> dx, TensorView<T> de) {
-    const index_t N = x.dim(0), C = x.dim(1), S = N * C ? x.numel() / (N * C) : 0;
+    const index_t N = x.dim(0), C = x.dim(1), S = N * C != 0 ? x.numel() / (N * C) : 0;
     for (index_t n = 0; n < N; ++n)
       for (index_t c = 0; c < C; ++c) {
         const T sc = T{1} + e[n * 2 * C + c];

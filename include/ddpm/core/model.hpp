@@ -15,21 +15,40 @@ namespace ddpm {
 // What a denoiser sees besides (x_t, t): class labels (U-Net class
 // embeddings, classifier-free guidance) and/or a conditioning vector per
 // batch element (the MLP denoiser of the arcsin example). Both optional.
-template <Scalar T>
+//
+// Class labels are host data whatever the model's memory space M; the
+// vector lives in M.
+template <Scalar T, class M = Host>
 struct Conditioning {
   std::span<const std::int64_t> class_labels;  // [N] or empty
-  ConstTensorView<T> vector;                   // [N, C] or empty (data() == nullptr)
+  ConstTensorView<T, M> vector;                // [N, C] or empty (data() == nullptr)
 };
+
+// The memory space a model computes in: Model::memory_space, Host when it
+// does not say.
+template <class Model>
+struct memory_space_of {
+  using type = Host;
+};
+template <class Model>
+  requires requires { typename Model::memory_space; }
+struct memory_space_of<Model> {
+  using type = typename Model::memory_space;
+};
+template <class Model>
+using memory_space_of_t = typename memory_space_of<Model>::type;
 
 // A network that maps (x_t, t, condition) to a prediction and back-propagates:
 // what the trainer (train/trainer.hpp) and the samplers' model wrappers use.
 // forward returns a view of the model's own output buffer; backward takes
-// dL/doutput, accumulates parameter gradients and returns dL/dx_t.
-template <class M, class T>
-concept Denoiser = requires(M& m, ConstTensorView<T> x, std::span<const T> t, const Conditioning<T>& c) {
-  { m.parameters() } -> std::same_as<Parameters<T>&>;
-  { m.forward(x, t, c) } -> std::convertible_to<ConstTensorView<T>>;
-  { m.backward(x) } -> std::convertible_to<ConstTensorView<T>>;
-};
+// dL/doutput, accumulates parameter gradients and returns dL/dx_t. Tensors
+// (and the parameters) are in the model's memory space; timesteps are host data.
+template <class Model, class T, class M = memory_space_of_t<Model>>
+concept Denoiser =
+    requires(Model& m, ConstTensorView<T, M> x, std::span<const T> t, const Conditioning<T, M>& c) {
+      { m.parameters() } -> std::same_as<Parameters<T, M>&>;
+      { m.forward(x, t, c) } -> std::convertible_to<ConstTensorView<T, M>>;
+      { m.backward(x) } -> std::convertible_to<ConstTensorView<T, M>>;
+    };
 
 }  // namespace ddpm

@@ -9,7 +9,15 @@
 // Layers register their parameters while the model is built (`add`), keep
 // the returned ParamId, and look up views when they run (`value`, `grad`):
 // ids stay valid when the buffer grows, raw pointers would not.
+//
+// The buffers live in memory space M (the model's backend's). Registration
+// happens while the model is built, before any value is written: the buffers
+// then grow with Tensor<T, M>::resize, which keeps the elements it has and
+// zero-fills the new ones. Element access to the flat buffers (values(),
+// grads() as spans, zero_grad) is for host memory; any space has the flat
+// views (value_buffer(), grad_buffer()) that backend ops take.
 #include <algorithm>
+#include <concepts>
 #include <map>
 #include <span>
 #include <string>
@@ -29,24 +37,26 @@ struct ParamInfo {
 
 using ParamId = int;
 
-template <Scalar T>
+template <Scalar T, class M = Host>
 class Parameters {
+  static constexpr bool kHost = std::same_as<M, Host>;
+
  public:
   // Registers a parameter (zero-initialised). Names must be unique.
   ParamId add(const std::string& name, Shape shape) {
     require(!by_name_.count(name), "Parameters: '", name, "' registered twice");
-    ParamInfo p{name, shape, static_cast<index_t>(values_.size())};
-    values_.resize(values_.size() + static_cast<std::size_t>(shape.numel()), T{});
-    grads_.resize(values_.size(), T{});
+    ParamInfo p{name, shape, values_.numel()};
+    values_.resize({values_.numel() + shape.numel()});
+    grads_.resize(values_.shape());
     by_name_[name] = static_cast<ParamId>(infos_.size());
     infos_.push_back(std::move(p));
     return static_cast<ParamId>(infos_.size() - 1);
   }
 
-  TensorView<T> value(ParamId id) { return {values_.data() + info(id).offset, info(id).shape}; }
-  ConstTensorView<T> value(ParamId id) const { return {values_.data() + info(id).offset, info(id).shape}; }
-  TensorView<T> grad(ParamId id) { return {grads_.data() + info(id).offset, info(id).shape}; }
-  ConstTensorView<T> grad(ParamId id) const { return {grads_.data() + info(id).offset, info(id).shape}; }
+  TensorView<T, M> value(ParamId id) { return {values_.data() + info(id).offset, info(id).shape}; }
+  ConstTensorView<T, M> value(ParamId id) const { return {values_.data() + info(id).offset, info(id).shape}; }
+  TensorView<T, M> grad(ParamId id) { return {grads_.data() + info(id).offset, info(id).shape}; }
+  ConstTensorView<T, M> grad(ParamId id) const { return {grads_.data() + info(id).offset, info(id).shape}; }
 
   const ParamInfo& info(ParamId id) const {
     require(id >= 0 && static_cast<std::size_t>(id) < infos_.size(), "Parameters: invalid id ", id);
@@ -62,18 +72,23 @@ class Parameters {
   std::size_t count() const { return infos_.size(); }
 
   // The flat buffers: every parameter / gradient, concatenated in registration order.
-  std::span<T> values() { return values_; }
-  std::span<const T> values() const { return values_; }
-  std::span<T> grads() { return grads_; }
-  std::span<const T> grads() const { return grads_; }
-  index_t numel() const { return static_cast<index_t>(values_.size()); }
+  std::span<T> values() requires kHost { return values_.span(); }
+  std::span<const T> values() const requires kHost { return values_.span(); }
+  std::span<T> grads() requires kHost { return grads_.span(); }
+  std::span<const T> grads() const requires kHost { return grads_.span(); }
+  // The same as flat views [numel] of memory space M.
+  TensorView<T, M> value_buffer() { return {values_.data(), {numel()}}; }
+  ConstTensorView<T, M> value_buffer() const { return {values_.data(), {numel()}}; }
+  TensorView<T, M> grad_buffer() { return {grads_.data(), {numel()}}; }
+  ConstTensorView<T, M> grad_buffer() const { return {grads_.data(), {numel()}}; }
+  index_t numel() const { return values_.numel(); }
 
-  void zero_grad() { std::fill(grads_.begin(), grads_.end(), T{}); }
+  void zero_grad() requires kHost { grads_.fill(T{}); }
 
  private:
   std::vector<ParamInfo> infos_;
   std::map<std::string, ParamId> by_name_;
-  std::vector<T, AlignedAllocator<T>> values_, grads_;
+  Tensor<T, M> values_{Shape{0}}, grads_{Shape{0}};
 };
 
 }  // namespace ddpm

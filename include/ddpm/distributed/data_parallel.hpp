@@ -183,7 +183,7 @@ class DataParallel {
   Trainer& trainer() { return trainer_; }
   // The TrainingLoop interface beside step, save and resume (identical on every rank).
   std::int64_t steps_done() const { return trainer_.steps_done(); }
-  train::EMA<T>* ema() { return trainer_.ema(); }
+  train::EMA<T, train::backend_of_t<Model>>* ema() { return trainer_.ema(); }
   Model& model() { return trainer_.model(); }
   const DataParallelConfig& config() const { return config_; }
   // Bytes reduced per step (the flat gradient buffer).

@@ -21,6 +21,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "ddpm/core/error.hpp"
@@ -99,9 +100,10 @@ void write_group(SafeTensorsWriter& w, const Parameters<T>& params, const std::s
 }  // namespace checkpoint_detail
 
 // Saves a checkpoint atomically; `ema` may be null.
-template <Scalar T>
-void save_training_state(const std::filesystem::path& path, const Parameters<T>& params, const train::Adam<T>& adam,
-                         const train::EMA<T>* ema, const train::TrainingProgress& progress,
+template <Scalar T, class B>
+void save_training_state(const std::filesystem::path& path, const Parameters<T>& params,
+                         const train::Adam<T, B>& adam, std::type_identity_t<const train::EMA<T, B>*> ema,
+                         const train::TrainingProgress& progress,
                          const train::CheckpointMetadata& extra_metadata = {}) {
   namespace key = train::checkpoint_keys;
   const auto u64 = [](auto v) { return std::to_string(static_cast<std::uint64_t>(v)); };
@@ -129,9 +131,9 @@ void save_training_state(const std::filesystem::path& path, const Parameters<T>&
 // the first mismatches) nothing has been modified. `check`, when given,
 // sees the checkpoint's progress before anything is modified and may throw
 // to refuse it (Trainer::resume checks the seed).
-template <Scalar T>
+template <Scalar T, class B>
 train::TrainingProgress load_training_state(const std::filesystem::path& path, Parameters<T>& params,
-                                            train::Adam<T>& adam, train::EMA<T>* ema,
+                                            train::Adam<T, B>& adam, std::type_identity_t<train::EMA<T, B>*> ema,
                                             const std::function<void(const train::TrainingProgress&)>& check = {}) {
   namespace key = train::checkpoint_keys;
   const auto st = SafeTensors::load(path);

@@ -12,23 +12,24 @@ namespace ddpm::nn {
 template <Scalar T, backend::Backend B>
 class SiLU : public LayerBase {
  public:
-  using Buffer = Tensor<T, typename B::memory_space>;
+  using M = typename B::memory_space;
+  using Buffer = Tensor<T, M>;
 
   explicit SiLU(const std::string& prefix = "silu") : LayerBase(prefix) {}
 
   // `out` (optional, x's shape): where to write y instead of the layer's own buffer.
-  ConstTensorView<T> forward(ConstTensorView<T> x, TensorView<T> out = {}) {
-    const TensorView<T> y = output_buffer(y_, x.shape(), out);
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> x, TensorView<T, M> out = {}) {
+    const TensorView<T, M> y = output_buffer(y_, x.shape(), out);
     B::run(ops::silu_forward, x, y);
-    x_ = mode_ == Mode::Training ? x : ConstTensorView<T>{};
+    x_ = mode_ == Mode::Training ? x : ConstTensorView<T, M>{};
     return y;
   }
 
   // `out` (optional): where to write dx instead of the layer's own buffer.
-  ConstTensorView<T> backward(ConstTensorView<T> dy, TensorView<T> out = {}) {
+  ConstTensorView<T, M> backward(ConstTensorView<T, M> dy, TensorView<T, M> out = {}) {
     check_backward(x_.data() != nullptr);
     check_shape("output gradient", dy.shape(), x_.shape());
-    const TensorView<T> dx = output_buffer(dx_, x_.shape(), out);
+    const TensorView<T, M> dx = output_buffer(dx_, x_.shape(), out);
     B::run(ops::silu_backward, x_, dy, dx);
     return dx;
   }
@@ -36,7 +37,7 @@ class SiLU : public LayerBase {
   void init(Rng&) {}
 
  private:
-  ConstTensorView<T> x_;
+  ConstTensorView<T, M> x_;
   Buffer y_, dx_;
 };
 

@@ -47,7 +47,7 @@ class AttentionBlock : public LayerBase {
   using M = typename B::memory_space;
   using Buffer = Tensor<T, M>;
 
-  AttentionBlock(Parameters<T>& params, const std::string& prefix, const AttentionOptions& opt)
+  AttentionBlock(Parameters<T, M>& params, const std::string& prefix, const AttentionOptions& opt)
       : LayerBase(prefix),
         opt_(checked(opt)),
         heads_(opt.head_dim ? static_cast<int>(opt.channels / *opt.head_dim) : 1),
@@ -63,25 +63,24 @@ class AttentionBlock : public LayerBase {
   }
 
   // x: [N, C, H, W] -> same shape.
-  ConstTensorView<T> forward(ConstTensorView<T> x) {
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> x) {
     const index_t C = opt_.channels;
     check(x.rank() == 4 && x.dim(1) == C, "expected input [N, ", C, ", H, W], got ", x.shape().str());
     const index_t N = x.dim(0), L = x.dim(2) * x.dim(3);
-    const ConstTensorView<T> h = norm_ ? norm_->forward(x) : x;
+    const ConstTensorView<T, M> h = norm_ ? norm_->forward(x) : x;
     ensure_shape(tokens_, {N, L, C});
     B::run(ops::transpose, h, N, C, L, tokens_.view());
-    const ConstTensorView<T> q = to_q_.forward(tokens_.view());
-    const ConstTensorView<T> k = to_k_.forward(tokens_.view());
-    const ConstTensorView<T> v = to_v_.forward(tokens_.view());
+    const ConstTensorView<T, M> q = to_q_.forward(tokens_.view());
+    const ConstTensorView<T, M> k = to_k_.forward(tokens_.view());
+    const ConstTensorView<T, M> v = to_v_.forward(tokens_.view());
     ensure_shape(attn_, {N, L, inner_});
     ensure_shape(probs_, {N, heads_, L, L});
     if (std::is_same_v<T, double> && opt_.numerics == Numerics::Diffusers)
-      attention_float32_softmax(q, k, v);
+      B::run(ops::attention_forward_float32_softmax, q, k, v, heads_, scale_, attn_.view(), probs_.view());
     else
-      B::run(ops::attention_forward, q, k, v, heads_, scale_, TensorView<T>(attn_.view()),
-             TensorView<T>(probs_.view()));
+      B::run(ops::attention_forward, q, k, v, heads_, scale_, attn_.view(), probs_.view());
     // to_out's result is consumed by the transpose below: workspace.
-    const ConstTensorView<T> o = to_out_.forward(attn_.view(), workspace<T, M>(0, {N, L, C}));
+    const ConstTensorView<T, M> o = to_out_.forward(attn_.view(), workspace<T, M>(0, {N, L, C}));
     ensure_shape(y_, x.shape());
     B::run(ops::transpose, o, N, L, C, y_.view());  // [N, L, C] -> [N, C, L]
     B::run(ops::add, y_.cview(), x, static_cast<T>(1.0 / opt_.rescale_output_factor), y_.view());
@@ -89,7 +88,7 @@ class AttentionBlock : public LayerBase {
     return y_.view();
   }
 
-  ConstTensorView<T> backward(ConstTensorView<T> dy) {
+  ConstTensorView<T, M> backward(ConstTensorView<T, M> dy) {
     check_backward(have_forward_);
     check_shape("output gradient", dy.shape(), y_.shape());
     const index_t C = opt_.channels, N = y_.dim(0), L = y_.dim(2) * y_.dim(3);
@@ -100,22 +99,22 @@ class AttentionBlock : public LayerBase {
     // each slot taken again only after its last reader ran; dres_ (also the
     // residual's share of dx) is the layer's own.
     const Shape tok{N, L, C}, inner{N, L, inner_};
-    const TensorView<T> dtok = workspace<T, M>(0, tok);
+    const TensorView<T, M> dtok = workspace<T, M>(0, tok);
     B::run(ops::transpose, dres_.cview(), N, C, L, dtok);
-    const ConstTensorView<T> dattn = to_out_.backward(dtok, workspace<T, M>(1, inner));
-    const TensorView<T> dq = workspace<T, M>(2, inner), dk = workspace<T, M>(3, inner), dv = workspace<T, M>(4, inner);
-    B::run(ops::attention_backward, ConstTensorView<T>(to_q_.output()), ConstTensorView<T>(to_k_.output()),
-           ConstTensorView<T>(to_v_.output()), ConstTensorView<T>(probs_.view()), heads_, scale_, dattn, dq, dk, dv);
+    const ConstTensorView<T, M> dattn = to_out_.backward(dtok, workspace<T, M>(1, inner));
+    const TensorView<T, M> dq = workspace<T, M>(2, inner), dk = workspace<T, M>(3, inner), dv = workspace<T, M>(4, inner);
+    B::run(ops::attention_backward, ConstTensorView<T, M>(to_q_.output()), ConstTensorView<T, M>(to_k_.output()),
+           ConstTensorView<T, M>(to_v_.output()), ConstTensorView<T, M>(probs_.view()), heads_, scale_, dattn, dq, dk, dv);
     // d tokens = sum of the three projections' input gradients.
-    const ConstTensorView<T> a = to_q_.backward(dq, workspace<T, M>(0, tok));
-    const ConstTensorView<T> b = to_k_.backward(dk, workspace<T, M>(1, tok));
-    const ConstTensorView<T> c = to_v_.backward(dv, workspace<T, M>(5, tok));
-    const TensorView<T> dsum = workspace<T, M>(2, tok);
+    const ConstTensorView<T, M> a = to_q_.backward(dq, workspace<T, M>(0, tok));
+    const ConstTensorView<T, M> b = to_k_.backward(dk, workspace<T, M>(1, tok));
+    const ConstTensorView<T, M> c = to_v_.backward(dv, workspace<T, M>(5, tok));
+    const TensorView<T, M> dsum = workspace<T, M>(2, tok);
     B::run(ops::add, a, b, T{1}, dsum);
-    B::run(ops::add, ConstTensorView<T>(dsum), c, T{1}, dsum);
-    const TensorView<T> dh = workspace<T, M>(3, y_.shape());
-    B::run(ops::transpose, ConstTensorView<T>(dsum), N, L, C, dh);  // [N, L, C] -> [N, C, L]
-    const ConstTensorView<T> dx_norm = norm_ ? norm_->backward(dh, workspace<T, M>(4, y_.shape())) : ConstTensorView<T>(dh);
+    B::run(ops::add, ConstTensorView<T, M>(dsum), c, T{1}, dsum);
+    const TensorView<T, M> dh = workspace<T, M>(3, y_.shape());
+    B::run(ops::transpose, ConstTensorView<T, M>(dsum), N, L, C, dh);  // [N, L, C] -> [N, C, L]
+    const ConstTensorView<T, M> dx_norm = norm_ ? norm_->backward(dh, workspace<T, M>(4, y_.shape())) : ConstTensorView<T, M>(dh);
     B::run(ops::add, dres_.cview(), dx_norm, T{1}, dres_.view());
     return dres_.view();
   }
@@ -133,7 +132,7 @@ class AttentionBlock : public LayerBase {
   T scale() const { return scale_; }
   const AttentionOptions& options() const { return opt_; }
   // The softmax rows of the last forward, [N, heads, L, L].
-  ConstTensorView<T> probs() const { return probs_.view(); }
+  ConstTensorView<T, M> probs() const { return probs_.view(); }
 
  private:
   static const AttentionOptions& checked(const AttentionOptions& opt) {
@@ -142,33 +141,6 @@ class AttentionBlock : public LayerBase {
             opt.head_dim.value_or(0), " must be in [1, channels = ", opt.channels, "]");
     require(opt.rescale_output_factor != 0.0, "AttentionBlock: rescale_output_factor must not be 0");
     return opt;
-  }
-
-  // diffusers' float64 path: scores in T, softmax in float32, probs back to T.
-  void attention_float32_softmax(ConstTensorView<T> q, ConstTensorView<T> k, ConstTensorView<T> v) {
-    const index_t N = q.dim(0), L = q.dim(1), d = head_dim_, ld = inner_;
-    for (index_t n = 0; n < N; ++n)
-      for (index_t h = 0; h < heads_; ++h) {
-        T* P = probs_.data() + (n * heads_ + h) * L * L;
-        const index_t off = n * L * ld + h * d;
-        B::run(ops::gemm, backend::Trans::No, backend::Trans::Yes, L, L, d, scale_, q.data() + off, ld, k.data() + off,
-               ld, T{0}, P, L);
-        for (index_t i = 0; i < L; ++i) {
-          T* row = P + i * L;
-          float mx = static_cast<float>(row[0]);
-          for (index_t j = 1; j < L; ++j) mx = std::max(mx, static_cast<float>(row[j]));
-          float sum = 0.0f;
-          for (index_t j = 0; j < L; ++j) {
-            const float e = std::exp(static_cast<float>(row[j]) - mx);
-            row[j] = static_cast<T>(e);
-            sum += e;
-          }
-          const float r = 1.0f / sum;
-          for (index_t j = 0; j < L; ++j) row[j] = static_cast<T>(static_cast<float>(row[j]) * r);
-        }
-        B::run(ops::gemm, backend::Trans::No, backend::Trans::No, L, d, L, T{1}, static_cast<const T*>(P), L,
-               v.data() + off, ld, T{0}, attn_.data() + off, ld);
-      }
   }
 
   AttentionOptions opt_;

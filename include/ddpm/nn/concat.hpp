@@ -15,12 +15,13 @@ namespace ddpm::nn {
 template <Scalar T, backend::Backend B>
 class ChannelConcat : public LayerBase {
  public:
-  using Buffer = Tensor<T, typename B::memory_space>;
+  using M = typename B::memory_space;
+  using Buffer = Tensor<T, M>;
 
   explicit ChannelConcat(const std::string& prefix = "concat") : LayerBase(prefix) {}
 
   // hidden [N, Ca, *], skip [N, Cb, *] (same N and trailing dims) -> [N, Ca + Cb, *].
-  ConstTensorView<T> forward(ConstTensorView<T> hidden, ConstTensorView<T> skip) {
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> hidden, ConstTensorView<T, M> skip) {
     bool same = hidden.rank() >= 2 && skip.rank() == hidden.rank() && skip.dim(0) == hidden.dim(0);
     for (int d = 2; same && d < hidden.rank(); ++d) same = hidden.dim(d) == skip.dim(d);
     check(same, "cannot concatenate ", hidden.shape().str(), " and ", skip.shape().str(),
@@ -36,7 +37,7 @@ class ChannelConcat : public LayerBase {
   }
 
   // Returns d hidden; d skip is skip_grad().
-  ConstTensorView<T> backward(ConstTensorView<T> dy) {
+  ConstTensorView<T, M> backward(ConstTensorView<T, M> dy) {
     check_backward(have_forward_);
     check_shape("output gradient", dy.shape(), y_.shape());
     ensure_shape(da_, a_shape_);
@@ -44,7 +45,7 @@ class ChannelConcat : public LayerBase {
     B::run(ops::split_channels, dy, da_.view(), db_.view());
     return da_.view();
   }
-  ConstTensorView<T> skip_grad() const { return db_.view(); }
+  ConstTensorView<T, M> skip_grad() const { return db_.view(); }
 
   void init(Rng&) {}
 

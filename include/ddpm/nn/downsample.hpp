@@ -24,8 +24,10 @@ constexpr backend::Conv2dParams downsample_conv_params(index_t padding) {
 template <Scalar T, backend::Backend B>
 class Downsample2D : public LayerBase {
  public:
+  using M = typename B::memory_space;
+
   // out_channels 0: same as channels.
-  Downsample2D(Parameters<T>& params, const std::string& prefix, index_t channels, index_t out_channels = 0,
+  Downsample2D(Parameters<T, M>& params, const std::string& prefix, index_t channels, index_t out_channels = 0,
                index_t padding = 1)
       : LayerBase(prefix),
         conv_(params, join_name(prefix, "conv"), channels, out_channels > 0 ? out_channels : channels, 3,
@@ -34,8 +36,8 @@ class Downsample2D : public LayerBase {
   }
 
   // x: [N, C, H, W] -> [N, Co, OH, OW] (H = 2k or 2k - 1 gives OH = k with padding 1).
-  ConstTensorView<T> forward(ConstTensorView<T> x) { return conv_.forward(x); }
-  ConstTensorView<T> backward(ConstTensorView<T> dy) { return conv_.backward(dy); }
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> x) { return conv_.forward(x); }
+  ConstTensorView<T, M> backward(ConstTensorView<T, M> dy) { return conv_.backward(dy); }
 
   template <class F>
   void for_each_child(F&& f) {

@@ -20,9 +20,10 @@ namespace ddpm::nn {
 template <Scalar T, backend::Backend B>
 class Embedding : public LayerBase {
  public:
-  using Buffer = Tensor<T, typename B::memory_space>;
+  using M = typename B::memory_space;
+  using Buffer = Tensor<T, M>;
 
-  Embedding(Parameters<T>& params, const std::string& prefix, index_t num_embeddings, index_t embedding_dim)
+  Embedding(Parameters<T, M>& params, const std::string& prefix, index_t num_embeddings, index_t embedding_dim)
       : LayerBase(prefix), params_(&params), num_(num_embeddings), dim_(embedding_dim) {
     check(num_embeddings > 0 && embedding_dim > 0, "num_embeddings and embedding_dim must be > 0, got ",
           num_embeddings, " and ", embedding_dim);
@@ -30,44 +31,34 @@ class Embedding : public LayerBase {
   }
 
   // labels[N] -> [N, dim]. A label outside [0, num_embeddings) throws ddpm::Error.
-  ConstTensorView<T> forward(std::span<const std::int64_t> labels) {
+  ConstTensorView<T, M> forward(std::span<const std::int64_t> labels) {
     const auto n = static_cast<index_t>(labels.size());
     for (index_t i = 0; i < n; ++i) {
       const std::int64_t l = labels[static_cast<std::size_t>(i)];
       check(l >= 0 && l < num_, "label ", l, " (batch element ", i, ") is outside [0, ", num_, ")");
     }
     ensure_shape(y_, {n, dim_});
-    ensure_labels(n);
-    std::copy(labels.begin(), labels.end(), labels_.begin());
-    const T* table = std::as_const(*params_).value(weight_).data();
-    for (index_t i = 0; i < n; ++i) std::copy_n(table + labels_[static_cast<std::size_t>(i)] * dim_, dim_, y_.data() + i * dim_);
+    labels_.assign(labels.begin(), labels.end());  // kept for backward
+    B::run(ops::embedding_forward, std::as_const(*params_).value(weight_), labels, y_.view());
     have_forward_ = mode_ == Mode::Training;
     return y_.view();
   }
 
   // dy: [N, dim]. Accumulates dy's rows into the gradient rows of their labels.
-  void backward(ConstTensorView<T> dy) {
+  void backward(ConstTensorView<T, M> dy) {
     check_backward(have_forward_);
     check_shape("output gradient", dy.shape(), y_.shape());
-    T* g = params_->grad(weight_).data();
-    for (index_t i = 0; i < dy.dim(0); ++i) {
-      T* row = g + labels_[static_cast<std::size_t>(i)] * dim_;
-      for (index_t j = 0; j < dim_; ++j) row[j] += dy[i * dim_ + j];
-    }
+    B::run(ops::embedding_backward, std::span<const std::int64_t>(labels_), dy, params_->grad(weight_));
   }
 
-  void init(Rng& rng) { init_normal(params_->value(weight_), rng); }
+  void init(Rng& rng) { init_normal<B>(params_->value(weight_), rng); }
 
   index_t num_embeddings() const { return num_; }
   index_t embedding_dim() const { return dim_; }
   ParamId weight_id() const { return weight_; }
 
  private:
-  void ensure_labels(index_t n) {
-    if (static_cast<index_t>(labels_.size()) != n) labels_.resize(static_cast<std::size_t>(n));
-  }
-
-  Parameters<T>* params_;
+  Parameters<T, M>* params_;
   index_t num_, dim_;
   ParamId weight_ = -1;
   std::vector<std::int64_t> labels_;

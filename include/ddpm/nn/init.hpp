@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ddpm/backend/backend.hpp"
 #include "ddpm/core/random.hpp"
 #include "ddpm/core/tensor.hpp"
 
@@ -33,6 +34,41 @@ void init_normal(TensorView<T> t, Rng& rng, double mean = 0.0, double stddev = 1
 template <Scalar T>
 void init_constant(TensorView<T> t, T value) {
   std::fill(t.begin(), t.end(), value);
+}
+
+// The same for a parameter in backend B's memory space: the values are drawn
+// on the host from the same stream (so a seed gives the same weights on every
+// backend) and copied in with ops::copy_from_host.
+namespace init_detail {
+template <backend::Backend B, Scalar T, class M, class Draw>
+void draw_into(TensorView<T, M> t, Draw draw) {
+  if constexpr (std::same_as<M, Host>) {
+    draw(t);
+  } else {
+    Tensor<T> host(t.shape());
+    draw(host.view());
+    B::run(ops::copy_from_host, host.cview(), t);
+  }
+}
+}  // namespace init_detail
+
+template <backend::Backend B, Scalar T, class M>
+void init_uniform(TensorView<T, M> t, double bound, Rng& rng) {
+  init_detail::draw_into<B>(t, [&](TensorView<T> h) { init_uniform(h, bound, rng); });
+}
+template <backend::Backend B, Scalar T, class M>
+void init_linear_default(TensorView<T, M> weight, TensorView<T, M> bias, index_t fan_in, Rng& rng) {
+  const double bound = fan_in > 0 ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;
+  init_uniform<B>(weight, bound, rng);
+  if (bias.data()) init_uniform<B>(bias, bound, rng);
+}
+template <backend::Backend B, Scalar T, class M>
+void init_normal(TensorView<T, M> t, Rng& rng, double mean = 0.0, double stddev = 1.0) {
+  init_detail::draw_into<B>(t, [&](TensorView<T> h) { init_normal(h, rng, mean, stddev); });
+}
+template <backend::Backend B, Scalar T, class M>
+void init_constant(TensorView<T, M> t, T value) {
+  B::run(ops::fill, value, t);
 }
 
 }  // namespace ddpm::nn

@@ -28,7 +28,7 @@ class LayerBase {
   // Where a layer writes a result of `shape`: `out` when the caller gives one
   // (checked), else the layer's own `buffer`, resized as needed.
   template <class T, class M>
-  TensorView<T> output_buffer(Tensor<T, M>& buffer, const Shape& shape, TensorView<T> out) const {
+  TensorView<T, M> output_buffer(Tensor<T, M>& buffer, const Shape& shape, TensorView<T, M> out) const {
     if (out.data() == nullptr) {
       ensure_shape(buffer, shape);
       return buffer.view();

@@ -59,10 +59,13 @@ template <Scalar T, backend::Backend B>
 class MLPDenoiser {
  public:
   using scalar_type = T;
-  using Buffer = Tensor<T, typename B::memory_space>;
+  using backend_type = B;
+  using M = typename B::memory_space;
+  using memory_space = M;
+  using Buffer = Tensor<T, M>;
 
   explicit MLPDenoiser(MLPDenoiserConfig config, Numerics numerics = Numerics::Exact)
-      : config_(std::move(config)), params_(std::make_unique<Parameters<T>>()) {
+      : config_(std::move(config)), params_(std::make_unique<Parameters<T, M>>()) {
     config_.validate();
     net_ = std::make_unique<Net>(*params_, config_, numerics);
   }
@@ -70,8 +73,8 @@ class MLPDenoiser {
   MLPDenoiser& operator=(MLPDenoiser&&) noexcept = default;
 
   const MLPDenoiserConfig& config() const { return config_; }
-  Parameters<T>& parameters() { return *params_; }
-  const Parameters<T>& parameters() const { return *params_; }
+  Parameters<T, M>& parameters() { return *params_; }
+  const Parameters<T, M>& parameters() const { return *params_; }
   index_t num_parameters() const { return params_->numel(); }
   void set_mode(Mode m) { set_mode_recursive(*this, m); }
   // PyTorch's default initialisation of every layer, drawn in for_each_child's order.
@@ -86,18 +89,18 @@ class MLPDenoiser {
   }
 
   // x [N, data_dim]; t: N values or one for all; cond [N, cond_dim] or empty.
-  ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const double> t, ConstTensorView<T> cond = {}) {
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> x, std::span<const double> t, ConstTensorView<T, M> cond = {}) {
     return net_->forward(x, t, cond, config_);
   }
   // The Denoiser interface (core/model.hpp).
-  ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const T> t, const Conditioning<T>& c) {
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> x, std::span<const T> t, const Conditioning<T, M>& c) {
     require(c.class_labels.empty(), "MLPDenoiser: class labels are not supported (use a conditioning vector)");
     t_.assign(t.begin(), t.end());
     return forward(x, std::span<const double>(t_), c.vector);
   }
   // dL/dy -> dL/dx; parameter gradients ACCUMULATE. dL/dcond: cond_grad().
-  ConstTensorView<T> backward(ConstTensorView<T> dy) { return net_->backward(dy, config_); }
-  ConstTensorView<T> cond_grad() const { return net_->dcond.view(); }
+  ConstTensorView<T, M> backward(ConstTensorView<T, M> dy) { return net_->backward(dy, config_); }
+  ConstTensorView<T, M> cond_grad() const { return net_->dcond.view(); }
 
  private:
   struct Net {
@@ -109,7 +112,7 @@ class MLPDenoiser {
     std::vector<double> t_batch;
     bool with_cond = false;
 
-    Net(Parameters<T>& p, const MLPDenoiserConfig& c, Numerics numerics) {
+    Net(Parameters<T, M>& p, const MLPDenoiserConfig& c, Numerics numerics) {
       TimestepEmbeddingOptions te;
       te.dim = c.time_embed_dim;
       te.flip_sin_to_cos = c.flip_sin_to_cos;
@@ -125,7 +128,7 @@ class MLPDenoiser {
         cond_proj = std::make_unique<Linear<T, B>>(p, "cond_proj", c.cond_dim, c.hidden);
       out = std::make_unique<Linear<T, B>>(p, "out", c.hidden, c.data_dim);
     }
-    ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const double> t, ConstTensorView<T> cond,
+    ConstTensorView<T, M> forward(ConstTensorView<T, M> x, std::span<const double> t, ConstTensorView<T, M> cond,
                                const MLPDenoiserConfig& c) {
       require(x.rank() == 2 && x.dim(1) == c.data_dim, "MLPDenoiser: expected x [N, ", c.data_dim, "], got ",
               x.shape().str());
@@ -141,19 +144,17 @@ class MLPDenoiser {
         require(cond.data() == nullptr, "MLPDenoiser: a conditioning vector was given but cond_dim is 0");
       t_batch.assign(static_cast<std::size_t>(N), t[0]);
       if (t.size() == static_cast<std::size_t>(N)) std::copy(t.begin(), t.end(), t_batch.begin());
-      const ConstTensorView<T> temb = time_proj->forward(std::span<const double>(t_batch));
+      const ConstTensorView<T, M> temb = time_proj->forward(std::span<const double>(t_batch));
       const bool concat = with_cond && c.cond_mode == CondMode::Concat;
       const index_t W = c.input_width();
       ensure_shape(input, {N, W});
-      for (index_t n = 0; n < N; ++n) {
-        T* row = input.data() + n * W;
-        std::copy_n(x.data() + n * D, D, row);
-        std::copy_n(temb.data() + n * E, E, row + D);
-        if (concat) std::copy_n(cond.data() + n * C, C, row + D + E);
-      }
-      ConstTensorView<T> h = layers[0]->forward(input.view());
+      // input = [x, temb, cond] along the features.
+      B::run(ops::copy_columns, x, 0, input.view(), 0, D);
+      B::run(ops::copy_columns, temb, 0, input.view(), D, E);
+      if (concat) B::run(ops::copy_columns, cond, 0, input.view(), D + E, C);
+      ConstTensorView<T, M> h = layers[0]->forward(input.view());
       if (cond_proj) {
-        const ConstTensorView<T> pc = cond_proj->forward(cond);
+        const ConstTensorView<T, M> pc = cond_proj->forward(cond);
         ensure_shape(sum, h.shape());
         B::run(ops::add, h, pc, T{1}, sum.view());
         h = sum.view();
@@ -163,29 +164,27 @@ class MLPDenoiser {
       return out->forward(h);
     }
 
-    ConstTensorView<T> backward(ConstTensorView<T> dy, const MLPDenoiserConfig& c) {
-      ConstTensorView<T> g = out->backward(dy);
+    ConstTensorView<T, M> backward(ConstTensorView<T, M> dy, const MLPDenoiserConfig& c) {
+      ConstTensorView<T, M> g = out->backward(dy);
       for (std::size_t i = layers.size(); i-- > 1;) g = layers[i]->backward(acts[i]->backward(g));
       g = acts[0]->backward(g);
       const index_t D = c.data_dim, E = c.time_embed_dim, C = c.cond_dim, N = g.dim(0);
       if (with_cond) ensure_shape(dcond, {N, C});
       if (cond_proj) {
-        const ConstTensorView<T> dc = cond_proj->backward(g);
-        std::copy(dc.begin(), dc.end(), dcond.begin());
+        const ConstTensorView<T, M> dc = cond_proj->backward(g);
+        B::run(ops::copy, dc, dcond.view());
       }
-      const ConstTensorView<T> din = layers[0]->backward(g);
-      const index_t W = c.input_width();
+      const ConstTensorView<T, M> din = layers[0]->backward(g);
       ensure_shape(dx, {N, D});
-      for (index_t n = 0; n < N; ++n) {
-        std::copy_n(din.data() + n * W, D, dx.data() + n * D);
-        if (with_cond && !cond_proj) std::copy_n(din.data() + n * W + D + E, C, dcond.data() + n * C);
-      }
+      // The inverse split: dx = din[:, :D], dcond = din[:, D + E:] (Concat).
+      B::run(ops::copy_columns, din, 0, dx.view(), 0, D);
+      if (with_cond && !cond_proj) B::run(ops::copy_columns, din, D + E, dcond.view(), 0, C);
       return dx.view();
     }
   };
 
   MLPDenoiserConfig config_;
-  std::unique_ptr<Parameters<T>> params_;
+  std::unique_ptr<Parameters<T, M>> params_;
   std::unique_ptr<Net> net_;
   std::vector<double> t_;
 };

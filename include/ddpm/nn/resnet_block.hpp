@@ -48,7 +48,7 @@ class ResnetBlock2D : public LayerBase {
   using M = typename B::memory_space;
   using Buffer = Tensor<T, M>;
 
-  ResnetBlock2D(Parameters<T>& params, const std::string& prefix, const ResnetBlock2DOptions& opt)
+  ResnetBlock2D(Parameters<T, M>& params, const std::string& prefix, const ResnetBlock2DOptions& opt)
       : LayerBase(prefix),
         ci_(opt.in_channels),
         co_(opt.out_channels > 0 ? opt.out_channels : opt.in_channels),
@@ -75,9 +75,9 @@ class ResnetBlock2D : public LayerBase {
 
   // x: [N, Ci, H, W]; temb: [N, temb_channels] (empty view when temb_channels == 0,
   // or to skip the time embedding in default mode). -> [N, Co, H, W].
-  ConstTensorView<T> forward(ConstTensorView<T> x, ConstTensorView<T> temb = {}) {
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> x, ConstTensorView<T, M> temb = {}) {
     check(x.rank() == 4 && x.dim(1) == ci_, "expected input [N, ", ci_, ", H, W], got ", x.shape().str());
-    const index_t N = x.dim(0), HW = x.dim(2) * x.dim(3);
+    const index_t N = x.dim(0);
     has_temb_ = temb.data() != nullptr;
     if (has_temb_) {
       check(time_emb_proj_.has_value(), "a time embedding was given but temb_channels is 0");
@@ -93,32 +93,27 @@ class ResnetBlock2D : public LayerBase {
     // norm2 include the SiLU that follows them.
     const bool ws = mode_ == Mode::Inference;
     const Shape xs = x.shape(), hs{N, co_, x.dim(2), x.dim(3)};
-    auto slot = [&](int i, const Shape& s) { return ws ? workspace<T, M>(i, s) : TensorView<T>{}; };
+    auto slot = [&](int i, const Shape& s) { return ws ? workspace<T, M>(i, s) : TensorView<T, M>{}; };
     const bool conv1_consumed = ws || (has_temb_ && !scale_shift_);
     // (One call per statement: a slot is asked for only after its last reader ran.)
-    ConstTensorView<T> h = norm1_.forward(x, slot(0, xs));
-    h = conv1_.forward(h, conv1_consumed ? workspace<T, M>(1, hs) : TensorView<T>{});
-    ConstTensorView<T> e;
+    ConstTensorView<T, M> h = norm1_.forward(x, slot(0, xs));
+    h = conv1_.forward(h, conv1_consumed ? workspace<T, M>(1, hs) : TensorView<T, M>{});
+    ConstTensorView<T, M> e;
     if (has_temb_) e = time_emb_proj_->forward(silu_t_.forward(temb));
     if (has_temb_ && !scale_shift_) {
       // h + e[:, :, None, None]; in place on the workspace in inference.
-      const TensorView<T> sum = ws ? workspace<T, M>(1, hs) : output_buffer(hsum_, hs, {});
+      const TensorView<T, M> sum = ws ? workspace<T, M>(1, hs) : output_buffer(hsum_, hs, {});
       B::run(ops::add_channel_bias, h, e, sum);
       h = sum;
     }
     h = norm2_.forward(h, slot(0, hs));
     if (scale_shift_) {
-      const TensorView<T> mod = ws ? workspace<T, M>(1, hs) : output_buffer(mod_, hs, {});
-      for (index_t n = 0; n < N; ++n)
-        for (index_t c = 0; c < co_; ++c) {
-          const T sc = T{1} + e[n * 2 * co_ + c], sh = e[n * 2 * co_ + co_ + c];
-          const index_t base = (n * co_ + c) * HW;
-          for (index_t s = 0; s < HW; ++s) mod[base + s] = h[base + s] * sc + sh;
-        }
+      const TensorView<T, M> mod = ws ? workspace<T, M>(1, hs) : output_buffer(mod_, hs, {});
+      B::run(ops::scale_shift_forward, h, e, mod);
       h = silu2_.forward(mod, slot(0, hs));
     }
     h = conv2_.forward(h, workspace<T, M>(1, hs));
-    const ConstTensorView<T> sc = conv_shortcut_ ? conv_shortcut_->forward(x, workspace<T, M>(0, hs)) : x;
+    const ConstTensorView<T, M> sc = conv_shortcut_ ? conv_shortcut_->forward(x, workspace<T, M>(0, hs)) : x;
     x_shape_ = xs;
     ensure_shape(y_, h.shape());
     B::run(ops::add, sc, h, static_cast<T>(1.0 / osf_), y_.view());
@@ -127,41 +122,27 @@ class ResnetBlock2D : public LayerBase {
   }
 
   // Returns dx; the time embedding's gradient is temb_grad().
-  ConstTensorView<T> backward(ConstTensorView<T> dy) {
+  ConstTensorView<T, M> backward(ConstTensorView<T, M> dy) {
     check_backward(have_forward_);
     check_shape("output gradient", dy.shape(), y_.shape());
-    const index_t N = y_.dim(0), HW = y_.dim(2) * y_.dim(3);
+    const index_t N = y_.dim(0);
     // Intermediate gradients ping-pong through the shared workspace (slots 0
     // and 1); dy (scaled when output_scale_factor != 1) goes to both branches.
     const Shape hs = y_.shape(), xs = x_shape_;
-    ConstTensorView<T> dh = dy;  // d(shortcut) = d(h) = dy / osf
+    ConstTensorView<T, M> dh = dy;  // d(shortcut) = d(h) = dy / osf
     if (osf_ != 1.0) {
       ensure_shape(dh_, hs);
       B::run(ops::add, dy, {}, static_cast<T>(1.0 / osf_), dh_.view());
       dh = dh_.view();
     }
     // (One call per statement: a slot is asked for only after its last reader ran.)
-    ConstTensorView<T> g = conv2_.backward(dh, workspace<T, M>(0, hs));
+    ConstTensorView<T, M> g = conv2_.backward(dh, workspace<T, M>(0, hs));
     if (scale_shift_) {
       g = silu2_.backward(g, workspace<T, M>(1, hs));
       // g = d mod; d norm2-out = g * (1 + scale); d scale = sum g * n2; d shift = sum g.
-      const ConstTensorView<T> n2 = norm2_.output();
-      const ConstTensorView<T> e = time_emb_proj_->output();
       ensure_shape(de_, {N, 2 * co_});
-      const TensorView<T> dmod = workspace<T, M>(0, hs);
-      for (index_t n = 0; n < N; ++n)
-        for (index_t c = 0; c < co_; ++c) {
-          const T sc = T{1} + e[n * 2 * co_ + c];
-          const index_t base = (n * co_ + c) * HW;
-          T dscale{}, dshift{};
-          for (index_t s = 0; s < HW; ++s) {
-            dscale += g[base + s] * n2[base + s];
-            dshift += g[base + s];
-            dmod[base + s] = g[base + s] * sc;
-          }
-          de_[n * 2 * co_ + c] = dscale;
-          de_[n * 2 * co_ + co_ + c] = dshift;
-        }
+      const TensorView<T, M> dmod = workspace<T, M>(0, hs);
+      B::run(ops::scale_shift_backward, norm2_.output(), time_emb_proj_->output(), g, dmod, de_.view());
       g = norm2_.backward(dmod, workspace<T, M>(1, hs));
     } else {
       g = norm2_.backward(g, workspace<T, M>(1, hs));  // through SiLU and norm2
@@ -171,22 +152,22 @@ class ResnetBlock2D : public LayerBase {
       }
     }
     if (has_temb_) {
-      const ConstTensorView<T> dt = silu_t_.backward(time_emb_proj_->backward(de_.view()));
+      const ConstTensorView<T, M> dt = silu_t_.backward(time_emb_proj_->backward(de_.view()));
       ensure_shape(dtemb_, dt.shape());
-      std::copy(dt.begin(), dt.end(), dtemb_.begin());
+      B::run(ops::copy, dt, dtemb_.view());
     }
     // g is in slot 1; conv1's dx goes to slot 0, norm1's (through its SiLU) to
     // slot 2; the shortcut's dx reuses slot 1.
-    ConstTensorView<T> dx_main = conv1_.backward(g, workspace<T, M>(0, xs));
+    ConstTensorView<T, M> dx_main = conv1_.backward(g, workspace<T, M>(0, xs));
     dx_main = norm1_.backward(dx_main, workspace<T, M>(2, xs));
-    const ConstTensorView<T> dx_sc = conv_shortcut_ ? conv_shortcut_->backward(dh, workspace<T, M>(1, xs)) : dh;
+    const ConstTensorView<T, M> dx_sc = conv_shortcut_ ? conv_shortcut_->backward(dh, workspace<T, M>(1, xs)) : dh;
     ensure_shape(dx_, xs);
     B::run(ops::add, dx_main, dx_sc, T{1}, dx_.view());
     return dx_.view();
   }
 
   // dL/dtemb of the last backward, [N, temb_channels] (empty without a time embedding).
-  ConstTensorView<T> temb_grad() const { return has_temb_ ? ConstTensorView<T>(dtemb_.view()) : ConstTensorView<T>{}; }
+  ConstTensorView<T, M> temb_grad() const { return has_temb_ ? ConstTensorView<T, M>(dtemb_.view()) : ConstTensorView<T, M>{}; }
 
   // The children (nn/composite.hpp), in init order.
   template <class F>

@@ -9,6 +9,7 @@
 // Numerics::Diffusers (default) evaluates it in float32, as diffusers does even
 // for a float64 model, then converts to T; Numerics::Exact evaluates in T.
 #include <cmath>
+#include <concepts>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -34,7 +35,8 @@ struct TimestepEmbeddingOptions {
 template <Scalar T, backend::Backend B>
 class SinusoidalTimestepEmbedding : public LayerBase {
  public:
-  using Buffer = Tensor<T, typename B::memory_space>;
+  using M = typename B::memory_space;
+  using Buffer = Tensor<T, M>;
 
   explicit SinusoidalTimestepEmbedding(TimestepEmbeddingOptions opt, const std::string& prefix = "time_proj")
       : LayerBase(prefix), opt_(opt) {
@@ -43,58 +45,32 @@ class SinusoidalTimestepEmbedding : public LayerBase {
           ") must differ from dim / 2 (", opt.dim / 2, ")");
   }
 
-  // t[N] -> [N, dim].
-  ConstTensorView<T> forward(std::span<const double> t) {
-    const auto n = static_cast<index_t>(t.size());
-    ensure_shape(y_, {n, opt_.dim});
-    if (opt_.numerics == Numerics::Diffusers || std::is_same_v<T, float>)
-      compute<float>(t);
-    else
-      compute<T>(t);
+  // t[N] (host values) -> [N, dim].
+  ConstTensorView<T, M> forward(std::span<const double> t) {
+    ensure_shape(y_, {static_cast<index_t>(t.size()), opt_.dim});
+    backend::TimestepEmbeddingParams p;
+    p.flip_sin_to_cos = opt_.flip_sin_to_cos;
+    p.freq_shift = opt_.freq_shift;
+    p.max_period = opt_.max_period;
+    p.scale = opt_.scale;
+    p.float32 = opt_.numerics == Numerics::Diffusers;
+    B::run(ops::timestep_embedding, t, p, y_.view());
     return y_.view();
   }
-  // The same with t as a tensor of any shape (its elements in order).
-  ConstTensorView<T> forward(ConstTensorView<T> t) {
-    ensure_t(t.numel());
-    for (index_t i = 0; i < t.numel(); ++i) t_[static_cast<std::size_t>(i)] = static_cast<double>(t[i]);
+  // The same with t as a host tensor of any shape (its elements in order).
+  ConstTensorView<T, M> forward(ConstTensorView<T> t) requires std::same_as<M, Host> {
+    t_.assign(t.begin(), t.end());
     return forward(std::span<const double>(t_));
   }
-  ConstTensorView<T> forward(TensorView<T> t) { return forward(ConstTensorView<T>(t)); }
+  ConstTensorView<T, M> forward(TensorView<T> t) requires std::same_as<M, Host> {
+    return forward(ConstTensorView<T>(t));
+  }
 
   void init(Rng&) {}
   const TimestepEmbeddingOptions& options() const { return opt_; }
   index_t dim() const { return opt_.dim; }
 
  private:
-  void ensure_t(index_t n) {
-    if (static_cast<index_t>(t_.size()) != n) t_.resize(static_cast<std::size_t>(n));
-  }
-
-  // Evaluates in U the way diffusers' torch ops do: each product, quotient and
-  // function rounded to U (so, for float, float32 throughout like PyTorch).
-  template <class U>
-  void compute(std::span<const double> t) {
-    const index_t half = opt_.dim / 2, dim = opt_.dim;
-    const U neg_log = static_cast<U>(-std::log(opt_.max_period));
-    const U denom = static_cast<U>(static_cast<double>(half) - opt_.freq_shift);
-    const U scale = static_cast<U>(opt_.scale);
-    T* y = y_.data();
-    for (std::size_t r = 0; r < t.size(); ++r) {
-      const U tr = static_cast<U>(t[r]);
-      T* row = y + static_cast<index_t>(r) * dim;
-      for (index_t i = 0; i < half; ++i) {
-        const U exponent = static_cast<U>(neg_log * static_cast<U>(i)) / denom;
-        const U freq = std::exp(exponent);
-        U arg = static_cast<U>(tr * freq);
-        if (opt_.scale != 1.0) arg = static_cast<U>(scale * arg);
-        const U s = std::sin(arg), c = std::cos(arg);
-        row[i] = static_cast<T>(opt_.flip_sin_to_cos ? c : s);
-        row[half + i] = static_cast<T>(opt_.flip_sin_to_cos ? s : c);
-      }
-      if (dim % 2 == 1) row[dim - 1] = T{0};
-    }
-  }
-
   TimestepEmbeddingOptions opt_;
   std::vector<double> t_;
   Buffer y_;

@@ -48,14 +48,16 @@ class UNet2D {
  public:
   using scalar_type = T;
   using backend_type = B;
-  using Buffer = Tensor<T, typename B::memory_space>;
+  using M = typename B::memory_space;
+  using memory_space = M;
+  using Buffer = Tensor<T, M>;
 
   // Validates the config and registers every parameter (zero-initialised;
   // GroupNorm weights 1). Numerics::Diffusers computes the timestep embedding
   // and the attention softmax in float32 as diffusers does even for double;
   // Numerics::Exact computes them in T.
   explicit UNet2D(UNet2DConfig config, Numerics numerics = Numerics::Diffusers)
-      : config_(std::move(config)), numerics_(numerics), params_(std::make_unique<Parameters<T>>()) {
+      : config_(std::move(config)), numerics_(numerics), params_(std::make_unique<Parameters<T, M>>()) {
     config_.validate();
     net_ = std::make_unique<Net>(*params_, config_, numerics_);
   }
@@ -65,8 +67,8 @@ class UNet2D {
 
   const UNet2DConfig& config() const { return config_; }
   Numerics numerics() const { return numerics_; }
-  Parameters<T>& parameters() { return *params_; }
-  const Parameters<T>& parameters() const { return *params_; }
+  Parameters<T, M>& parameters() { return *params_; }
+  const Parameters<T, M>& parameters() const { return *params_; }
   index_t num_parameters() const { return params_->numel(); }
   Mode mode() const { return mode_; }
 
@@ -93,15 +95,15 @@ class UNet2D {
   // x [N, in_channels, H, W] (H, W divisible by 2^(levels - 1)); timesteps:
   // N values, or one for the whole batch; class_labels: N labels in
   // [0, num_class_embeds) when the config has a class embedding, else empty.
-  ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const double> timesteps,
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> x, std::span<const double> timesteps,
                              std::span<const std::int64_t> class_labels = {}) {
     return net_->forward(x, timesteps, class_labels, config_);
   }
-  ConstTensorView<T> forward(ConstTensorView<T> x, double timestep, std::span<const std::int64_t> class_labels = {}) {
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> x, double timestep, std::span<const std::int64_t> class_labels = {}) {
     return forward(x, std::span<const double>(&timestep, 1), class_labels);
   }
   // The Denoiser interface (core/model.hpp): timesteps in T.
-  ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const T> timesteps, const Conditioning<T>& cond) {
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> x, std::span<const T> timesteps, const Conditioning<T, M>& cond) {
     require(cond.vector.data() == nullptr,
             "UNet2D: a conditioning vector was given, but UNet2DModel takes only class labels");
     if constexpr (std::is_same_v<T, double>) {
@@ -114,7 +116,7 @@ class UNet2D {
 
   // dL/doutput for the last forward -> dL/dx. ACCUMULATES the parameter
   // gradients into parameters().grads() (zero them first with zero_grad()).
-  ConstTensorView<T> backward(ConstTensorView<T> dout) {
+  ConstTensorView<T, M> backward(ConstTensorView<T, M> dout) {
     require(config_.dropout == 0.0, "UNet2D: dropout = ", config_.dropout,
             " is not implemented for training (forward runs as diffusers' eval mode)");
     require(mode_ == Mode::Training, "UNet2D: backward needs a forward in training mode (set_mode(Mode::Training))");
@@ -133,7 +135,7 @@ class UNet2D {
   bool records_intermediates() const { return net_->recording; }
   // The intermediates of the last forward: views into the layers' buffers,
   // valid until the next forward. Needs record_intermediates(true) first.
-  const std::map<std::string, ConstTensorView<T>>& intermediates() const {
+  const std::map<std::string, ConstTensorView<T, M>>& intermediates() const {
     require(net_->recording, "UNet2D: intermediates() needs record_intermediates(true) before the forward");
     return net_->stages;
   }
@@ -155,15 +157,15 @@ class UNet2D {
     SiLU<T, B> act_out{"conv_act"};
     std::unique_ptr<Conv2d<T, B>> conv_out;
 
-    SkipStack<T> skips;
+    SkipStack<T, M> skips;
     Buffer centered, emb_sum, demb, dconv_in, dx;
     std::vector<double> t_batch;
-    ConstTensorView<T> emb_in;  // the embedding the blocks saw (time + class)
+    ConstTensorView<T, M> emb_in;  // the embedding the blocks saw (time + class)
     bool recording = false;     // record the intermediates in `stages`
-    std::map<std::string, ConstTensorView<T>> stages;
+    std::map<std::string, ConstTensorView<T, M>> stages;
     bool centered_input = false;
 
-    Net(Parameters<T>& p, const UNet2DConfig& c, Numerics numerics) {
+    Net(Parameters<T, M>& p, const UNet2DConfig& c, Numerics numerics) {
       const auto& ch = c.block_out_channels;
       const index_t c0 = ch[0], temb = c.time_embed_dim();
       const UNetBlockContext ctx{c, temb, numerics};
@@ -199,7 +201,7 @@ class UNet2D {
       conv_out = std::make_unique<Conv2d<T, B>>(p, "conv_out", c0, c.out_channels, 3, 1, 1);
     }
 
-    ConstTensorView<T> forward(ConstTensorView<T> x, std::span<const double> t, std::span<const std::int64_t> labels,
+    ConstTensorView<T, M> forward(ConstTensorView<T, M> x, std::span<const double> t, std::span<const std::int64_t> labels,
                                const UNet2DConfig& c) {
       require(x.rank() == 4 && x.dim(1) == c.in_channels, "UNet2D: expected x [N, ", c.in_channels,
               ", H, W], got ", x.shape().str());
@@ -213,21 +215,21 @@ class UNet2D {
       if (recording) stages.clear();
 
       // 1. input and embeddings
-      ConstTensorView<T> xin = x;
+      ConstTensorView<T, M> xin = x;
       centered_input = c.center_input_sample;
       if (centered_input) {
         ensure_shape(centered, x.shape());
-        for (index_t i = 0; i < x.numel(); ++i) centered[i] = T{2} * x[i] - T{1};
+        B::run(ops::affine, x, T{2}, T{-1}, centered.view());  // 2x - 1
         xin = centered.view();
       }
-      const ConstTensorView<T> t_emb = time_proj->forward(std::span<const double>(t_batch));
+      const ConstTensorView<T, M> t_emb = time_proj->forward(std::span<const double>(t_batch));
       if (recording) stages["t_emb"] = t_emb;
-      ConstTensorView<T> emb = linear_2->forward(time_act.forward(linear_1->forward(t_emb)));
+      ConstTensorView<T, M> emb = linear_2->forward(time_act.forward(linear_1->forward(t_emb)));
       if (recording) stages["time_embedding_out"] = emb;
       if (class_embedding) {
         require(labels.size() == static_cast<std::size_t>(N), "UNet2D: this model has a class embedding (",
                 "num_class_embeds = ", *c.num_class_embeds, ") and needs ", N, " class labels, got ", labels.size());
-        const ConstTensorView<T> ce = class_embedding->forward(labels);
+        const ConstTensorView<T, M> ce = class_embedding->forward(labels);
         if (recording) stages["class_emb"] = ce;
         emb = unet_detail::add<B>(emb_sum, emb, ce);
       } else {
@@ -237,7 +239,7 @@ class UNet2D {
       emb_in = emb;
 
       // 2. conv_in, 3. down
-      ConstTensorView<T> h = conv_in->forward(xin);
+      ConstTensorView<T, M> h = conv_in->forward(xin);
       if (recording) stages["conv_in_out"] = h;
       skips.values.assign(1, h);
       for (std::size_t i = 0; i < down.size(); ++i) {
@@ -262,11 +264,11 @@ class UNet2D {
       return conv_out->forward(act_out.forward(h));
     }
 
-    ConstTensorView<T> backward(ConstTensorView<T> dout, const UNet2DConfig&) {
-      ConstTensorView<T> g = norm_out->backward(act_out.backward(conv_out->backward(dout)));
+    ConstTensorView<T, M> backward(ConstTensorView<T, M> dout, const UNet2DConfig&) {
+      ConstTensorView<T, M> g = norm_out->backward(act_out.backward(conv_out->backward(dout)));
       ensure_shape(demb, emb_in.shape());
-      demb.fill(T{0});
-      skips.grads.assign(skips.values.size(), ConstTensorView<T>{});
+      B::run(ops::fill, T{0}, demb.view());
+      skips.grads.assign(skips.values.size(), ConstTensorView<T, M>{});
       for (std::size_t i = up.size(); i-- > 0;) g = up[i]->backward(g, skips, demb);
       if (mid) g = mid->backward(g, demb);
       for (std::size_t i = down.size(); i-- > 0;) g = down[i]->backward(g, skips, demb);
@@ -276,7 +278,7 @@ class UNet2D {
       linear_1->backward(time_act.backward(linear_2->backward(demb.view())));
       if (!centered_input) return g;
       ensure_shape(dx, g.shape());
-      for (index_t i = 0; i < g.numel(); ++i) dx[i] = T{2} * g[i];
+      B::run(ops::add, g, {}, T{2}, dx.view());  // d(2x - 1) = 2 dx
       return dx.view();
     }
   };
@@ -284,7 +286,7 @@ class UNet2D {
   UNet2DConfig config_;
   Numerics numerics_;
   Mode mode_ = Mode::Training;
-  std::unique_ptr<Parameters<T>> params_;
+  std::unique_ptr<Parameters<T, M>> params_;
   std::unique_ptr<Net> net_;
   std::vector<double> t_double_;
 };

@@ -42,7 +42,7 @@ namespace unet_detail {
 
 // out = a + b (same shape), into a buffer owned by the caller.
 template <class B, Scalar T, class M>
-ConstTensorView<T> add(Tensor<T, M>& out, ConstTensorView<T> a, ConstTensorView<T> b) {
+ConstTensorView<T, M> add(Tensor<T, M>& out, ConstTensorView<T, M> a, ConstTensorView<T, M> b) {
   require_same_shape(a.shape(), b.shape(), "U-Net skip gradient");
   ensure_shape(out, a.shape());
   B::run(ops::add, a, b, T{1}, out.view());
@@ -51,7 +51,7 @@ ConstTensorView<T> add(Tensor<T, M>& out, ConstTensorView<T> a, ConstTensorView<
 
 // acc += x (acc is resized and zeroed by the caller).
 template <class B, Scalar T, class M>
-void accumulate(Tensor<T, M>& acc, ConstTensorView<T> x) {
+void accumulate(Tensor<T, M>& acc, ConstTensorView<T, M> x) {
   require_same_shape(acc.shape(), x.shape(), "U-Net time-embedding gradient");
   B::run(ops::add, acc.cview(), x, T{1}, acc.view());
 }
@@ -72,10 +72,10 @@ inline void check_heads(const std::string& layer, const UNet2DConfig& c, index_t
 
 // The skip stack of one forward pass and its gradients (filled by the up
 // blocks' backward, consumed by the down blocks' backward).
-template <Scalar T>
+template <Scalar T, class M = Host>
 struct SkipStack {
-  std::vector<ConstTensorView<T>> values;  // pushed in order by conv_in and the down blocks
-  std::vector<ConstTensorView<T>> grads;   // same indices; set by the up blocks' backward
+  std::vector<ConstTensorView<T, M>> values;  // pushed in order by conv_in and the down blocks
+  std::vector<ConstTensorView<T, M>> grads;   // same indices; set by the up blocks' backward
 };
 
 // One ResNet block followed, optionally, by an attention block: the unit all
@@ -83,18 +83,18 @@ struct SkipStack {
 template <Scalar T, backend::Backend B>
 class ResnetAttention {
  public:
+  using M = typename B::memory_space;
   ResnetAttention(std::unique_ptr<ResnetBlock2D<T, B>> resnet, std::unique_ptr<AttentionBlock<T, B>> attention)
       : resnet_(std::move(resnet)), attention_(std::move(attention)) {}
 
-  ConstTensorView<T> forward(ConstTensorView<T> x, ConstTensorView<T> emb) {
-    const ConstTensorView<T> h = resnet_->forward(x, emb);
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> x, ConstTensorView<T, M> emb) {
+    const ConstTensorView<T, M> h = resnet_->forward(x, emb);
     return attention_ ? attention_->forward(h) : h;
   }
   // Returns dL/dx; adds dL/demb into demb.
-  template <class M>
-  ConstTensorView<T> backward(ConstTensorView<T> dy, Tensor<T, M>& demb) {
-    const ConstTensorView<T> dh = attention_ ? attention_->backward(dy) : dy;
-    const ConstTensorView<T> dx = resnet_->backward(dh);
+  ConstTensorView<T, M> backward(ConstTensorView<T, M> dy, Tensor<T, M>& demb) {
+    const ConstTensorView<T, M> dh = attention_ ? attention_->backward(dy) : dy;
+    const ConstTensorView<T, M> dx = resnet_->backward(dh);
     unet_detail::accumulate<B>(demb, resnet_->temb_grad());
     return dx;
   }
@@ -143,7 +143,7 @@ struct UNetBlockContext {
 // Builds the resnets and attentions of one block, attentions first (diffusers'
 // state_dict order). in_of(j) gives resnet j's input channels.
 template <Scalar T, backend::Backend B, class InChannels>
-std::vector<ResnetAttention<T, B>> make_resnet_attentions(Parameters<T>& params, const UNetBlockContext& ctx,
+std::vector<ResnetAttention<T, B>> make_resnet_attentions(Parameters<T, typename B::memory_space>& params, const UNetBlockContext& ctx,
                                                           const std::string& prefix, int count, index_t out,
                                                           bool with_attention, InChannels in_of,
                                                           int attention_groups, double output_scale = 1.0) {
@@ -173,9 +173,10 @@ std::vector<ResnetAttention<T, B>> make_resnet_attentions(Parameters<T>& params,
 template <Scalar T, backend::Backend B>
 class UNetDownBlock {
  public:
-  using Buffer = Tensor<T, typename B::memory_space>;
+  using M = typename B::memory_space;
+  using Buffer = Tensor<T, M>;
 
-  UNetDownBlock(Parameters<T>& params, const UNetBlockContext& ctx, int index, index_t in, index_t out)
+  UNetDownBlock(Parameters<T, M>& params, const UNetBlockContext& ctx, int index, index_t in, index_t out)
       : prefix_("down_blocks." + std::to_string(index)) {
     const auto& c = ctx.config;
     const bool attn = c.down_block_types.at(static_cast<std::size_t>(index)) == "AttnDownBlock2D";
@@ -187,8 +188,8 @@ class UNetDownBlock {
                                                    c.downsample_padding);
   }
 
-  ConstTensorView<T> forward(ConstTensorView<T> x, ConstTensorView<T> emb, SkipStack<T>& skips) {
-    ConstTensorView<T> h = x;
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> x, ConstTensorView<T, M> emb, SkipStack<T, M>& skips) {
+    ConstTensorView<T, M> h = x;
     first_skip_ = skips.values.size();
     for (auto& u : units_) skips.values.push_back(h = u.forward(h, emb));
     if (down_) skips.values.push_back(h = down_->forward(h));
@@ -196,10 +197,9 @@ class UNetDownBlock {
   }
 
   // dy: gradient of the block's output from the layers after it.
-  template <class M>
-  ConstTensorView<T> backward(ConstTensorView<T> dy, const SkipStack<T>& skips, Tensor<T, M>& demb) {
+  ConstTensorView<T, M> backward(ConstTensorView<T, M> dy, const SkipStack<T, M>& skips, Tensor<T, M>& demb) {
     std::size_t s = first_skip_ + units_.size() + (down_ ? 1 : 0);
-    ConstTensorView<T> g = dy;
+    ConstTensorView<T, M> g = dy;
     if (down_) g = down_->backward(unet_detail::add<B>(acc_, g, skips.grads.at(--s)));
     for (auto u = units_.rbegin(); u != units_.rend(); ++u)
       g = u->backward(unet_detail::add<B>(acc_, g, skips.grads.at(--s)), demb);
@@ -226,7 +226,8 @@ class UNetDownBlock {
 template <Scalar T, backend::Backend B>
 class UNetMidBlock {
  public:
-  UNetMidBlock(Parameters<T>& params, const UNetBlockContext& ctx, index_t channels) {
+  using M = typename B::memory_space;
+  UNetMidBlock(Parameters<T, M>& params, const UNetBlockContext& ctx, index_t channels) {
     const auto& c = ctx.config;
     const double scale = c.mid_block_scale_factor;
     // diffusers: attentions (one, unless add_attention is false), then two resnets.
@@ -248,11 +249,10 @@ class UNetMidBlock {
     }
   }
 
-  ConstTensorView<T> forward(ConstTensorView<T> x, ConstTensorView<T> emb) {
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> x, ConstTensorView<T, M> emb) {
     return units_[1].forward(units_[0].forward(x, emb), emb);
   }
-  template <class M>
-  ConstTensorView<T> backward(ConstTensorView<T> dy, Tensor<T, M>& demb) {
+  ConstTensorView<T, M> backward(ConstTensorView<T, M> dy, Tensor<T, M>& demb) {
     return units_[0].backward(units_[1].backward(dy, demb), demb);
   }
   // The children (nn/composite.hpp), in init order.
@@ -270,7 +270,8 @@ class UNetMidBlock {
 template <Scalar T, backend::Backend B>
 class UNetUpBlock {
  public:
-  UNetUpBlock(Parameters<T>& params, const UNetBlockContext& ctx, int index, index_t prev_out, index_t out,
+  using M = typename B::memory_space;
+  UNetUpBlock(Parameters<T, M>& params, const UNetBlockContext& ctx, int index, index_t prev_out, index_t out,
               index_t skip_in)
       : prefix_("up_blocks." + std::to_string(index)) {
     const auto& c = ctx.config;
@@ -286,13 +287,13 @@ class UNetUpBlock {
     popped_.resize(static_cast<std::size_t>(n));
   }
 
-  ConstTensorView<T> forward(ConstTensorView<T> x, ConstTensorView<T> emb, SkipStack<T>& skips,
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> x, ConstTensorView<T, M> emb, SkipStack<T, M>& skips,
                              std::size_t& stack_top) {
-    ConstTensorView<T> h = x;
+    ConstTensorView<T, M> h = x;
     for (std::size_t j = 0; j < units_.size(); ++j) {
       require(stack_top > 0, prefix_, ": the skip stack is empty");
       popped_[j] = --stack_top;
-      const ConstTensorView<T> skip = skips.values[popped_[j]];
+      const ConstTensorView<T, M> skip = skips.values[popped_[j]];
       require(skip.rank() == 4 && h.rank() == 4 && skip.dim(2) == h.dim(2) && skip.dim(3) == h.dim(3), prefix_,
               ": the skip connection has shape ", skip.shape().str(), " but the hidden state has ", h.shape().str());
       h = units_[j].forward(concats_[j].forward(h, skip), emb);
@@ -300,9 +301,8 @@ class UNetUpBlock {
     return up_ ? up_->forward(h) : h;
   }
 
-  template <class M>
-  ConstTensorView<T> backward(ConstTensorView<T> dy, SkipStack<T>& skips, Tensor<T, M>& demb) {
-    ConstTensorView<T> g = up_ ? up_->backward(dy) : dy;
+  ConstTensorView<T, M> backward(ConstTensorView<T, M> dy, SkipStack<T, M>& skips, Tensor<T, M>& demb) {
+    ConstTensorView<T, M> g = up_ ? up_->backward(dy) : dy;
     for (std::size_t j = units_.size(); j-- > 0;) {
       g = concats_[j].backward(units_[j].backward(g, demb));
       skips.grads.at(popped_[j]) = concats_[j].skip_grad();

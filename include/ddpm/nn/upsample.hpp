@@ -18,10 +18,11 @@ namespace ddpm::nn {
 template <Scalar T, backend::Backend B>
 class Upsample2D : public LayerBase {
  public:
-  using Buffer = Tensor<T, typename B::memory_space>;
+  using M = typename B::memory_space;
+  using Buffer = Tensor<T, M>;
 
   // out_channels 0: same as channels (must equal channels without conv).
-  Upsample2D(Parameters<T>& params, const std::string& prefix, index_t channels, bool use_conv = true,
+  Upsample2D(Parameters<T, M>& params, const std::string& prefix, index_t channels, bool use_conv = true,
              index_t out_channels = 0)
       : LayerBase(prefix), c_(channels) {
     const index_t co = out_channels > 0 ? out_channels : channels;
@@ -32,21 +33,21 @@ class Upsample2D : public LayerBase {
   }
 
   // x: [N, C, H, W] -> [N, Co, 2H, 2W].
-  ConstTensorView<T> forward(ConstTensorView<T> x) {
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> x) {
     check(x.rank() == 4 && x.dim(1) == c_, "expected input [N, ", c_, ", H, W], got ", x.shape().str());
     ensure_shape(up_, {x.dim(0), c_, 2 * x.dim(2), 2 * x.dim(3)});
-    B::run(ops::upsample_nearest2x_forward, x, TensorView<T>(up_.view()));
+    B::run(ops::upsample_nearest2x_forward, x, TensorView<T, M>(up_.view()));
     x_shape_ = x.shape();
     have_forward_ = mode_ == Mode::Training;
-    return conv_ ? conv_->forward(up_.view()) : ConstTensorView<T>(up_.view());
+    return conv_ ? conv_->forward(up_.view()) : ConstTensorView<T, M>(up_.view());
   }
 
-  ConstTensorView<T> backward(ConstTensorView<T> dy) {
+  ConstTensorView<T, M> backward(ConstTensorView<T, M> dy) {
     check_backward(have_forward_);
-    const ConstTensorView<T> dup = conv_ ? conv_->backward(dy) : dy;
+    const ConstTensorView<T, M> dup = conv_ ? conv_->backward(dy) : dy;
     check_shape("output gradient", dup.shape(), up_.shape());
     ensure_shape(dx_, x_shape_);
-    B::run(ops::upsample_nearest2x_backward, dup, TensorView<T>(dx_.view()));
+    B::run(ops::upsample_nearest2x_backward, dup, TensorView<T, M>(dx_.view()));
     return dx_.view();
   }
 

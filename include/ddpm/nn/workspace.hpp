@@ -10,7 +10,7 @@
 //
 //   TensorView<T> a = workspace<T, M>(0, shape);   // slot 0
 //
-// Per thread, scalar type and memory space; a slot grows to the largest shape
+// Per thread, scalar type and memory space M (a Tensor<T, M> per slot); a slot grows to the largest shape
 // asked of it and is never zero-filled. Contract: a view of slot i is valid
 // until the next workspace() call for slot i on the same thread, so a layer
 // uses a slot only for a value that is dead before it asks for that slot
@@ -28,18 +28,16 @@ namespace ddpm::nn {
 inline constexpr int kWorkspaceSlots = 6;
 
 template <Scalar T, class M = Host>
-TensorView<T> workspace(int slot, const Shape& shape) {
-  static_assert(std::is_same_v<M, Host>, "workspace: only host memory so far (a device backend adds its own)");
-  static thread_local std::array<std::vector<T, AlignedAllocator<T>>, kWorkspaceSlots> slots;
+TensorView<T, M> workspace(int slot, const Shape& shape) {
+  static thread_local std::array<Tensor<T, M>, kWorkspaceSlots> slots;
   require(slot >= 0 && slot < kWorkspaceSlots, "workspace: slot ", slot, " out of range");
   auto& s = slots[static_cast<std::size_t>(slot)];
-  const auto n = static_cast<std::size_t>(shape.numel());
-  if (s.size() < n) {
-    s.clear();
-    s.shrink_to_fit();  // release first: the peak is the new size, not old + new
-    s.resize(n);
+  const index_t n = shape.numel();
+  if (s.empty() || s.numel() < n) {
+    s = Tensor<T, M>();  // release first: the peak is the new size, not old + new
+    s = Tensor<T, M>(Shape{n});
   }
-  return TensorView<T>(s.data(), shape);
+  return TensorView<T, M>(s.data(), shape);
 }
 
 }  // namespace ddpm::nn

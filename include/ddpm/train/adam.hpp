@@ -6,10 +6,14 @@
 //   p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 // Adam's weight_decay adds wd * p to g (L2); AdamW multiplies p by (1 - lr wd) first.
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <span>
 #include <vector>
 
+#include "ddpm/backend/backend.hpp"
+#include "ddpm/backend/ops.hpp"
+#include "ddpm/backend/reference.hpp"
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/tensor.hpp"
 
@@ -35,51 +39,54 @@ struct AdamConfig {
   }
 };
 
-template <Scalar T>
+// The moments live in backend B's memory space and the update is one
+// ops::adam_update over the flat buffers (threaded on backend::Eigen, with
+// Reference's element formula: the same bits for any thread count).
+template <Scalar T, backend::Backend B = backend::Reference>
 class Adam {
  public:
-  Adam(index_t num_params, AdamConfig config) : config_(config) {
+  using M = typename B::memory_space;
+
+  Adam(index_t num_params, AdamConfig config)
+      : config_(config), m_(Shape{num_params}), v_(Shape{num_params}) {
     config_.validate();
-    m_.assign(static_cast<std::size_t>(num_params), T{});
-    v_.assign(static_cast<std::size_t>(num_params), T{});
   }
 
   const AdamConfig& config() const { return config_; }
   std::int64_t step_count() const { return step_; }
 
   // One update with learning rate `lr` (a schedule may vary it per step).
-  void step(std::span<T> params, std::span<const T> grads, double lr) {
-    require(params.size() == m_.size() && grads.size() == m_.size(), "Adam::step: optimizer holds ", m_.size(),
-            " moments but got ", params.size(), " parameters and ", grads.size(), " gradients");
+  void step(TensorView<T, M> params, ConstTensorView<T, M> grads, double lr) {
+    require(params.numel() == m_.numel() && grads.numel() == m_.numel(), "Adam::step: optimizer holds ", m_.numel(),
+            " moments but got ", params.numel(), " parameters and ", grads.numel(), " gradients");
     ++step_;
-    const T b1 = static_cast<T>(config_.beta1), b2 = static_cast<T>(config_.beta2);
-    const double bc1 = 1.0 - std::pow(config_.beta1, static_cast<double>(step_));
-    const double bc2 = 1.0 - std::pow(config_.beta2, static_cast<double>(step_));
-    const T step_size = static_cast<T>(lr / bc1);
-    const T inv_sqrt_bc2 = static_cast<T>(1.0 / std::sqrt(bc2));
-    const T eps = static_cast<T>(config_.eps), wd = static_cast<T>(config_.weight_decay);
-    const T decay = static_cast<T>(1.0 - lr * config_.weight_decay);
-    const bool decoupled = config_.decoupled_weight_decay;
-    T* m = m_.data();
-    T* v = v_.data();
-    const std::size_t n = params.size();
-    for (std::size_t i = 0; i < n; ++i) {
-      T g = grads[i];
-      T p = params[i];
-      if (decoupled) p *= decay;
-      else g += wd * p;
-      m[i] = b1 * m[i] + (1 - b1) * g;
-      v[i] = b2 * v[i] + (1 - b2) * g * g;
-      params[i] = p - step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
-    }
+    backend::AdamParams s;
+    s.lr = lr;
+    s.beta1 = config_.beta1;
+    s.beta2 = config_.beta2;
+    s.eps = config_.eps;
+    s.weight_decay = config_.weight_decay;
+    s.decoupled_weight_decay = config_.decoupled_weight_decay;
+    s.step = step_;
+    B::run(ops::adam_update, params, grads, m_.view(), v_.view(), s);
   }
-  void step(std::span<T> params, std::span<const T> grads) { step(params, grads, config_.lr); }
+  void step(std::span<T> params, std::span<const T> grads, double lr) requires std::same_as<M, Host> {
+    step(TensorView<T>(params.data(), {static_cast<index_t>(params.size())}),
+         ConstTensorView<T>(grads.data(), {static_cast<index_t>(grads.size())}), lr);
+  }
+  void step(std::span<T> params, std::span<const T> grads) requires std::same_as<M, Host> {
+    step(params, grads, config_.lr);
+  }
 
-  // The moments, for checkpoints (io/checkpoint.hpp).
-  std::span<T> exp_avg() { return m_; }
-  std::span<T> exp_avg_sq() { return v_; }
-  std::span<const T> exp_avg() const { return m_; }
-  std::span<const T> exp_avg_sq() const { return v_; }
+  // The moments, for checkpoints (io/checkpoint.hpp): flat views of
+  // any space, and host spans.
+  TensorView<T, M> exp_avg_buffer() { return m_.view(); }
+  TensorView<T, M> exp_avg_sq_buffer() { return v_.view(); }
+  std::span<T> exp_avg() requires std::same_as<M, Host> { return m_.span(); }
+  std::span<T> exp_avg_sq() requires std::same_as<M, Host> { return v_.span(); }
+  std::span<const T> exp_avg() const requires std::same_as<M, Host> { return m_.span(); }
+  std::span<const T> exp_avg_sq() const requires std::same_as<M, Host> { return v_.span(); }
+
   void set_step_count(std::int64_t s) {
     require(s >= 0, "Adam: step count must be >= 0, got ", s);
     step_ = s;
@@ -87,7 +94,7 @@ class Adam {
 
  private:
   AdamConfig config_;
-  std::vector<T, AlignedAllocator<T>> m_, v_;
+  Tensor<T, M> m_, v_;
   std::int64_t step_ = 0;
 };
 

@@ -4,22 +4,32 @@
 // d_t = min(decay, (1 + t) / (10 + t)) so early averages are not dominated by
 // the random initialisation.
 #include <algorithm>
+#include <concepts>
 #include <cstdint>
 #include <span>
 #include <vector>
 
+#include "ddpm/backend/backend.hpp"
+#include "ddpm/backend/ops.hpp"
+#include "ddpm/backend/reference.hpp"
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/tensor.hpp"
 
 namespace ddpm::train {
 
-template <Scalar T>
+// The shadow weights live in backend B's memory space; each update is one
+// ops::ema_update.
+template <Scalar T, backend::Backend B = backend::Reference>
 class EMA {
  public:
-  EMA(std::span<const T> params, double decay = 0.9999, bool warmup = true) : decay_(decay), warmup_(warmup) {
-    require(decay >= 0 && decay <= 1, "EMA: decay must be in [0, 1], got ", decay);
-    shadow_.assign(params.begin(), params.end());
+  using M = typename B::memory_space;
+
+  EMA(ConstTensorView<T, M> params, double decay = 0.9999, bool warmup = true)
+      : decay_(check_decay(decay)), warmup_(warmup), shadow_(Shape{params.numel()}) {
+    B::run(ops::copy, params, shadow_.view());
   }
+  EMA(std::span<const T> params, double decay = 0.9999, bool warmup = true) requires std::same_as<M, Host>
+      : EMA(ConstTensorView<T>(params.data(), {static_cast<index_t>(params.size())}), decay, warmup) {}
 
   // The decay used at the next update.
   double current_decay() const {
@@ -28,29 +38,45 @@ class EMA {
     return std::min(decay_, (1.0 + t) / (10.0 + t));
   }
 
-  void update(std::span<const T> params) {
-    require(params.size() == shadow_.size(), "EMA::update: holds ", shadow_.size(), " values, got ", params.size());
-    const T d = static_cast<T>(current_decay());
-    for (std::size_t i = 0; i < shadow_.size(); ++i) shadow_[i] += (1 - d) * (params[i] - shadow_[i]);
+  void update(ConstTensorView<T, M> params) {
+    require(params.numel() == shadow_.numel(), "EMA::update: holds ", shadow_.numel(), " values, got ",
+            params.numel());
+    B::run(ops::ema_update, params, static_cast<T>(current_decay()), shadow_.view());
     ++updates_;
   }
-
-  std::span<const T> weights() const { return shadow_; }
-  std::span<T> weights() { return shadow_; }
-  // Writes the averaged weights into `params` (e.g. before sampling or saving).
-  void copy_to(std::span<T> params) const {
-    require(params.size() == shadow_.size(), "EMA::copy_to: holds ", shadow_.size(), " values, got ", params.size());
-    std::copy(shadow_.begin(), shadow_.end(), params.begin());
+  void update(std::span<const T> params) requires std::same_as<M, Host> {
+    update(ConstTensorView<T>(params.data(), {static_cast<index_t>(params.size())}));
   }
+
+  ConstTensorView<T, M> weights_buffer() const { return shadow_.view(); }
+  TensorView<T, M> weights_buffer() { return shadow_.view(); }
+  std::span<const T> weights() const requires std::same_as<M, Host> { return shadow_.span(); }
+  std::span<T> weights() requires std::same_as<M, Host> { return shadow_.span(); }
+
+  // Writes the averaged weights into `params` (e.g. before sampling or saving).
+  void copy_to(TensorView<T, M> params) const {
+    require(params.numel() == shadow_.numel(), "EMA::copy_to: holds ", shadow_.numel(), " values, got ",
+            params.numel());
+    B::run(ops::copy, shadow_.view(), params);
+  }
+  void copy_to(std::span<T> params) const requires std::same_as<M, Host> {
+    copy_to(TensorView<T>(params.data(), {static_cast<index_t>(params.size())}));
+  }
+
   std::int64_t updates() const { return updates_; }
   void set_updates(std::int64_t n) { updates_ = n; }
   double decay() const { return decay_; }
 
  private:
+  static double check_decay(double decay) {
+    require(decay >= 0 && decay <= 1, "EMA: decay must be in [0, 1], got ", decay);
+    return decay;
+  }
+
   double decay_;
   bool warmup_;
   std::int64_t updates_ = 0;
-  std::vector<T, AlignedAllocator<T>> shadow_;
+  Tensor<T, M> shadow_;
 };
 
 // Puts the EMA weights into the live parameters for the lifetime of the
@@ -61,7 +87,9 @@ class EMA {
 template <Scalar T>
 class EmaScope {
  public:
-  EmaScope(const EMA<T>* ema, std::span<T> params) : params_(params) {
+  template <class B>
+    requires std::same_as<typename B::memory_space, Host>
+  EmaScope(const EMA<T, B>* ema, std::span<T> params) : params_(params) {
     if (!ema) return;
     live_.assign(params.begin(), params.end());
     ema->copy_to(params);

@@ -8,36 +8,33 @@
 #include <cmath>
 #include <span>
 
+#include "ddpm/backend/backend.hpp"
+#include "ddpm/backend/ops.hpp"
+#include "ddpm/backend/reference.hpp"
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/tensor.hpp"
 #include "ddpm/diffusion/prediction.hpp"
 
 namespace ddpm::train {
 
-// Returns the loss; writes dL/dpred into `dpred` (same shape as pred).
+// Returns the loss; writes dL/dpred into `dpred` (same shape as pred), with
+// ops::mse_loss on backend B (the tensors are in its memory space).
 // `sample_weights` is empty (all 1) or has one weight per batch element.
-template <Scalar T>
-double weighted_mse(ConstTensorView<T> pred, ConstTensorView<T> target, std::span<const double> sample_weights,
-                    TensorView<T> dpred) {
+template <backend::Backend B, Scalar T, class M>
+double weighted_mse(ConstTensorView<T, M> pred, ConstTensorView<T, M> target, std::span<const double> sample_weights,
+                    TensorView<T, M> dpred) {
   require_same_shape(pred.shape(), target.shape(), "weighted_mse (prediction vs target)");
   require_same_shape(pred.shape(), dpred.shape(), "weighted_mse (prediction vs gradient buffer)");
   require(pred.rank() >= 1 && pred.dim(0) > 0, "weighted_mse: empty batch");
-  const index_t n = pred.dim(0), per = pred.numel() / n;
-  require(sample_weights.empty() || static_cast<index_t>(sample_weights.size()) == n, "weighted_mse: ",
-          sample_weights.size(), " sample weights for a batch of ", n);
-  double loss = 0;
-  for (index_t i = 0; i < n; ++i) {
-    const double w = sample_weights.empty() ? 1.0 : sample_weights[static_cast<std::size_t>(i)];
-    const T g = static_cast<T>(2.0 * w / static_cast<double>(n * per));
-    double s = 0;
-    for (index_t j = i * per; j < (i + 1) * per; ++j) {
-      const T d = pred[j] - target[j];
-      s += static_cast<double>(d) * static_cast<double>(d);
-      dpred[j] = g * d;
-    }
-    loss += w * s / static_cast<double>(per);
-  }
-  return loss / static_cast<double>(n);
+  require(sample_weights.empty() || static_cast<index_t>(sample_weights.size()) == pred.dim(0), "weighted_mse: ",
+          sample_weights.size(), " sample weights for a batch of ", pred.dim(0));
+  return B::run(ops::mse_loss, pred, target, sample_weights, dpred);
+}
+// The same on host tensors (backend::Reference).
+template <Scalar T>
+double weighted_mse(ConstTensorView<T> pred, ConstTensorView<T> target, std::span<const double> sample_weights,
+                    TensorView<T> dpred) {
+  return weighted_mse<backend::Reference>(pred, target, sample_weights, dpred);
 }
 
 // Min-SNR-gamma weight for a sample whose timestep has signal-to-noise ratio

@@ -21,13 +21,18 @@
 // train/ needs only the core: checkpoints (save, resume) are written by
 // io/checkpoint.hpp, which a program that calls them includes.
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "ddpm/backend/backend.hpp"
+#include "ddpm/backend/ops.hpp"
+#include "ddpm/backend/reference.hpp"
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/model.hpp"
 #include "ddpm/core/random.hpp"
@@ -71,6 +76,20 @@ struct TrainConfig {
   }
 };
 
+// The backend a model computes with: Model::backend_type, or
+// backend::Reference for a host model that does not name one.
+template <class Model>
+struct backend_of {
+  using type = backend::Reference;
+};
+template <class Model>
+  requires requires { typename Model::backend_type; }
+struct backend_of<Model> {
+  using type = typename Model::backend_type;
+};
+template <class Model>
+using backend_of_t = typename backend_of<Model>::type;
+
 struct StepStats {
   std::int64_t step = 0;  // the step just taken (0-based)
   double loss = 0;
@@ -78,37 +97,46 @@ struct StepStats {
   double lr = 0;
 };
 
+// Every tensor step (q_sample, the target, the loss, zeroing and clipping the
+// gradients, Adam, EMA, the finiteness check) runs as an op of the model's
+// backend on its memory space, so a Trainer instantiates with any backend;
+// the random draws are made on the host and copied in.
 template <Scalar T, Denoiser<T> Model>
 class Trainer {
  public:
   using scalar_type = T;
   using model_type = Model;
+  using B = backend_of_t<Model>;
+  using M = memory_space_of_t<Model>;
+  static_assert(std::same_as<M, typename B::memory_space>, "Trainer: the model's memory space is not its backend's");
 
   Trainer(Model& model, const NoiseSchedule<T>& schedule, TrainConfig config)
       : model_(model), schedule_(schedule), config_(std::move(config)),
         adam_(model.parameters().numel(), config_.adam) {
     config_.validate();
-    if (config_.use_ema) ema_.emplace(std::span<const T>(model.parameters().values()), config_.ema_decay);
+    if (config_.use_ema) ema_.emplace(std::as_const(model.parameters()).value_buffer(), config_.ema_decay);
   }
 
   // Forward + loss + backward for a (local) batch whose first sample has
   // global index `global_offset` within this step's global batch. Zeroes
   // the gradients first; returns the local loss (mean over the local batch).
-  double compute_gradients(ConstTensorView<T> x0, Conditioning<T> cond = {}, index_t global_offset = 0) {
+  double compute_gradients(ConstTensorView<T, M> x0, Conditioning<T, M> cond = {}, index_t global_offset = 0) {
     require(x0.rank() >= 2 && x0.dim(0) > 0, "Trainer: x0 must be a non-empty batch [N, ...], got ",
             x0.shape().str());
     const index_t n = x0.dim(0);
     require(cond.class_labels.empty() || static_cast<index_t>(cond.class_labels.size()) == n, "Trainer: ",
             cond.class_labels.size(), " class labels for a batch of ", n);
     draw(x0, cond, global_offset);
-    q_sample(schedule_, x0, timesteps_, noise_.cview(), x_t_.view());
+    // q_sample: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (diffusion/forward_process.hpp).
+    B::run(ops::batch_axpby, std::span<const T>(sqrt_abar_), x0, std::span<const T>(sqrt_one_minus_abar_),
+           noise_.cview(), x_t_.view());
     target(x0);
     if (!cond.class_labels.empty()) cond.class_labels = labels_;
     auto& params = model_.parameters();
-    params.zero_grad();
-    const ConstTensorView<T> pred = model_.forward(x_t_.cview(), t_values_, cond);
+    B::run(ops::fill, T{}, params.grad_buffer());
+    const ConstTensorView<T, M> pred = model_.forward(x_t_.cview(), t_values_, cond);
     dpred_.resize(pred.shape());
-    const double loss = weighted_mse<T>(pred, target_.cview(), weights_, dpred_.view());
+    const double loss = weighted_mse<B>(pred, target_.cview(), weights_, dpred_.view());
     model_.backward(dpred_.cview());
     return loss;
   }
@@ -121,22 +149,22 @@ class Trainer {
     auto& params = model_.parameters();
     require(std::isfinite(loss), "training step ", step_, ": loss is ", loss,
             " (diverged; lower the learning rate or resume from the last checkpoint)");
-    const double norm = clip_grad_norm(params.grads(), config_.grad_clip_norm);
+    const double norm = clip_grad_norm<B>(params.grad_buffer(), config_.grad_clip_norm);
     require(std::isfinite(norm), "training step ", step_, ": gradient norm is ", norm, first_bad_parameter());
     const double lr = config_.lr(step_);
-    adam_.step(params.values(), params.grads(), lr);
-    if (ema_) ema_->update(params.values());
+    adam_.step(params.value_buffer(), params.grad_buffer(), lr);
+    if (ema_) ema_->update(std::as_const(params).value_buffer());
     return {step_++, loss, norm, lr};
   }
 
-  StepStats step(ConstTensorView<T> x0, Conditioning<T> cond = {}) {
+  StepStats step(ConstTensorView<T, M> x0, Conditioning<T, M> cond = {}) {
     return apply_update(compute_gradients(x0, cond, 0));
   }
 
   std::int64_t steps_done() const { return step_; }
-  Adam<T>& optimizer() { return adam_; }
-  EMA<T>* ema() { return ema_ ? &*ema_ : nullptr; }
-  const EMA<T>* ema() const { return ema_ ? &*ema_ : nullptr; }
+  Adam<T, B>& optimizer() { return adam_; }
+  EMA<T, B>* ema() { return ema_ ? &*ema_ : nullptr; }
+  const EMA<T, B>* ema() const { return ema_ ? &*ema_ : nullptr; }
   const TrainConfig& config() const { return config_; }
   Model& model() { return model_; }
 
@@ -167,62 +195,90 @@ class Trainer {
   }
 
  private:
-  // Draws t, eps and label dropout for every local sample from its own stream.
-  void draw(ConstTensorView<T> x0, const Conditioning<T>& cond, index_t global_offset) {
+  // Draws t, eps and label dropout for every local sample from its own
+  // stream (on the host), and the q_sample coefficients of each t.
+  void draw(ConstTensorView<T, M> x0, const Conditioning<T, M>& cond, index_t global_offset) {
     const index_t n = x0.dim(0), per = x0.numel() / n;
     const auto num_t = static_cast<std::uint64_t>(schedule_.num_train_timesteps());
     timesteps_.resize(static_cast<std::size_t>(n));
     t_values_.resize(static_cast<std::size_t>(n));
+    sqrt_abar_.resize(static_cast<std::size_t>(n));
+    sqrt_one_minus_abar_.resize(static_cast<std::size_t>(n));
     weights_.clear();
     labels_.assign(cond.class_labels.begin(), cond.class_labels.end());
-    noise_.resize(x0.shape());
+    Tensor<T>& drawn = host_noise();
+    drawn.resize(x0.shape());
     for (index_t i = 0; i < n; ++i) {
       const auto g = static_cast<std::uint64_t>(global_offset + i);
       Rng rng(config_.seed, (static_cast<std::uint64_t>(step_) << 32) | g);
       const auto t = static_cast<std::int64_t>(rng.uniform_int(num_t));
-      timesteps_[static_cast<std::size_t>(i)] = t;
-      t_values_[static_cast<std::size_t>(i)] = static_cast<T>(t);
-      rng.fill_normal(std::span<T>(noise_.data() + i * per, static_cast<std::size_t>(per)));
+      const auto k = static_cast<std::size_t>(i);
+      timesteps_[k] = t;
+      t_values_[k] = static_cast<T>(t);
+      // As diffusers' add_noise / get_velocity: in T from the schedule's alphas_cumprod.
+      const T abar = schedule_.alpha_cumprod(t);
+      sqrt_abar_[k] = std::sqrt(abar);
+      sqrt_one_minus_abar_[k] = std::sqrt(T(1) - abar);
+      rng.fill_normal(std::span<T>(drawn.data() + i * per, static_cast<std::size_t>(per)));
       if (!labels_.empty() && config_.label_dropout > 0 && rng.uniform() < config_.label_dropout)
-        labels_[static_cast<std::size_t>(i)] = config_.null_label;
+        labels_[k] = config_.null_label;
       if (config_.min_snr_gamma > 0)
         weights_.push_back(min_snr_weight(static_cast<double>(schedule_.snr(t)), config_.min_snr_gamma,
                                           config_.prediction_type));
     }
+    if constexpr (!std::same_as<M, Host>) {
+      noise_.resize(x0.shape());
+      B::run(ops::copy_from_host, noise_host_.cview(), noise_.view());
+    }
     x_t_.resize(x0.shape());
   }
 
-  void target(ConstTensorView<T> x0) {
+  void target(ConstTensorView<T, M> x0) {
     target_.resize(x0.shape());
     switch (config_.prediction_type) {
-      case PredictionType::epsilon: std::copy(noise_.begin(), noise_.end(), target_.begin()); break;
-      case PredictionType::v_prediction: velocity(schedule_, x0, noise_.cview(), timesteps_, target_.view()); break;
-      case PredictionType::sample: std::copy(x0.begin(), x0.end(), target_.begin()); break;
+      case PredictionType::epsilon: B::run(ops::copy, noise_.cview(), target_.view()); break;
+      case PredictionType::v_prediction:
+        // v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022).
+        neg_sqrt_one_minus_abar_.resize(sqrt_one_minus_abar_.size());
+        for (std::size_t i = 0; i < sqrt_one_minus_abar_.size(); ++i)
+          neg_sqrt_one_minus_abar_[i] = -sqrt_one_minus_abar_[i];
+        B::run(ops::batch_axpby, std::span<const T>(sqrt_abar_), noise_.cview(),
+               std::span<const T>(neg_sqrt_one_minus_abar_), x0, target_.view());
+        break;
+      case PredictionType::sample: B::run(ops::copy, x0, target_.view()); break;
     }
+  }
+
+  // Where the noise is drawn: in place for a host model, else a host buffer
+  // that is then copied in.
+  Tensor<T>& host_noise() {
+    if constexpr (std::same_as<M, Host>)
+      return noise_;
+    else
+      return noise_host_;
   }
 
   // Names the first parameter whose gradient is not finite.
   std::string first_bad_parameter() const {
     const auto& params = model_.parameters();
-    for (const auto& p : params.infos()) {
-      const auto g = params.grad(params.id(p.name));
-      for (index_t i = 0; i < g.numel(); ++i)
-        if (!std::isfinite(g[i])) return " (first non-finite gradient in parameter '" + p.name + "')";
-    }
+    for (const auto& p : params.infos())
+      if (!B::run(ops::all_finite, params.grad(params.id(p.name))))
+        return " (first non-finite gradient in parameter '" + p.name + "')";
     return "";
   }
 
   Model& model_;
   const NoiseSchedule<T>& schedule_;
   TrainConfig config_;
-  Adam<T> adam_;
-  std::optional<EMA<T>> ema_;
+  Adam<T, B> adam_;
+  std::optional<EMA<T, B>> ema_;
   std::int64_t step_ = 0;
   // Per-step buffers, reused.
   std::vector<std::int64_t> timesteps_, labels_;
-  std::vector<T> t_values_;
+  std::vector<T> t_values_, sqrt_abar_, sqrt_one_minus_abar_, neg_sqrt_one_minus_abar_;
   std::vector<double> weights_;
-  Tensor<T> noise_, x_t_, target_, dpred_;
+  Tensor<T> noise_host_;  // device models only
+  Tensor<T, M> noise_, x_t_, target_, dpred_;
 };
 
 }  // namespace ddpm::train

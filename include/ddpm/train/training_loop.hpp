@@ -37,7 +37,7 @@ concept TrainingLoop =
       { loop.step(x0, cond) } -> std::same_as<StepStats>;
       { cloop.steps_done() } -> std::same_as<std::int64_t>;
       // The EMA of the weights, or null when the run keeps none.
-      { loop.ema() } -> std::same_as<EMA<typename L::scalar_type>*>;
+      { loop.ema() } -> std::same_as<EMA<typename L::scalar_type, backend_of_t<typename L::model_type>>*>;
       { loop.model() } -> std::same_as<typename L::model_type&>;
       // Whether this process logs and writes files (samples, exports).
       { cloop.is_root() } -> std::same_as<bool>;
