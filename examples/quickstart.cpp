@@ -6,7 +6,7 @@
 #include <span>
 #include <vector>
 
-#include "ddpm/backend/eigen.hpp"
+#include "ddpm/backend/cpu.hpp"
 #include "ddpm/diffusion/schedule.hpp"
 #include "ddpm/io/image.hpp"
 #include "ddpm/nn/mlp_denoiser.hpp"
@@ -15,7 +15,7 @@
 #include "ddpm/train/ema.hpp"
 #include "ddpm/train/trainer.hpp"
 
-using Model = ddpm::nn::MLPDenoiser<float, ddpm::backend::Eigen>;
+using Model = ddpm::nn::MLPDenoiser<float, ddpm::backend::Cpu>;
 constexpr double kRadius = 0.7;
 
 // The data: n points on the circle of radius kRadius, blurred a little.

@@ -26,7 +26,7 @@
 
 #include <cxxopts.hpp>
 
-#include "ddpm/backend/eigen.hpp"
+#include "ddpm/backend/cpu.hpp"
 #include "ddpm/core/random.hpp"
 #include "ddpm/diffusion/schedule.hpp"
 #include "ddpm/io/image.hpp"
@@ -45,7 +45,7 @@
 
 namespace fs = std::filesystem;
 using ddpm::index_t;
-using B = ddpm::backend::Eigen;
+using B = ddpm::backend::Cpu;
 constexpr double kPi = std::numbers::pi;
 
 namespace {

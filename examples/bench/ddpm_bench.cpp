@@ -1,11 +1,11 @@
-// ddpm_bench: times nn::UNet2D<float, backend::Eigen> on a diffusers
+// ddpm_bench: times nn::UNet2D<float, backend::Cpu> on a diffusers
 // config.json with the same cases and definitions as
 // examples/bench/bench_torch.py, for side-by-side comparison.
 //
 //   ddpm_bench examples/bench/configs/mnist.json --threads 2 [--repeat 5] [--batch 32]
 //              [--sample-batch 16] [--ddim-steps 20] [--only fwd1,fwdS,train,ddim] [--profile]
 //
-// --profile runs the model on backend::Profiled<Eigen> and prints, per phase on
+// --profile runs the model on backend::Profiled<Cpu> and prints, per phase on
 // stderr, the wall time of every backend op kind and the time outside them
 // (the timer adds a clock read per op: compare profiled runs with each other).
 //
@@ -41,7 +41,7 @@
 #include <string>
 #include <vector>
 
-#include "ddpm/backend/eigen.hpp"
+#include "ddpm/backend/cpu.hpp"
 #include "ddpm/backend/flop_counter.hpp"
 #include "ddpm/backend/profiled.hpp"
 #include "ddpm/core/random.hpp"
@@ -275,7 +275,7 @@ int main(int argc, char** argv) try {
     else usage(argv[0], 2);
   }
   if (o.config.empty()) usage(argv[0], 2);
-  return o.profile ? run<ddpm::backend::Profiled<ddpm::backend::Eigen>>(o) : run<ddpm::backend::Eigen>(o);
+  return o.profile ? run<ddpm::backend::Profiled<ddpm::backend::Cpu>>(o) : run<ddpm::backend::Cpu>(o);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "ddpm_bench: %s\n", e.what());
   return 1;

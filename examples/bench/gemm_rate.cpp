@@ -5,7 +5,7 @@
 // Times C = A * B on square float matrices (median of --repeat after a
 // warm-up) with
 //   eigen-1t      Eigen's GEMM on one thread (what gemm/linear/attention use)
-//   ddpm-eigen    backend::Eigen::gemm with --threads threads (Eigen GEMM split
+//   ddpm-cpu      backend::Cpu gemm with --threads threads (Eigen GEMM split
 //                 over the backend's pool)
 //   ddpm-packed   the backend's packed conv micro-kernel (eigen/kernel.hpp),
 //                 split over the threads by columns (AVX2+FMA builds)
@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "ddpm/backend/eigen.hpp"
+#include "ddpm/backend/cpu.hpp"
 #include "ddpm/core/random.hpp"
 #include "../common/range.hpp"
 
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   using ddpm::backend::Trans;
-  namespace ed = ddpm::backend::eigen_detail;
+  namespace ed = ddpm::backend::cpu_detail;
   std::vector<float, ddpm::AlignedAllocator<float>> A(n * n), B(n * n), C(n * n);
   ddpm::Rng rng(1);
   rng.fill_normal(std::span<float>(A));
@@ -99,11 +99,11 @@ int main(int argc, char** argv) {
     json += ", \"" + std::string(name) + "\": " + std::to_string(g);
   };
 
-  ddpm::backend::Eigen::set_num_threads(1);
+  ddpm::backend::Cpu::set_num_threads(1);
   report("eigen-1t", median_s([&] { ed::gemm_serial<float>(Trans::No, Trans::No, n, n, n, 1.f, A.data(), n, B.data(), n, 0.f, C.data(), n); }, repeat));
-  ddpm::backend::Eigen::set_num_threads(threads);
-  report("ddpm-eigen", median_s([&] { ddpm::backend::Eigen::run(ddpm::ops::gemm, Trans::No, Trans::No, n, n, n, 1.f, A.data(), n, B.data(), n, 0.f, C.data(), n); }, repeat));
-#if DDPM_EIGEN_PACKED_KERNEL
+  ddpm::backend::Cpu::set_num_threads(threads);
+  report("ddpm-cpu", median_s([&] { ddpm::backend::Cpu::run(ddpm::ops::gemm, Trans::No, Trans::No, n, n, n, 1.f, A.data(), n, B.data(), n, 0.f, C.data(), n); }, repeat));
+#if DDPM_CPU_PACKED_KERNEL
   {
     std::vector<float, ddpm::AlignedAllocator<float>> Ap(ed::packed_a_size(n, n));
     ed::pack_a(n, n, A.data(), n, false, Ap.data());

@@ -14,7 +14,7 @@
 #include <type_traits>
 #include <variant>
 
-#include "ddpm/backend/eigen.hpp"
+#include "ddpm/backend/cpu.hpp"
 #include "ddpm/core/error.hpp"
 #include "ddpm/sampling/any_sampler.hpp"
 #include "ddpm/sampling/inpaint.hpp"
@@ -107,7 +107,7 @@ inline std::string repaint_sampler_option(const cxxopts::ParseResult& r) {
 
 // The Eigen backend's thread count (0: all hardware threads).
 inline void set_threads(int n) {
-  if (n > 0) ddpm::backend::Eigen::set_num_threads(n);
+  if (n > 0) ddpm::backend::Cpu::set_num_threads(n);
 }
 
 // --threads and -h/--help, which every example has.

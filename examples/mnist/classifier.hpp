@@ -17,7 +17,7 @@
 #include <memory>
 #include <vector>
 
-#include "ddpm/backend/eigen.hpp"
+#include "ddpm/backend/cpu.hpp"
 #include "ddpm/core/random.hpp"
 #include "ddpm/io/safetensors.hpp"
 #include "ddpm/io/state_dict.hpp"
@@ -33,7 +33,7 @@
 namespace mnist {
 
 class Classifier {
-  using B = ddpm::backend::Eigen;
+  using B = ddpm::backend::Cpu;
 
  public:
   static constexpr int kFeatures = 128;

@@ -50,7 +50,7 @@ inline fs::path default_model_dir() {
 
 inline UNet load_model(const std::string& dir) {
   const fs::path d = dir.empty() ? default_model_dir() : fs::path(dir);
-  auto unet = ddpm::io::load_unet2d<float, ddpm::backend::Eigen>(d);
+  auto unet = ddpm::io::load_unet2d<float, ddpm::backend::Cpu>(d);
   unet.set_mode(ddpm::nn::Mode::Inference);
   return unet;
 }

@@ -8,7 +8,7 @@
 #include <variant>
 #include <vector>
 
-#include "ddpm/backend/eigen.hpp"
+#include "ddpm/backend/cpu.hpp"
 #include "ddpm/core/random.hpp"
 #include "ddpm/nn/unet2d.hpp"
 #include "ddpm/sampling/any_sampler.hpp"
@@ -20,7 +20,7 @@
 
 namespace mnist {
 
-using UNet = ddpm::nn::UNet2D<float, ddpm::backend::Eigen>;
+using UNet = ddpm::nn::UNet2D<float, ddpm::backend::Cpu>;
 
 struct GenerateOptions {
   std::string sampler = "ddpm";

@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "ddpm/backend/eigen.hpp"
+#include "ddpm/backend/cpu.hpp"
 #include "ddpm/core/random.hpp"
 #include "ddpm/distributed/data_parallel.hpp"
 #include "ddpm/nn/unet2d.hpp"
@@ -26,7 +26,7 @@
 
 namespace {
 
-using UNet = ddpm::nn::UNet2D<float, ddpm::backend::Eigen>;
+using UNet = ddpm::nn::UNet2D<float, ddpm::backend::Cpu>;
 namespace dist = ddpm::distributed;
 
 struct Options {
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
     const int local = comm.local_size();
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     const int threads = o.threads > 0 ? o.threads : std::max(1, cores / local);
-    ddpm::backend::Eigen::set_num_threads(threads);
+    ddpm::backend::Cpu::set_num_threads(threads);
 
     UNet unet(mnist::unet_config(o.width));
     ddpm::Rng init(0, 0xC0FFEE);

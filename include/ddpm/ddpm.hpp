@@ -26,7 +26,7 @@
 // compute backends
 #include "ddpm/backend/backend.hpp"
 #include "ddpm/backend/reference.hpp"
-#include "ddpm/backend/eigen.hpp"
+#include "ddpm/backend/cpu.hpp"
 
 // neural-network layers and models
 #include "ddpm/nn/activation.hpp"

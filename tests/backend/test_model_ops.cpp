@@ -3,7 +3,7 @@
 // softmax, q_sample, the loss, the gradient norm, Adam and EMA):
 //   - Reference against closed forms and hand-written loops,
 //   - gradients against central finite differences in double,
-//   - backend::Eigen against Reference, bit for bit (these ops use Reference's
+//   - backend::Cpu against Reference, bit for bit (these ops use Reference's
 //     element formulas and orders), at 1, 2 and 3 threads.
 #include <catch2/catch.hpp>
 
@@ -14,14 +14,14 @@
 #include <span>
 #include <vector>
 
-#include "ddpm/backend/eigen.hpp"
+#include "ddpm/backend/cpu.hpp"
 #include "ddpm/backend/flop_counter.hpp"
 #include "ddpm/backend/profiled.hpp"
 #include "ddpm/backend/reference.hpp"
 #include "ddpm/core/random.hpp"
 
 using namespace ddpm;
-using E = backend::Eigen;
+using E = backend::Cpu;
 using R = backend::Reference;
 
 namespace {

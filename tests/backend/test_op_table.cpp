@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "ddpm/backend/eigen.hpp"
+#include "ddpm/backend/cpu.hpp"
 #include "ddpm/backend/flop_counter.hpp"
 #include "ddpm/backend/ops.hpp"
 #include "ddpm/backend/profiled.hpp"
@@ -34,8 +34,8 @@ TEST_CASE("op table: every op has a unique name, its index and name agree", "[ba
   CHECK(ops::names<ops::all>::value[ops::index_of<ops::attention_backward_t, ops::all>::value] ==
         "attention_backward");
   STATIC_REQUIRE(backend::Backend<backend::Reference>);
-  STATIC_REQUIRE(backend::Backend<backend::Eigen>);
-  STATIC_REQUIRE(backend::Backend<backend::Profiled<backend::Eigen>>);
+  STATIC_REQUIRE(backend::Backend<backend::Cpu>);
+  STATIC_REQUIRE(backend::Backend<backend::Profiled<backend::Cpu>>);
   STATIC_REQUIRE(backend::Backend<FlopCounter>);
 }
 

@@ -48,7 +48,7 @@ fs::path write_synthetic(const fs::path& dir, index_t n_train, index_t n_test) {
 }  // namespace
 
 TEST_CASE("mnist example: train, resume, sample, denoise, inpaint, trajectory", "[examples][mnist]") {
-  ddpm::backend::Eigen::set_num_threads(1);
+  ddpm::backend::Cpu::set_num_threads(1);
   const fs::path root = fs::path(DDPM_TEST_TMP_DIR) / "examples_mnist";
   fs::remove_all(root);
   const fs::path data = write_synthetic(root / "data", 40, 20);
@@ -73,7 +73,7 @@ TEST_CASE("mnist example: train, resume, sample, denoise, inpaint, trajectory", 
   o.sample_every = 0;
   REQUIRE(mnist::train(o) == 0);
 
-  auto unet = ddpm::io::load_unet2d<float, ddpm::backend::Eigen>(o.out / "model");
+  auto unet = ddpm::io::load_unet2d<float, ddpm::backend::Cpu>(o.out / "model");
   REQUIRE(unet.config().num_class_embeds == 11);
   const std::vector<std::int64_t> labels{3, 7};
   mnist::GenerateOptions g{.sampler = "ddim", .steps = 3, .guidance = 2.0, .seed = 1, .progress = false};
@@ -146,8 +146,8 @@ std::vector<double> paper_or_ink_fraction(ddpm::ConstTensorView<float> x) {
 // noise toward digits.
 TEST_CASE("mnist example with the shipped model: denoising raises PSNR and a trajectory ends nearer the data",
           "[examples][mnist]") {
-  ddpm::backend::Eigen::set_num_threads(1);
-  auto unet = ddpm::io::load_unet2d<float, ddpm::backend::Eigen>(fs::path(DDPM_SOURCE_DIR) / "examples" / "models" /
+  ddpm::backend::Cpu::set_num_threads(1);
+  auto unet = ddpm::io::load_unet2d<float, ddpm::backend::Cpu>(fs::path(DDPM_SOURCE_DIR) / "examples" / "models" /
                                                                  "mnist_cond");
   const std::vector<std::int64_t> labels{0, 3, 7, 8};
 
@@ -188,7 +188,7 @@ TEST_CASE("mnist example with the shipped model: denoising raises PSNR and a tra
 }
 
 TEST_CASE("mnist example: classifier and Frechet distance", "[examples][classifier]") {
-  ddpm::backend::Eigen::set_num_threads(1);
+  ddpm::backend::Cpu::set_num_threads(1);
   const fs::path root = fs::path(DDPM_TEST_TMP_DIR) / "examples_classifier";
   fs::remove_all(root);
   const fs::path data = write_synthetic(root / "data", 200, 50);

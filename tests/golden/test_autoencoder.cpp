@@ -23,8 +23,8 @@
 #include "ddpm/io/autoencoder.hpp"
 #include "ddpm/nn/autoencoder_kl.hpp"
 #include "ddpm/nn/vq_model.hpp"
-#if __has_include("ddpm/backend/eigen.hpp")
-#include "ddpm/backend/eigen.hpp"
+#if __has_include("ddpm/backend/cpu.hpp")
+#include "ddpm/backend/cpu.hpp"
 #define DDPM_TEST_HAVE_EIGEN 1
 #endif
 
@@ -331,10 +331,10 @@ TEST_CASE("autoencoder golden: gradients vs diffusers (Reference)", "[golden]") 
 }
 #ifdef DDPM_TEST_HAVE_EIGEN
 TEST_CASE("autoencoder golden: forward, posterior, quantizer vs diffusers (Eigen)", "[golden]") {
-  check_forward<backend::Eigen>("Eigen");
+  check_forward<backend::Cpu>("Eigen");
 }
 TEST_CASE("autoencoder golden: gradients vs diffusers (Eigen)", "[golden]") {
-  check_gradients<backend::Eigen>("Eigen");
+  check_gradients<backend::Cpu>("Eigen");
 }
 #endif
 

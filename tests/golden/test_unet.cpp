@@ -14,8 +14,8 @@
 #include "ddpm/backend/reference.hpp"
 #include "ddpm/io/diffusers.hpp"
 #include "ddpm/nn/unet2d.hpp"
-#if __has_include("ddpm/backend/eigen.hpp")
-#include "ddpm/backend/eigen.hpp"
+#if __has_include("ddpm/backend/cpu.hpp")
+#include "ddpm/backend/cpu.hpp"
 #define DDPM_TEST_HAVE_EIGEN 1
 #endif
 
@@ -242,7 +242,7 @@ TEST_CASE("unet: diffusers UNet2DModel forward and backward, reference backend",
 #ifdef DDPM_TEST_HAVE_EIGEN
 TEST_CASE("unet: diffusers UNet2DModel forward and backward, eigen backend", "[golden]") {
   static DeviationReport rep("unet (eigen backend)");
-  check_backend<backend::Eigen>(rep);
+  check_backend<backend::Cpu>(rep);
 }
 #endif
 

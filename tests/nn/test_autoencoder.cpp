@@ -15,8 +15,8 @@
 #include "ddpm/nn/vector_quantizer.hpp"
 #include "ddpm/nn/vq_model.hpp"
 #include "support/gradcheck.hpp"
-#if __has_include("ddpm/backend/eigen.hpp")
-#include "ddpm/backend/eigen.hpp"
+#if __has_include("ddpm/backend/cpu.hpp")
+#include "ddpm/backend/cpu.hpp"
 #define DDPM_TEST_HAVE_EIGEN 1
 #endif
 
@@ -346,7 +346,7 @@ TEST_CASE("AutoencoderKL and VQModel: Eigen agrees with Reference, forward and b
     for (index_t i = 0; i < a.numel(); ++i) CHECK(a[i] == Approx(b[i]).margin(1e-12));
   };
   nn::AutoencoderKL<double, R> r(tiny_kl());
-  nn::AutoencoderKL<double, backend::Eigen> e(tiny_kl());
+  nn::AutoencoderKL<double, backend::Cpu> e(tiny_kl());
   Rng rng(41);
   r.init(rng);
   std::copy(r.parameters().values().begin(), r.parameters().values().end(), e.parameters().values().begin());
@@ -363,7 +363,7 @@ TEST_CASE("AutoencoderKL and VQModel: Eigen agrees with Reference, forward and b
   for (std::size_t i = 0; i < gr.size(); ++i) CHECK(gr[i] == Approx(ge[i]).margin(1e-12));
 
   nn::VQModel<float, R> vr(tiny_vq());
-  nn::VQModel<float, backend::Eigen> ve(tiny_vq());
+  nn::VQModel<float, backend::Cpu> ve(tiny_vq());
   vr.init(rng);
   std::copy(vr.parameters().values().begin(), vr.parameters().values().end(), ve.parameters().values().begin());
   Tensor<float> xf({1, 2, 4, 4});

@@ -7,7 +7,7 @@
 // against it and instantiated per backend:
 //
 //   backend::Reference    plain loops; the definition of what each op computes
-//   backend::Eigen        the fast CPU path, checked against Reference
+//   backend::Cpu        the fast CPU path, checked against Reference
 //   backend::Profiled<B>  B with a timer around every op
 //   backend::FlopCounter  computes nothing, counts each op's flops
 //
@@ -57,7 +57,7 @@ concept Backend = requires {
 // type, with the op's exact signature (so braced `{}` arguments and view
 // conversions work as with a hand-written backend), each calling
 // `Derived::invoke(op, args...)`. Backends that wrap another (Profiled,
-// FlopCounter) or dispatch to free functions (Eigen) derive from it.
+// FlopCounter) or dispatch to free functions (Cpu) derive from it.
 namespace detail {
 template <class Derived, class Op, class Sig>
 struct forward_one;

@@ -1,7 +1,7 @@
 #pragma once
 // backend::Profiled<B>: backend B with a wall-clock timer around every op.
 //
-//   using P = backend::Profiled<backend::Eigen>;
+//   using P = backend::Profiled<backend::Cpu>;
 //   nn::UNet2D<float, P> model(config);
 //   P::reset();  ...train or sample...
 //   for (const auto& r : P::report()) std::printf("%s %d %.1f ms\n", ...);

@@ -2,8 +2,8 @@
 // diffusers autoencoder folders (config.json + diffusion_pytorch_model.safetensors)
 // for AutoencoderKL and VQModel.
 //
-//   auto vae = io::load_autoencoder_kl<float, backend::Eigen>("sd-vae-ft-mse/");
-//   auto vq = io::load_vq_model<float, backend::Eigen>("ldm-celebahq-256/");   // its vqvae/ subfolder
+//   auto vae = io::load_autoencoder_kl<float, backend::Cpu>("sd-vae-ft-mse/");
+//   auto vq = io::load_vq_model<float, backend::Cpu>("ldm-celebahq-256/");   // its vqvae/ subfolder
 //   io::save_autoencoder_kl(vae, "out/");   // AutoencoderKL.from_pretrained("out/") reads it
 //
 // A pipeline folder is accepted: the loader looks in its vae/ (AutoencoderKL)

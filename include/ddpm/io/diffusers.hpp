@@ -1,7 +1,7 @@
 #pragma once
 // diffusers model folders: config.json + diffusion_pytorch_model.safetensors.
 //
-//   auto unet = io::load_unet2d<float, backend::Eigen>("google-ddpm-cifar10-32/");
+//   auto unet = io::load_unet2d<float, backend::Cpu>("google-ddpm-cifar10-32/");
 //   io::load_unet2d_weights(unet, "other/diffusion_pytorch_model.safetensors");
 //   io::save_unet2d(unet, "out/");   // diffusers' UNet2DModel.from_pretrained("out/") reads it
 //

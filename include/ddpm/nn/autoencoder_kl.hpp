@@ -4,7 +4,7 @@
 // with diffusers' parameter names and state_dict order (encoder, decoder,
 // quant_conv, post_quant_conv).
 //
-//   nn::AutoencoderKL<float, backend::Eigen> vae(config);   // or io::load_autoencoder_kl
+//   nn::AutoencoderKL<float, backend::Cpu> vae(config);   // or io::load_autoencoder_kl
 //   auto& posterior = vae.encode(x);                        // x [N, C, H, W]
 //   auto z = posterior.sample(rng);                         // or posterior.mode()
 //   auto y = vae.decode(z);                                 // [N, C, H, W]

@@ -2,7 +2,7 @@
 // UNet2D<T, B>: diffusers' UNet2DModel, built at run time from a UNet2DConfig,
 // with diffusers' parameter names, shapes and state_dict order.
 //
-//   nn::UNet2D<float, backend::Eigen> unet(config);       // zero weights
+//   nn::UNet2D<float, backend::Cpu> unet(config);       // zero weights
 //   unet.init(rng);                                        // or io::load_unet2d_weights(unet, dir)
 //   auto y = unet.forward(x, timesteps, class_labels);     // x [N, C, H, W]; y a view, valid until
 //                                                          // the next forward

@@ -3,7 +3,7 @@
 // built at run time from a VQModelConfig, with diffusers' parameter names and
 // state_dict order (encoder, quant_conv, quantize, post_quant_conv, decoder).
 //
-//   nn::VQModel<float, backend::Eigen> vq(config);    // or io::load_vq_model
+//   nn::VQModel<float, backend::Cpu> vq(config);    // or io::load_vq_model
 //   auto z = vq.encode(x);                            // latents, NOT quantized (diffusers' encode)
 //   auto y = vq.decode(z);                            // quantizes first (force_not_quantize: skips it)
 //   vq.quantizer().indices(); vq.quantizer().commit_loss();

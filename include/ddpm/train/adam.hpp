@@ -40,7 +40,7 @@ struct AdamConfig {
 };
 
 // The moments live in backend B's memory space and the update is one
-// ops::adam_update over the flat buffers (threaded on backend::Eigen, with
+// ops::adam_update over the flat buffers (threaded on backend::Cpu, with
 // Reference's element formula: the same bits for any thread count).
 template <Scalar T, backend::Backend B = backend::Reference>
 class Adam {

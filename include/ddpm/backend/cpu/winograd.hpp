@@ -1,5 +1,5 @@
 #pragma once
-// Winograd F(2x2, 3x3) convolution for backend::Eigen (Lavin & Gray, "Fast
+// Winograd F(2x2, 3x3) convolution for backend::Cpu (Lavin & Gray, "Fast
 // Algorithms for Convolutional Neural Networks", CVPR 2016).
 //
 // Each 2x2 block of outputs (a "tile") of a 3x3 stride-1 convolution is
@@ -31,12 +31,12 @@
 #include <immintrin.h>
 #endif
 
-#include "ddpm/backend/eigen/common.hpp"
-#include "ddpm/backend/eigen/kernel.hpp"
+#include "ddpm/backend/cpu/common.hpp"
+#include "ddpm/backend/cpu/kernel.hpp"
 
-namespace ddpm::backend::eigen_detail {
+namespace ddpm::backend::cpu_detail {
 
-#if DDPM_EIGEN_PACKED_KERNEL
+#if DDPM_CPU_PACKED_KERNEL
 
 // Taken where tuning().use_winograd and winograd_applies (conv.hpp) allow;
 // the limits and the working-set budgets per block of tile rows
@@ -559,6 +559,6 @@ void winograd_conv_weight_grad(const WinogradGeom& g, const T* x, const T* dy, T
   });
 }
 
-#endif  // DDPM_EIGEN_PACKED_KERNEL
+#endif  // DDPM_CPU_PACKED_KERNEL
 
-}  // namespace ddpm::backend::eigen_detail
+}  // namespace ddpm::backend::cpu_detail

@@ -1,5 +1,5 @@
 #pragma once
-// Multi-head self-attention for backend::Eigen: per (batch, head) GEMMs on
+// Multi-head self-attention for backend::Cpu: per (batch, head) GEMMs on
 // strided views of the head's channel slice (no copies), a row-wise stable
 // softmax, and the backward pass as four more GEMMs.
 //
@@ -9,10 +9,10 @@
 // dk, dv half of backward), so every output element has a single writer.
 #include <algorithm>
 
-#include "ddpm/backend/eigen/common.hpp"
+#include "ddpm/backend/cpu/common.hpp"
 #include "ddpm/backend/reference.hpp"
 
-namespace ddpm::backend::eigen_detail {
+namespace ddpm::backend::cpu_detail {
 
 // The work of a (batch, head) pair, in flops, is kAttn*Flops * L^2 * (d +
 // kAttnSoftmaxDepth): 2 flops per score and unit of depth for each of the
@@ -162,4 +162,4 @@ void run(ops::attention_forward_float32_softmax_t, ConstTensorView<T> qv, ConstT
     }
 }
 
-}  // namespace ddpm::backend::eigen_detail
+}  // namespace ddpm::backend::cpu_detail

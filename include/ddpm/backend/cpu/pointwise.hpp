@@ -1,7 +1,7 @@
 #pragma once
 // Linear, GroupNorm, SiLU, nearest 2x upsampling, the glue between layers,
 // copies, scale-shift, embeddings and the timestep embedding for
-// backend::Eigen: vectorised with Eigen arrays, threaded over independent
+// backend::Cpu: vectorised with Eigen arrays, threaded over independent
 // slices (rows, (n, group) pairs, image planes, element chunks). Parameter
 // gradients are reduced in a fixed order, so results do not depend on the
 // thread count.
@@ -11,10 +11,10 @@
 #include <span>
 #include <utility>
 
-#include "ddpm/backend/eigen/common.hpp"
+#include "ddpm/backend/cpu/common.hpp"
 #include "ddpm/backend/reference.hpp"
 
-namespace ddpm::backend::eigen_detail {
+namespace ddpm::backend::cpu_detail {
 
 // Work per element of each op, in the unit of the Tuning threshold it is
 // weighed against (threads_for): relative arithmetic cost for GroupNorm and
@@ -524,4 +524,4 @@ void run(ops::timestep_embedding_t, std::span<const double> t, TimestepEmbedding
   Reference::run(ops::timestep_embedding, t, p, y);
 }
 
-}  // namespace ddpm::backend::eigen_detail
+}  // namespace ddpm::backend::cpu_detail

@@ -1,5 +1,5 @@
 #pragma once
-// A packed GEMM micro-kernel for the convolution hot path of backend::Eigen
+// A packed GEMM micro-kernel for the convolution hot path of backend::Cpu
 // (AVX2 + FMA builds; elsewhere the convolution uses Eigen's GEMM only).
 //
 //   C[m, n] (row-major, ldc) (+)= A[m, k] * B[k, n]
@@ -15,15 +15,15 @@
 #include <cstddef>
 #include <type_traits>
 
-#include "ddpm/backend/eigen/common.hpp"  // first: Eigen's intrinsics includes sit in its warning guard
-#include "ddpm/backend/eigen/tuning.hpp"  // DDPM_EIGEN_PACKED_KERNEL: whether this build has the kernel
+#include "ddpm/backend/cpu/common.hpp"  // first: Eigen's intrinsics includes sit in its warning guard
+#include "ddpm/backend/cpu/tuning.hpp"  // DDPM_CPU_PACKED_KERNEL: whether this build has the kernel
 #include "ddpm/core/tensor.hpp"
 
-#if DDPM_EIGEN_PACKED_KERNEL
+#if DDPM_CPU_PACKED_KERNEL
 #include <immintrin.h>
 #endif
 
-namespace ddpm::backend::eigen_detail {
+namespace ddpm::backend::cpu_detail {
 
 // Rows of the register tile: 6 with AVX2's 16 vector registers (12
 // accumulators); 8 when AVX-512VL gives 32 (16 accumulators, still 256-bit
@@ -113,7 +113,7 @@ index_t packed_b_size(index_t k, index_t n) {
   return (n + kNR<T> - 1) / kNR<T> * kNR<T> * k;
 }
 
-#if DDPM_EIGEN_PACKED_KERNEL
+#if DDPM_CPU_PACKED_KERNEL
 
 // The vector operations of one instruction set, for register_tile below.
 struct Vec256 {
@@ -386,6 +386,6 @@ bool transpose_rows(const T* const*, index_t, T*, index_t) {
   return false;
 }
 }  // namespace simd
-#endif  // DDPM_EIGEN_PACKED_KERNEL
+#endif  // DDPM_CPU_PACKED_KERNEL
 
-}  // namespace ddpm::backend::eigen_detail
+}  // namespace ddpm::backend::cpu_detail

@@ -1,5 +1,5 @@
 #pragma once
-// The run-time tuning of backend::Eigen: one Tuning value holds every knob
+// The run-time tuning of backend::Cpu: one Tuning value holds every knob
 // that picks a code path, a cache budget or the point where threads pay. It is
 // read through tuning() and changed through set_tuning() (as Eigen's
 // setCpuCacheSizes); ScopedTuning changes it for one scope.
@@ -15,7 +15,7 @@
 // from the pool's threads too. Call set_tuning (or make a ScopedTuning) only
 // while no backend op runs.
 //
-// Also here: DDPM_EIGEN_PACKED_KERNEL, 1 when the build has the packed
+// Also here: DDPM_CPU_PACKED_KERNEL, 1 when the build has the packed
 // micro-kernel of kernel.hpp (AVX2 + FMA) and with it the packed, wide and
 // Winograd convolution paths; 0 elsewhere (the convolution then uses Eigen's
 // GEMM on im2col tiles only, and the path switches below have no effect).
@@ -26,17 +26,17 @@
 #include "ddpm/core/tensor.hpp"
 
 #if defined(__AVX2__) && defined(__FMA__)
-#define DDPM_EIGEN_PACKED_KERNEL 1
+#define DDPM_CPU_PACKED_KERNEL 1
 #else
-#define DDPM_EIGEN_PACKED_KERNEL 0
+#define DDPM_CPU_PACKED_KERNEL 0
 #endif
 
-namespace ddpm::backend::eigen_detail {
+namespace ddpm::backend::cpu_detail {
 
 struct Tuning {
   // ---- convolution paths (conv.hpp); tests switch them to check each one ----
   // The packed micro-kernel (kernel.hpp); false: Eigen's GEMM on im2col tiles.
-  bool use_packed_kernel = DDPM_EIGEN_PACKED_KERNEL != 0;
+  bool use_packed_kernel = DDPM_CPU_PACKED_KERNEL != 0;
   // Stride 1 on the packed path without im2col (conv.hpp, WideGeom); false:
   // im2col tiles. It saves building the patch matrix, the largest buffer.
   bool use_wide = true;
@@ -103,7 +103,7 @@ inline const Tuning& tuning() { return tuning_storage(); }
 // threshold is not a positive finite number.
 inline void set_tuning(const Tuning& t) {
   const auto budget = [](std::size_t v, const char* name) {
-    require(v > 0, "backend::Eigen tuning: ", name, " must be at least 1 byte");
+    require(v > 0, "backend::Cpu tuning: ", name, " must be at least 1 byte");
   };
   budget(t.im2col_tile_bytes, "im2col_tile_bytes");
   budget(t.wide_fwd_tile_bytes, "wide_fwd_tile_bytes");
@@ -111,7 +111,7 @@ inline void set_tuning(const Tuning& t) {
   budget(t.winograd_fwd_bytes, "winograd_fwd_bytes");
   budget(t.winograd_dw_bytes, "winograd_dw_bytes");
   const auto threshold = [](double v, const char* name) {
-    require(std::isfinite(v) && v > 0, "backend::Eigen tuning: ", name, " must be a positive finite number, got ", v);
+    require(std::isfinite(v) && v > 0, "backend::Cpu tuning: ", name, " must be a positive finite number, got ", v);
   };
   threshold(t.min_flops_per_thread, "min_flops_per_thread");
   threshold(t.min_touches_per_thread, "min_touches_per_thread");
@@ -137,4 +137,4 @@ class ScopedTuning {
   Tuning saved_;
 };
 
-}  // namespace ddpm::backend::eigen_detail
+}  // namespace ddpm::backend::cpu_detail

@@ -1,8 +1,8 @@
-// backend::Eigen against backend::Reference, op by op, on random shapes
+// backend::Cpu against backend::Reference, op by op, on random shapes
 // (odd sizes, strides, asymmetric padding, absent bias/grads), in float and
 // double, on 1 and 2 threads; plus the += convention for parameter gradients
 // and run-to-run determinism. The [.bench] case (hidden by default) prints
-// GFLOP/s: backend_test_eigen_vs_reference "[.bench]".
+// GFLOP/s: backend_test_cpu_vs_reference "[.bench]".
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "ddpm/backend/eigen.hpp"
+#include "ddpm/backend/cpu.hpp"
 #include "ddpm/backend/reference.hpp"
 #include "ddpm/core/random.hpp"
 
@@ -26,14 +26,14 @@ using ddpm::Rng;
 using ddpm::Shape;
 using ddpm::Tensor;
 using ddpm::TensorView;
-using E = ddpm::backend::Eigen;
+using E = ddpm::backend::Cpu;
 using R = ddpm::backend::Reference;
 using ddpm::backend::Conv2dParams;
 using ddpm::backend::Trans;
-using ddpm::backend::eigen_detail::ScopedTuning;
-using ddpm::backend::eigen_detail::set_tuning;
-using ddpm::backend::eigen_detail::tuning;
-using ddpm::backend::eigen_detail::Tuning;
+using ddpm::backend::cpu_detail::ScopedTuning;
+using ddpm::backend::cpu_detail::set_tuning;
+using ddpm::backend::cpu_detail::tuning;
+using ddpm::backend::cpu_detail::Tuning;
 
 namespace {
 
@@ -95,9 +95,9 @@ Tuning with_winograd_limits(Tuning t, index_t channels, index_t tiles) {
 
 }  // namespace
 
-TEST_CASE("eigen: identity and thread setting", "[backend]") {
+TEST_CASE("cpu: identity and thread setting", "[backend]") {
   STATIC_REQUIRE(ddpm::backend::Backend<E>);
-  CHECK(E::name() == "eigen");
+  CHECK(E::name() == "cpu");
   ThreadGuard guard;
   CHECK(E::num_threads() >= 1);
   E::set_num_threads(3);
@@ -106,11 +106,11 @@ TEST_CASE("eigen: identity and thread setting", "[backend]") {
   CHECK(E::num_threads() == 1);
 }
 
-TEST_CASE("eigen: tuning is set as a whole, checked, and restored by ScopedTuning", "[backend]") {
+TEST_CASE("cpu: tuning is set as a whole, checked, and restored by ScopedTuning", "[backend]") {
   const Tuning before = tuning();
   // The documented defaults (tuning.hpp).
   const Tuning defaults;
-  CHECK(defaults.use_packed_kernel == (DDPM_EIGEN_PACKED_KERNEL != 0));
+  CHECK(defaults.use_packed_kernel == (DDPM_CPU_PACKED_KERNEL != 0));
   CHECK(defaults.im2col_tile_bytes == 96 * 1024);
   CHECK(defaults.wide_dw_tile_bytes == 128 * 1024);
   CHECK(defaults.winograd_min_tiles == 48);
@@ -143,8 +143,8 @@ TEST_CASE("eigen: tuning is set as a whole, checked, and restored by ScopedTunin
   CHECK(tuning().min_flops_per_thread == before.min_flops_per_thread);
 }
 
-#if DDPM_EIGEN_PACKED_KERNEL
-TEST_CASE("eigen: the convolution reads its path switches from the tuning", "[backend]") {
+#if DDPM_CPU_PACKED_KERNEL
+TEST_CASE("cpu: the convolution reads its path switches from the tuning", "[backend]") {
   // The same layer by Winograd and by the direct path rounds differently: if
   // use_winograd were not read, the two results would be bit-identical.
   ThreadGuard threads;
@@ -166,7 +166,7 @@ TEST_CASE("eigen: the convolution reads its path switches from the tuning", "[ba
 #endif
 
 // ---- GEMM -------------------------------------------------------------------------
-TEMPLATE_TEST_CASE("eigen: gemm matches reference", "[backend]", float, double) {
+TEMPLATE_TEST_CASE("cpu: gemm matches reference", "[backend]", float, double) {
   using T = TestType;
   ThreadGuard guard;
   Rng rng(1);
@@ -212,7 +212,7 @@ TEMPLATE_TEST_CASE("eigen: gemm matches reference", "[backend]", float, double) 
 }
 
 // ---- Linear ---------------------------------------------------------------------
-TEMPLATE_TEST_CASE("eigen: linear forward/backward match reference", "[backend]", float, double) {
+TEMPLATE_TEST_CASE("cpu: linear forward/backward match reference", "[backend]", float, double) {
   using T = TestType;
   ThreadGuard guard;
   Rng rng(2);
@@ -288,7 +288,7 @@ const ConvCase kConvCases[] = {
 };
 }  // namespace
 
-TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]", float, double) {
+TEMPLATE_TEST_CASE("cpu: conv2d forward/backward match reference", "[backend]", float, double) {
   using T = TestType;
   ThreadGuard guard;
   Rng rng(3);
@@ -298,7 +298,7 @@ TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]"
   ScopedTuning saved;
   Tuning t = with_winograd_limits(saved.saved(), 16, 1);  // the small cases below take the Winograd path too
   const bool packed_default = saved.saved().use_packed_kernel;
-  const bool winograd_default = DDPM_EIGEN_PACKED_KERNEL && saved.saved().use_winograd;
+  const bool winograd_default = DDPM_CPU_PACKED_KERNEL && saved.saved().use_winograd;
   for (int th : kThreadCounts)
   for (int path : {0, 1, 2, 3}) {
     E::set_num_threads(th);
@@ -344,8 +344,8 @@ TEMPLATE_TEST_CASE("eigen: conv2d forward/backward match reference", "[backend]"
   }
 }
 
-#if DDPM_EIGEN_PACKED_KERNEL
-TEST_CASE("eigen: Winograd's float rounding error is close to the direct convolution's", "[backend]") {
+#if DDPM_CPU_PACKED_KERNEL
+TEST_CASE("cpu: Winograd's float rounding error is close to the direct convolution's", "[backend]") {
   // A 128 -> 128 channel 3x3 layer, y, dx and dw in float by both paths,
   // against the same inputs convolved in double.
   ThreadGuard guard;
@@ -390,7 +390,7 @@ TEST_CASE("eigen: Winograd's float rounding error is close to the direct convolu
 #endif
 
 // ---- GroupNorm -----------------------------------------------------------------
-TEMPLATE_TEST_CASE("eigen: group_norm forward/backward match reference", "[backend]", float, double) {
+TEMPLATE_TEST_CASE("cpu: group_norm forward/backward match reference", "[backend]", float, double) {
   using T = TestType;
   ThreadGuard guard;
   Rng rng(4);
@@ -451,7 +451,7 @@ TEMPLATE_TEST_CASE("eigen: group_norm forward/backward match reference", "[backe
 }
 
 // ---- SiLU, upsampling -------------------------------------------------------------
-TEMPLATE_TEST_CASE("eigen: silu and upsample match reference", "[backend]", float, double) {
+TEMPLATE_TEST_CASE("cpu: silu and upsample match reference", "[backend]", float, double) {
   using T = TestType;
   ThreadGuard guard;
   Rng rng(5);
@@ -490,7 +490,7 @@ TEMPLATE_TEST_CASE("eigen: silu and upsample match reference", "[backend]", floa
 }
 
 // ---- Glue: add, add_channel_bias, channel_sum, transpose, concat -----------------------
-TEMPLATE_TEST_CASE("eigen: add, channel bias, channel sum, transpose and concat match reference", "[backend]", float,
+TEMPLATE_TEST_CASE("cpu: add, channel bias, channel sum, transpose and concat match reference", "[backend]", float,
                    double) {
   using T = TestType;
   ThreadGuard guard;
@@ -554,7 +554,7 @@ TEMPLATE_TEST_CASE("eigen: add, channel bias, channel sum, transpose and concat 
 }
 
 // ---- Attention -------------------------------------------------------------------
-TEMPLATE_TEST_CASE("eigen: attention forward/backward match reference", "[backend]", float, double) {
+TEMPLATE_TEST_CASE("cpu: attention forward/backward match reference", "[backend]", float, double) {
   using T = TestType;
   ThreadGuard guard;
   Rng rng(6);
@@ -599,7 +599,7 @@ TEMPLATE_TEST_CASE("eigen: attention forward/backward match reference", "[backen
 }
 
 // ---- determinism -----------------------------------------------------------------
-TEST_CASE("eigen: results are identical across runs with the same thread count", "[backend]") {
+TEST_CASE("cpu: results are identical across runs with the same thread count", "[backend]") {
   using T = float;
   ThreadGuard guard;
   Rng rng(7);
@@ -660,7 +660,7 @@ Timing time_it(F&& f, int reps) {
 }
 }  // namespace
 
-TEST_CASE("eigen: GFLOP/s of gemm and conv3x3", "[.bench]") {
+TEST_CASE("cpu: GFLOP/s of gemm and conv3x3", "[.bench]") {
   using T = float;
   ThreadGuard guard;
   Rng rng(8);

@@ -1,5 +1,5 @@
 #pragma once
-// The training step's ops for backend::Eigen: q_sample / the v target
+// The training step's ops for backend::Cpu: q_sample / the v target
 // (batch_axpby), the MSE loss, the gradient norm's sum of squares, the
 // finiteness check, Adam(W) and EMA.
 //
@@ -14,10 +14,10 @@
 #include <span>
 #include <vector>
 
-#include "ddpm/backend/eigen/common.hpp"
+#include "ddpm/backend/cpu/common.hpp"
 #include "ddpm/backend/reference.hpp"
 
-namespace ddpm::backend::eigen_detail {
+namespace ddpm::backend::cpu_detail {
 
 template <class T>
 void run(ops::batch_axpby_t, std::span<const T> a, ConstTensorView<T> xv, std::span<const T> b, ConstTensorView<T> zv,
@@ -108,4 +108,4 @@ void run(ops::ema_update_t, ConstTensorView<T> pv, T decay, TensorView<T> shadow
   });
 }
 
-}  // namespace ddpm::backend::eigen_detail
+}  // namespace ddpm::backend::cpu_detail

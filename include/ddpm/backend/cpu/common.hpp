@@ -1,9 +1,9 @@
 #pragma once
-// Shared machinery of backend::Eigen: the thread setting and pool, per-thread
+// Shared machinery of backend::Cpu: the thread setting and pool, per-thread
 // scratch buffers, row-major Eigen maps and the (threaded) GEMM.
 //
-// Everything here lives in ddpm::backend::eigen_detail and names Eigen's
-// namespace as ::Eigen (ddpm::backend::Eigen is the backend struct).
+// Everything here lives in ddpm::backend::cpu_detail and names Eigen's
+// namespace as ::Eigen (ddpm::backend::Cpu is the backend struct).
 // GCC 12 reports -Wmaybe-uninitialized false positives inside Eigen's AVX-512
 // packet transposes (in the intrinsics headers it includes) when they are
 // inlined into user code; the state at those header lines is what counts.
@@ -26,11 +26,11 @@
 #include <vector>
 
 #include "ddpm/backend/backend.hpp"
-#include "ddpm/backend/eigen/tuning.hpp"
+#include "ddpm/backend/cpu/tuning.hpp"
 #include "ddpm/core/tensor.hpp"
 #include "ddpm/core/thread_pool.hpp"
 
-namespace ddpm::backend::eigen_detail {
+namespace ddpm::backend::cpu_detail {
 
 // ---- threads ------------------------------------------------------------------
 struct Context {
@@ -208,4 +208,4 @@ void run(ops::gemm_t, Trans ta, Trans tb, index_t m, index_t n, index_t k, T alp
   parallel(want, [&](int tid, int parts) { gemm_part(tid, parts, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); });
 }
 
-}  // namespace ddpm::backend::eigen_detail
+}  // namespace ddpm::backend::cpu_detail

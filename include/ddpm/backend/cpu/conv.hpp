@@ -1,5 +1,5 @@
 #pragma once
-// Conv2d for backend::Eigen as GEMM.
+// Conv2d for backend::Cpu as GEMM.
 //
 // Per image n, with K = Ci*KH*KW rows of patches and P = OH*OW output pixels:
 //   forward   Y_n[Co, P]  = W[Co, K] * col_n[K, P] (+ b)
@@ -27,11 +27,11 @@
 #include <algorithm>
 #include <cstring>
 
-#include "ddpm/backend/eigen/common.hpp"
-#include "ddpm/backend/eigen/kernel.hpp"
-#include "ddpm/backend/eigen/winograd.hpp"
+#include "ddpm/backend/cpu/common.hpp"
+#include "ddpm/backend/cpu/kernel.hpp"
+#include "ddpm/backend/cpu/winograd.hpp"
 
-namespace ddpm::backend::eigen_detail {
+namespace ddpm::backend::cpu_detail {
 
 // im2col tiles are at least kMinTilePixels wide (shorter ones leave the GEMM
 // mostly edge work), in steps of kTilePixelStep (whole vectors).
@@ -198,7 +198,7 @@ void conv_bwd_channels(const ConvGeom& g, const T* x, const T* w, const T* dy, T
 // Taken when tuning().use_packed_kernel; stride 1 then skips im2col (see
 // WideGeom) when tuning().use_wide.
 
-#if DDPM_EIGEN_PACKED_KERNEL
+#if DDPM_CPU_PACKED_KERNEL
 // Pixel tile for the packed path: a multiple of the panel width.
 template <class T>
 index_t packed_tile(const ConvGeom& g, index_t rows, index_t limit) {
@@ -433,7 +433,7 @@ void conv_bwd_channels_packed(const ConvGeom& g, const T* x, const T* Awt, const
 }
 #endif
 
-#if DDPM_EIGEN_PACKED_KERNEL
+#if DDPM_CPU_PACKED_KERNEL
 // Winograd needs enough channels and enough tiles to pay for transforming the
 // filters (U is 16/9 the size of W, made by every thread) and the short tile
 // rows of small images; images of at most kWinogradSmallPixels (8x8) have
@@ -463,7 +463,7 @@ void run(ops::conv2d_forward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, Co
     for (index_t i = 0; i < g.N * g.Co; ++i) std::fill(y + i * g.P, y + (i + 1) * g.P, b ? b[i % g.Co] : T{});
     return;
   }
-#if DDPM_EIGEN_PACKED_KERNEL
+#if DDPM_CPU_PACKED_KERNEL
   if (winograd_applies(g)) {
     winograd_conv(WinogradGeom(g.N, g.Ci, g.Co, g.H, g.W, g.pt, g.pb, g.pl, g.pr), x,
                   Filter3x3<T>{w, g.Ci * 9, 9}, b, y);
@@ -476,7 +476,7 @@ void run(ops::conv2d_forward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, Co
   // Each thread packs the filters itself, into its own scratch: packed by
   // one thread, they had to cross to the other core's cache on every call.
   [[maybe_unused]] const auto packed_filters = [&]() -> const T* {
-#if DDPM_EIGEN_PACKED_KERNEL
+#if DDPM_CPU_PACKED_KERNEL
     if (tuning().use_packed_kernel) {
       T* a = scratch<T>(kPackA, static_cast<std::size_t>(packed_a_size(g.Co, g.K)));
       pack_a(g.Co, g.K, w, g.K, false, a);
@@ -486,7 +486,7 @@ void run(ops::conv2d_forward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, Co
     return nullptr;
   };
   auto run = [&]([[maybe_unused]] const T* Ap, index_t n, index_t p0, index_t p1) {
-#if DDPM_EIGEN_PACKED_KERNEL
+#if DDPM_CPU_PACKED_KERNEL
     if (Ap && g.s == 1 && !g.pointwise && tuning().use_wide)
       return conv_fwd_wide(g, x + n * g.Ci * g.HW, Ap, b, y + n * g.Co * g.P, p0, p1);
     if (Ap) return conv_fwd_pixels_packed(g, x + n * g.Ci * g.HW, Ap, b, y + n * g.Co * g.P, p0, p1);
@@ -521,7 +521,7 @@ void run(ops::conv2d_backward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, C
       for (index_t n = 0; n < g.N; ++n)
         for (index_t co = c0; co < c1; ++co) db[co] += CArrMap<T>(dy + (n * g.Co + co) * g.P, g.P).sum();
     });
-#if DDPM_EIGEN_PACKED_KERNEL
+#if DDPM_CPU_PACKED_KERNEL
   // The input gradient of a 3x3 stride-1 convolution with pads <= 2 is the
   // convolution of dY with the filters flipped in both axes and transposed
   // (Ci <- Co), padded by 2 - pad on each side: Winograd again.
@@ -552,7 +552,7 @@ void run(ops::conv2d_backward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, C
   index_t cgrain = 1;  // channel split granularity (packed: whole kMR blocks of W^T rows)
   // W^T packed by each thread into its own scratch (see conv2d_forward).
   [[maybe_unused]] const auto packed_filters = [&]() -> const T* {
-#if DDPM_EIGEN_PACKED_KERNEL
+#if DDPM_CPU_PACKED_KERNEL
     if (tuning().use_packed_kernel) {
       T* a = scratch<T>(kPackA, static_cast<std::size_t>(packed_a_size(g.K, g.Co)));
       if (dx) pack_a(g.K, g.Co, w, g.K, true, a);
@@ -561,7 +561,7 @@ void run(ops::conv2d_backward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, C
 #endif
     return nullptr;
   };
-#if DDPM_EIGEN_PACKED_KERNEL
+#if DDPM_CPU_PACKED_KERNEL
   if (tuning().use_packed_kernel) {
     index_t gcd = kMR, r = g.KK;
     while (r) {
@@ -576,7 +576,7 @@ void run(ops::conv2d_backward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, C
     const T* xn = x + n * g.Ci * g.HW;
     const T* dyn = dy + n * g.Co * g.P;
     T* dxn = dx ? dx + n * g.Ci * g.HW : nullptr;
-#if DDPM_EIGEN_PACKED_KERNEL
+#if DDPM_CPU_PACKED_KERNEL
     if (Awt && g.s == 1 && !g.pointwise && tuning().use_wide)
       return conv_bwd_wide(g, xn, Awt, dyn, dxn, target(tid), c0, c1);
     if (Awt) return conv_bwd_channels_packed(g, xn, Awt, dyn, dxn, target(tid), c0, c1);
@@ -603,4 +603,4 @@ void run(ops::conv2d_backward_t, ConstTensorView<T> xv, ConstTensorView<T> wv, C
     for (int t = 1; t < used; ++t) ArrMap<T>(dw, wsz) += CArrMap<T>(partial + (t - 1) * wsz, wsz);
 }
 
-}  // namespace ddpm::backend::eigen_detail
+}  // namespace ddpm::backend::cpu_detail
