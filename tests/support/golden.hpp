@@ -1,11 +1,12 @@
 #pragma once
 // The golden harness: finds reference data made with diffusers at run time.
 //
-// The folder is $DDPM_GOLDEN_DIR, else tests/data/golden in the repository
+// The folders are $DDPM_GOLDEN_DIR (a ':'-list), else tests/data/golden and tests/data/golden-more
 // (DDPM_DEFAULT_GOLDEN_DIR, set by tests/CMakeLists.txt). Everything starts from its manifest.json: each kind's file is
 // looked up there, and every case in it is checked; nothing here names a case.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -16,6 +17,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -32,13 +34,33 @@ using json = nlohmann::json;
 // The kinds this harness understands; a manifest naming any other fails.
 inline const std::set<std::string>& known_golden_kinds() {
   static const std::set<std::string> kinds{"schedules", "timesteps",   "ddpm_step", "ddim_step", "forward_process",
-                                           "trajectories", "unet", "checkpoint_configs"};
+                                           "trajectories", "unet", "checkpoint_configs", "sampler_trajectories"};
   return kinds;
 }
 
-inline fs::path golden_dir() {
+// Every golden folder: $DDPM_GOLDEN_DIR as a ':'-separated list, else the
+// default folder and its sibling golden-more (tests/data/golden-more) when present.
+inline std::vector<fs::path> golden_dirs() {
   const char* env = std::getenv("DDPM_GOLDEN_DIR");
-  fs::path dir = (env && *env) ? fs::path(env) : fs::path(DDPM_DEFAULT_GOLDEN_DIR);
+  std::vector<fs::path> dirs;
+  if (env && *env) {
+    std::string list = env;
+    for (std::size_t b = 0, e; b <= list.size(); b = e + 1) {
+      e = std::min(list.find(':', b), list.size());
+      if (e > b) dirs.emplace_back(list.substr(b, e - b));
+    }
+  } else {
+    dirs.emplace_back(DDPM_DEFAULT_GOLDEN_DIR);
+    const fs::path more = fs::path(DDPM_DEFAULT_GOLDEN_DIR).parent_path() / "golden-more";
+    if (fs::is_directory(more)) dirs.push_back(more);
+  }
+  return dirs;
+}
+
+inline fs::path golden_dir() {
+  const auto dirs = golden_dirs();
+  if (dirs.empty()) FAIL("DDPM_GOLDEN_DIR names no folder");
+  const fs::path dir = dirs.front();
   if (!fs::is_directory(dir)) FAIL("golden data folder not found: " << dir << " (set DDPM_GOLDEN_DIR)");
   if (!fs::exists(dir / "manifest.json")) FAIL("golden data folder " << dir << " has no manifest.json");
   return dir;
@@ -54,8 +76,8 @@ inline json load_json(const fs::path& p) {
   return {};
 }
 
-inline json manifest() {
-  json m = load_json(golden_dir() / "manifest.json");
+inline json manifest(const fs::path& dir = golden_dir()) {
+  json m = load_json(dir / "manifest.json");
   if (!m.contains("kinds") || !m["kinds"].is_object() || m["kinds"].empty())
     FAIL("manifest.json lists no kinds");
   return m;
@@ -73,14 +95,21 @@ struct GoldenKind {
 // Loads `kind` via the manifest. Returns nullopt (with a warning) when the
 // manifest does not list it; fails when it is listed but empty or unreadable.
 inline std::optional<GoldenKind> load_kind(const std::string& kind) {
-  const json m = manifest();
+  json m;
+  fs::path dir;
+  for (const fs::path& d : golden_dirs()) {
+    if (!fs::exists(d / "manifest.json")) FAIL("golden data folder " << d << " has no manifest.json");
+    m = manifest(d);
+    dir = d;
+    if (m["kinds"].contains(kind)) break;
+  }
   if (!m["kinds"].contains(kind)) {
-    WARN("golden kind '" << kind << "' is not in this manifest: nothing to check");
+    WARN("golden kind '" << kind << "' is not in any golden manifest: nothing to check");
     return std::nullopt;
   }
   GoldenKind g;
   g.kind = kind;
-  const fs::path file = golden_dir() / m["kinds"][kind].get<std::string>();
+  const fs::path file = dir / m["kinds"][kind].get<std::string>();
   g.dir = file.parent_path();
   g.doc = load_json(file);
   if (g.doc.contains("kind") && g.doc["kind"].is_string() && g.doc["kind"] != kind && kind != "unet" &&
