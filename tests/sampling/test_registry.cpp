@@ -97,9 +97,11 @@ static_assert(!sampler_list_checks<reg_test::Spaced>::names_plain);
 static_assert(!sampler_list_checks<DDIMSampler, reg_test::NotASampler>::samplers_registrable);
 
 // The variants follow the list, in order.
-static_assert(std::is_same_v<SamplerConfig, std::variant<DDPMConfig, DDIMConfig, DPMSolverConfig, EulerConfig>>);
+static_assert(std::is_same_v<SamplerConfig, std::variant<DDPMConfig, DDIMConfig, DPMSolverConfig, EulerConfig,
+                                                          EulerAncestralConfig>>);
 static_assert(std::is_same_v<AnySampler<float>, std::variant<DDPMSampler<float>, DDIMSampler<float>,
-                                                             DPMSolverSampler<float>, EulerSampler<float>>>);
+                                                             DPMSolverSampler<float>, EulerSampler<float>,
+                                                             EulerAncestralSampler<float>>>);
 static_assert(std::is_same_v<Samplers::sampler_of<EulerConfig, double>, EulerSampler<double>>);
 static_assert(SamplerVariant<AnySampler<double>> && !SamplerVariant<DDIMSampler<double>>);
 
@@ -130,8 +132,12 @@ std::vector<SamplerConfig> varied_configs() {
                       .timesteps = {TimestepSpacing::trailing, 0}},
       EulerConfig{.schedule = sched, .prediction_type = PredictionType::v_prediction,
                   .timesteps = {TimestepSpacing::leading, 1}, .final_sigmas_type = FinalSigmasType::sigma_min,
+                  .sigma_spacing = SigmaSpacing::karras,
                   .s_churn = 0.7, .s_tmin = 0.1, .s_tmax = 10.0, .s_noise = 1.003},
-      EulerConfig{.prediction_type = PredictionType::sample},
+      EulerConfig{.prediction_type = PredictionType::sample, .sigma_spacing = SigmaSpacing::exponential},
+      EulerAncestralConfig{.schedule = sched, .prediction_type = PredictionType::v_prediction,
+                           .timesteps = {TimestepSpacing::leading, 1}},
+      EulerAncestralConfig{.timesteps = {TimestepSpacing::trailing, 0}},
   };
 }
 
@@ -168,10 +174,11 @@ std::vector<double> fingerprint(const SamplerConfig& c) {
 }  // namespace
 
 TEST_CASE("registry: command-line names, aliases and class names", "[sampling][registry]") {
-  CHECK(Samplers::names == std::array<std::string_view, 4>{"ddpm", "ddim", "dpm++", "euler"});
-  CHECK(Samplers::class_names == std::array<std::string_view, 4>{"DDPMScheduler", "DDIMScheduler",
+  CHECK(Samplers::names == std::array<std::string_view, 5>{"ddpm", "ddim", "dpm++", "euler", "euler-a"});
+  CHECK(Samplers::class_names == std::array<std::string_view, 5>{"DDPMScheduler", "DDIMScheduler",
                                                                   "DPMSolverMultistepScheduler",
-                                                                  "EulerDiscreteScheduler"});
+                                                                  "EulerDiscreteScheduler",
+                                                                  "EulerAncestralDiscreteScheduler"});
   for (std::size_t i = 0; i < Samplers::size; ++i) {
     INFO(Samplers::names[i]);
     const SamplerConfig c = sampler_config_named(Samplers::names[i]);
@@ -184,9 +191,11 @@ TEST_CASE("registry: command-line names, aliases and class names", "[sampling][r
   }
   for (const char* alias : {"dpmsolver++", "dpm++2m", "dpm"})
     CHECK(std::holds_alternative<DPMSolverConfig>(sampler_config_named(alias)));
-  CHECK(sampler_names_text() == "ddpm, ddim, dpm++ or euler");
+  for (const char* alias : {"euler_a", "euler-ancestral"})
+    CHECK(std::holds_alternative<EulerAncestralConfig>(sampler_config_named(alias)));
+  CHECK(sampler_names_text() == "ddpm, ddim, dpm++, euler or euler-a");
   CHECK_THROWS_WITH(sampler_config_named("pndm", "--sampler"),
-                    Contains("--sampler") && Contains("'pndm'") && Contains("ddpm, ddim, dpm++ or euler"));
+                    Contains("--sampler") && Contains("'pndm'") && Contains("ddpm, ddim, dpm++, euler or euler-a"));
   // The defaults are diffusers' (the DDIM ones clip, the DPM-Solver ones use linspace).
   CHECK(std::get<DDIMConfig>(sampler_config_named("ddim")).clipping.clip_sample);
   CHECK(std::get<DPMSolverConfig>(sampler_config_named("dpm++")).timesteps.spacing == TimestepSpacing::linspace);

@@ -183,8 +183,22 @@ TEST_CASE("scheduler_config.json: defaults, dispatch and errors naming key and v
 
   CHECK_THROWS_WITH(read(R"({"_class_name": "PNDMScheduler"})"), Contains("PNDMScheduler") && Contains("f.json"));
   CHECK_THROWS_WITH(read(R"({"beta_start": 0.1})"), Contains("_class_name"));
-  CHECK_THROWS_WITH(read(R"({"_class_name": "EulerDiscreteScheduler", "use_karras_sigmas": true})"),
-                    Contains("use_karras_sigmas") && Contains("true"));
+  // Karras / exponential sigmas: one at a time, only where diffusers has them, no custom bounds.
+  CHECK(std::get<EulerConfig>(read(R"({"_class_name": "EulerDiscreteScheduler", "use_karras_sigmas": true})"))
+            .sigma_spacing == SigmaSpacing::karras);
+  CHECK_THROWS_WITH(read(R"({"_class_name": "EulerDiscreteScheduler", "use_karras_sigmas": true,
+                             "use_exponential_sigmas": true})"),
+                    Contains("f.json") && Contains("use_exponential_sigmas") && Contains("use_karras_sigmas"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "EulerDiscreteScheduler", "use_beta_sigmas": true})"),
+                    Contains("f.json") && Contains("use_beta_sigmas") && Contains("true"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "EulerDiscreteScheduler", "use_karras_sigmas": true, "sigma_min": 0.1})"),
+                    Contains("f.json") && Contains("sigma_min") && Contains("0.1"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "DDPMScheduler", "use_karras_sigmas": true})"),
+                    Contains("f.json") && Contains("use_karras_sigmas") && Contains("true"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "EulerAncestralDiscreteScheduler", "prediction_type": "sample"})"),
+                    Contains("f.json") && Contains("prediction_type") && Contains("sample"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "EulerAncestralDiscreteScheduler", "use_karras_sigmas": true})"),
+                    Contains("f.json") && Contains("use_karras_sigmas"));
   CHECK_THROWS_WITH(read(R"({"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"})"),
                     Contains("algorithm_type") && Contains("sde-dpmsolver++"));
   CHECK_THROWS_WITH(read(R"({"_class_name": "DPMSolverMultistepScheduler", "solver_order": 3})"),

@@ -10,10 +10,11 @@
 #include "ddpm/sampling/ddpm.hpp"
 #include "ddpm/sampling/dpm_solver.hpp"
 #include "ddpm/sampling/euler.hpp"
+#include "ddpm/sampling/euler_ancestral.hpp"
 #include "ddpm/sampling/sampler_list.hpp"
 
 namespace ddpm {
 
-using Samplers = sampler_list<DDPMSampler, DDIMSampler, DPMSolverSampler, EulerSampler>;
+using Samplers = sampler_list<DDPMSampler, DDIMSampler, DPMSolverSampler, EulerSampler, EulerAncestralSampler>;
 
 }  // namespace ddpm
