@@ -98,10 +98,10 @@ static_assert(!sampler_list_checks<DDIMSampler, reg_test::NotASampler>::samplers
 
 // The variants follow the list, in order.
 static_assert(std::is_same_v<SamplerConfig, std::variant<DDPMConfig, DDIMConfig, DPMSolverConfig, EulerConfig,
-                                                          EulerAncestralConfig>>);
+                                                          EulerAncestralConfig, HeunConfig>>);
 static_assert(std::is_same_v<AnySampler<float>, std::variant<DDPMSampler<float>, DDIMSampler<float>,
                                                              DPMSolverSampler<float>, EulerSampler<float>,
-                                                             EulerAncestralSampler<float>>>);
+                                                             EulerAncestralSampler<float>, HeunSampler<float>>>);
 static_assert(std::is_same_v<Samplers::sampler_of<EulerConfig, double>, EulerSampler<double>>);
 static_assert(SamplerVariant<AnySampler<double>> && !SamplerVariant<DDIMSampler<double>>);
 
@@ -138,6 +138,12 @@ std::vector<SamplerConfig> varied_configs() {
       EulerAncestralConfig{.schedule = sched, .prediction_type = PredictionType::v_prediction,
                            .timesteps = {TimestepSpacing::leading, 1}},
       EulerAncestralConfig{.timesteps = {TimestepSpacing::trailing, 0}},
+      HeunConfig{.schedule = {.num_train_timesteps = 500, .beta_start = 0.00085, .beta_end = 0.012,
+                              .beta_schedule = BetaSchedule::scaled_linear},
+                 .prediction_type = PredictionType::v_prediction, .timesteps = {TimestepSpacing::leading, 1},
+                 .sigma_spacing = SigmaSpacing::karras, .clip_sample = true, .clip_sample_range = 2.0},
+      HeunConfig{.prediction_type = PredictionType::sample, .timesteps = {TimestepSpacing::trailing, 0},
+                 .sigma_spacing = SigmaSpacing::exponential},
   };
 }
 
@@ -174,11 +180,12 @@ std::vector<double> fingerprint(const SamplerConfig& c) {
 }  // namespace
 
 TEST_CASE("registry: command-line names, aliases and class names", "[sampling][registry]") {
-  CHECK(Samplers::names == std::array<std::string_view, 5>{"ddpm", "ddim", "dpm++", "euler", "euler-a"});
-  CHECK(Samplers::class_names == std::array<std::string_view, 5>{"DDPMScheduler", "DDIMScheduler",
+  CHECK(Samplers::names == std::array<std::string_view, 6>{"ddpm", "ddim", "dpm++", "euler", "euler-a", "heun"});
+  CHECK(Samplers::class_names == std::array<std::string_view, 6>{"DDPMScheduler", "DDIMScheduler",
                                                                   "DPMSolverMultistepScheduler",
                                                                   "EulerDiscreteScheduler",
-                                                                  "EulerAncestralDiscreteScheduler"});
+                                                                  "EulerAncestralDiscreteScheduler",
+                                                                  "HeunDiscreteScheduler"});
   for (std::size_t i = 0; i < Samplers::size; ++i) {
     INFO(Samplers::names[i]);
     const SamplerConfig c = sampler_config_named(Samplers::names[i]);
@@ -193,9 +200,9 @@ TEST_CASE("registry: command-line names, aliases and class names", "[sampling][r
     CHECK(std::holds_alternative<DPMSolverConfig>(sampler_config_named(alias)));
   for (const char* alias : {"euler_a", "euler-ancestral"})
     CHECK(std::holds_alternative<EulerAncestralConfig>(sampler_config_named(alias)));
-  CHECK(sampler_names_text() == "ddpm, ddim, dpm++, euler or euler-a");
+  CHECK(sampler_names_text() == "ddpm, ddim, dpm++, euler, euler-a or heun");
   CHECK_THROWS_WITH(sampler_config_named("pndm", "--sampler"),
-                    Contains("--sampler") && Contains("'pndm'") && Contains("ddpm, ddim, dpm++, euler or euler-a"));
+                    Contains("--sampler") && Contains("'pndm'") && Contains("ddpm, ddim, dpm++, euler, euler-a or heun"));
   // The defaults are diffusers' (the DDIM ones clip, the DPM-Solver ones use linspace).
   CHECK(std::get<DDIMConfig>(sampler_config_named("ddim")).clipping.clip_sample);
   CHECK(std::get<DPMSolverConfig>(sampler_config_named("dpm++")).timesteps.spacing == TimestepSpacing::linspace);

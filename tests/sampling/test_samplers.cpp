@@ -197,6 +197,10 @@ TEST_CASE("scheduler_config.json: defaults, dispatch and errors naming key and v
                     Contains("f.json") && Contains("use_karras_sigmas") && Contains("true"));
   CHECK_THROWS_WITH(read(R"({"_class_name": "EulerAncestralDiscreteScheduler", "prediction_type": "sample"})"),
                     Contains("f.json") && Contains("prediction_type") && Contains("sample"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "HeunDiscreteScheduler", "rescale_betas_zero_snr": true})"),
+                    Contains("f.json") && Contains("rescale_betas_zero_snr"));
+  CHECK(std::get<HeunConfig>(read(R"({"_class_name": "HeunDiscreteScheduler", "use_exponential_sigmas": true})"))
+            .sigma_spacing == SigmaSpacing::exponential);
   CHECK_THROWS_WITH(read(R"({"_class_name": "EulerAncestralDiscreteScheduler", "use_karras_sigmas": true})"),
                     Contains("f.json") && Contains("use_karras_sigmas"));
   CHECK_THROWS_WITH(read(R"({"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"})"),

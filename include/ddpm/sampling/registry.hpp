@@ -11,10 +11,11 @@
 #include "ddpm/sampling/dpm_solver.hpp"
 #include "ddpm/sampling/euler.hpp"
 #include "ddpm/sampling/euler_ancestral.hpp"
+#include "ddpm/sampling/heun.hpp"
 #include "ddpm/sampling/sampler_list.hpp"
 
 namespace ddpm {
 
-using Samplers = sampler_list<DDPMSampler, DDIMSampler, DPMSolverSampler, EulerSampler, EulerAncestralSampler>;
+using Samplers = sampler_list<DDPMSampler, DDIMSampler, DPMSolverSampler, EulerSampler, EulerAncestralSampler, HeunSampler>;
 
 }  // namespace ddpm
