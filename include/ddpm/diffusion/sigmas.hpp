@@ -69,8 +69,14 @@ inline std::string_view to_string(SigmaSpacing s) {
 }
 
 // What the timesteps of Karras / exponential sigmas are rounded to: float32
-// (Euler, Heun) or integers, half to even (DPM-Solver, UniPC, KDPM2).
-enum class SigmaTimesteps { float32, integer };
+// (Euler, Heun), integers half to even (DPM-Solver, UniPC, KDPM2), or
+// truncated to integers (DPM-Solver with the cosine schedule: its int64 cast).
+enum class SigmaTimesteps { float32, integer, truncated };
+
+// Where Karras / exponential sigmas take their ends: the sigmas interpolated
+// at the spaced timesteps (Euler, Heun), or the whole training schedule's
+// sigmas (DPM-Solver: sigma(t = 0) and sigma(t = T - 1)).
+enum class SigmaRange { spaced_timesteps, training_schedule };
 
 inline std::vector<double> karras_sigmas(double sigma_min, double sigma_max, index_t n, double rho = 7.0) {
   const auto ramp = numerics::np_linspace(0.0, 1.0, n);
@@ -108,15 +114,17 @@ inline double sigma_to_t(double sigma, std::span<const double> log_sigmas) {
 // each precision; the new sigmas are computed in double before rounding.
 template <Scalar T>
 std::vector<T> spaced_sigmas(const NoiseSchedule<T>& s, std::vector<double>& timesteps, SigmaSpacing spacing,
-                             FinalSigmasType final_type, SigmaTimesteps rounding) {
+                             FinalSigmasType final_type, SigmaTimesteps rounding,
+                             SigmaRange range = SigmaRange::spaced_timesteps) {
   if (spacing == SigmaSpacing::interpolated) return interpolated_sigmas(s, timesteps, final_type);
   const auto table = training_sigmas(s);
   std::vector<double> log_sigmas;
   log_sigmas.reserve(table.size());
   for (double v : table) log_sigmas.push_back(static_cast<double>(std::log(static_cast<T>(v))));
   require(!timesteps.empty(), "sigmas: no timesteps");
-  const double sigma_max = numerics::np_interp_unit_grid(timesteps.front(), table);
-  const double sigma_min = numerics::np_interp_unit_grid(timesteps.back(), table);
+  const bool whole = range == SigmaRange::training_schedule;
+  const double sigma_max = whole ? table.back() : numerics::np_interp_unit_grid(timesteps.front(), table);
+  const double sigma_min = whole ? table.front() : numerics::np_interp_unit_grid(timesteps.back(), table);
   require(std::isfinite(sigma_max) && sigma_min > 0, "sigmas: ", to_string(spacing),
           " sigmas need finite, positive ends; got ", sigma_min, " .. ", sigma_max);
   const auto n = static_cast<index_t>(timesteps.size());
@@ -126,7 +134,9 @@ std::vector<T> spaced_sigmas(const NoiseSchedule<T>& s, std::vector<double>& tim
   out.reserve(sig.size() + 1);
   for (std::size_t i = 0; i < sig.size(); ++i) {
     const double t = sigma_to_t(sig[i], log_sigmas);
-    timesteps[i] = rounding == SigmaTimesteps::integer ? numerics::round_half_even(t) : static_cast<float>(t);
+    timesteps[i] = rounding == SigmaTimesteps::integer     ? numerics::round_half_even(t)
+                   : rounding == SigmaTimesteps::truncated ? std::trunc(t)
+                                                           : static_cast<double>(static_cast<float>(t));
     out.push_back(static_cast<T>(static_cast<float>(sig[i])));
   }
   out.push_back(final_type == FinalSigmasType::zero ? T(0) : static_cast<T>(static_cast<float>(table.front())));

@@ -224,8 +224,8 @@ class SigmaSampler {
   // The spaced timesteps and their sigmas; Karras / exponential sigmas
   // replace the timesteps by theirs (sigmas.hpp: spaced_sigmas).
   void assign(std::vector<double> timesteps, SigmaSpacing spacing = SigmaSpacing::interpolated,
-              SigmaTimesteps rounding = SigmaTimesteps::float32) {
-    sigmas_ = spaced_sigmas(schedule_, timesteps, spacing, final_, rounding);
+              SigmaTimesteps rounding = SigmaTimesteps::float32, SigmaRange range = SigmaRange::spaced_timesteps) {
+    sigmas_ = spaced_sigmas(schedule_, timesteps, spacing, final_, rounding, range);
     timesteps_ = std::move(timesteps);
     step_index_ = -1;
   }
