@@ -168,6 +168,14 @@ TEST_CASE("sampler errors name the parameter", "[sampling]") {
   euler_a.set_timesteps(5);
   CHECK_THROWS_WITH(euler_a.step(x.cview(), euler_a.timesteps()[0], x.cview()), Contains("stochastic"));
   CHECK_THROWS_WITH(euler_a.set_timesteps(0), Contains("num_inference_steps"));
+  CHECK_THROWS_WITH(DDIMInverseSampler<double>(DDIMInverseConfig{.timesteps = {TimestepSpacing::linspace, 0}}),
+                    Contains("timestep_spacing") && Contains("linspace"));
+  DDIMInverseSampler<double> inverse;
+  CHECK_THROWS_WITH(inverse.step(x.cview(), 10, x.cview()), Contains("set_timesteps"));
+  inverse.set_timesteps(4);
+  CHECK(std::vector<double>(inverse.timesteps().begin(), inverse.timesteps().end()) ==
+        std::vector<double>{0, 250, 500, 750});
+  CHECK_THROWS_WITH(inverse.step(x.cview(), 1000, x.cview()), Contains("timestep"));
   HeunSampler<double> heun;
   heun.set_timesteps(3);
   CHECK(heun.timesteps().size() == 5);  // 2n - 1: each inner timestep twice
@@ -209,6 +217,10 @@ TEST_CASE("scheduler_config.json: defaults, dispatch and errors naming key and v
                     Contains("f.json") && Contains("use_karras_sigmas") && Contains("true"));
   CHECK_THROWS_WITH(read(R"({"_class_name": "EulerAncestralDiscreteScheduler", "prediction_type": "sample"})"),
                     Contains("f.json") && Contains("prediction_type") && Contains("sample"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "DDIMInverseScheduler", "timestep_spacing": "linspace"})"),
+                    Contains("f.json") && Contains("timestep_spacing") && Contains("linspace"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "DDIMInverseScheduler", "use_karras_sigmas": true})"),
+                    Contains("f.json") && Contains("use_karras_sigmas"));
   CHECK_THROWS_WITH(read(R"({"_class_name": "HeunDiscreteScheduler", "rescale_betas_zero_snr": true})"),
                     Contains("f.json") && Contains("rescale_betas_zero_snr"));
   CHECK(std::get<HeunConfig>(read(R"({"_class_name": "HeunDiscreteScheduler", "use_exponential_sigmas": true})"))

@@ -7,6 +7,7 @@
 // Adding a sampler: write its header (the class, its config struct, its
 // SamplerTraits: sampling/sampler.hpp), include it here and add it to the list.
 #include "ddpm/sampling/ddim.hpp"
+#include "ddpm/sampling/ddim_inverse.hpp"
 #include "ddpm/sampling/ddpm.hpp"
 #include "ddpm/sampling/dpm_solver.hpp"
 #include "ddpm/sampling/euler.hpp"
@@ -16,6 +17,7 @@
 
 namespace ddpm {
 
-using Samplers = sampler_list<DDPMSampler, DDIMSampler, DPMSolverSampler, EulerSampler, EulerAncestralSampler, HeunSampler>;
+using Samplers = sampler_list<DDPMSampler, DDIMSampler, DPMSolverSampler, EulerSampler, EulerAncestralSampler, HeunSampler,
+                              DDIMInverseSampler>;
 
 }  // namespace ddpm
