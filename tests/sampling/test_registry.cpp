@@ -98,11 +98,12 @@ static_assert(!sampler_list_checks<DDIMSampler, reg_test::NotASampler>::samplers
 
 // The variants follow the list, in order.
 static_assert(std::is_same_v<SamplerConfig, std::variant<DDPMConfig, DDIMConfig, DPMSolverConfig, EulerConfig,
-                                                          EulerAncestralConfig, HeunConfig, DDIMInverseConfig>>);
+                                                          EulerAncestralConfig, HeunConfig, DDIMInverseConfig,
+                                                          KDPM2Config>>);
 static_assert(std::is_same_v<AnySampler<float>, std::variant<DDPMSampler<float>, DDIMSampler<float>,
                                                              DPMSolverSampler<float>, EulerSampler<float>,
                                                              EulerAncestralSampler<float>, HeunSampler<float>,
-                                                             DDIMInverseSampler<float>>>);
+                                                             DDIMInverseSampler<float>, KDPM2Sampler<float>>>);
 static_assert(std::is_same_v<Samplers::sampler_of<EulerConfig, double>, EulerSampler<double>>);
 static_assert(SamplerVariant<AnySampler<double>> && !SamplerVariant<DDIMSampler<double>>);
 
@@ -143,6 +144,10 @@ std::vector<SamplerConfig> varied_configs() {
       EulerAncestralConfig{.schedule = sched, .prediction_type = PredictionType::v_prediction,
                            .timesteps = {TimestepSpacing::leading, 1}},
       EulerAncestralConfig{.timesteps = {TimestepSpacing::trailing, 0}},
+      KDPM2Config{.schedule = {.num_train_timesteps = 500, .beta_start = 0.00085, .beta_end = 0.012,
+                               .beta_schedule = BetaSchedule::scaled_linear},
+                  .prediction_type = PredictionType::v_prediction, .timesteps = {TimestepSpacing::leading, 1},
+                  .sigma_spacing = SigmaSpacing::karras},
       DDIMInverseConfig{.schedule = sched, .prediction_type = PredictionType::v_prediction, .clip_sample = false,
                         .clip_sample_range = 2.0, .timesteps = {TimestepSpacing::trailing, 0},
                         .set_alpha_to_one = false},
@@ -188,14 +193,15 @@ std::vector<double> fingerprint(const SamplerConfig& c) {
 }  // namespace
 
 TEST_CASE("registry: command-line names, aliases and class names", "[sampling][registry]") {
-  CHECK(Samplers::names == std::array<std::string_view, 7>{"ddpm", "ddim", "dpm++", "euler", "euler-a", "heun",
-                                                          "ddim-inverse"});
-  CHECK(Samplers::class_names == std::array<std::string_view, 7>{"DDPMScheduler", "DDIMScheduler",
+  CHECK(Samplers::names == std::array<std::string_view, 8>{"ddpm", "ddim", "dpm++", "euler", "euler-a", "heun",
+                                                          "ddim-inverse", "kdpm2"});
+  CHECK(Samplers::class_names == std::array<std::string_view, 8>{"DDPMScheduler", "DDIMScheduler",
                                                                   "DPMSolverMultistepScheduler",
                                                                   "EulerDiscreteScheduler",
                                                                   "EulerAncestralDiscreteScheduler",
                                                                   "HeunDiscreteScheduler",
-                                                                  "DDIMInverseScheduler"});
+                                                                  "DDIMInverseScheduler",
+                                                                  "KDPM2DiscreteScheduler"});
   for (std::size_t i = 0; i < Samplers::size; ++i) {
     INFO(Samplers::names[i]);
     const SamplerConfig c = sampler_config_named(Samplers::names[i]);
@@ -210,9 +216,9 @@ TEST_CASE("registry: command-line names, aliases and class names", "[sampling][r
     CHECK(std::holds_alternative<DPMSolverConfig>(sampler_config_named(alias)));
   for (const char* alias : {"euler_a", "euler-ancestral"})
     CHECK(std::holds_alternative<EulerAncestralConfig>(sampler_config_named(alias)));
-  CHECK(sampler_names_text() == "ddpm, ddim, dpm++, euler, euler-a, heun or ddim-inverse");
+  CHECK(sampler_names_text() == "ddpm, ddim, dpm++, euler, euler-a, heun, ddim-inverse or kdpm2");
   CHECK_THROWS_WITH(sampler_config_named("pndm", "--sampler"),
-                    Contains("--sampler") && Contains("'pndm'") && Contains("ddpm, ddim, dpm++, euler, euler-a, heun or ddim-inverse"));
+                    Contains("--sampler") && Contains("'pndm'") && Contains("ddpm, ddim, dpm++, euler, euler-a, heun, ddim-inverse or kdpm2"));
   // The defaults are diffusers' (the DDIM ones clip, the DPM-Solver ones use linspace).
   CHECK(std::get<DDIMConfig>(sampler_config_named("ddim")).clipping.clip_sample);
   CHECK(std::get<DPMSolverConfig>(sampler_config_named("dpm++")).timesteps.spacing == TimestepSpacing::linspace);

@@ -176,6 +176,10 @@ TEST_CASE("sampler errors name the parameter", "[sampling]") {
   CHECK(std::vector<double>(inverse.timesteps().begin(), inverse.timesteps().end()) ==
         std::vector<double>{0, 250, 500, 750});
   CHECK_THROWS_WITH(inverse.step(x.cview(), 1000, x.cview()), Contains("timestep"));
+  KDPM2Sampler<double> kdpm2;
+  kdpm2.set_timesteps(4);
+  CHECK(kdpm2.timesteps().size() == 7);  // t_0, then per interval the midpoint's timestep and t_{i+1}
+  CHECK(kdpm2.sigmas().size() == 10);
   HeunSampler<double> heun;
   heun.set_timesteps(3);
   CHECK(heun.timesteps().size() == 5);  // 2n - 1: each inner timestep twice
@@ -221,6 +225,10 @@ TEST_CASE("scheduler_config.json: defaults, dispatch and errors naming key and v
                     Contains("f.json") && Contains("timestep_spacing") && Contains("linspace"));
   CHECK_THROWS_WITH(read(R"({"_class_name": "DDIMInverseScheduler", "use_karras_sigmas": true})"),
                     Contains("f.json") && Contains("use_karras_sigmas"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "KDPM2DiscreteScheduler", "prediction_type": "sample"})"),
+                    Contains("f.json") && Contains("prediction_type") && Contains("sample"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "KDPM2DiscreteScheduler", "use_beta_sigmas": true})"),
+                    Contains("f.json") && Contains("use_beta_sigmas"));
   CHECK_THROWS_WITH(read(R"({"_class_name": "HeunDiscreteScheduler", "rescale_betas_zero_snr": true})"),
                     Contains("f.json") && Contains("rescale_betas_zero_snr"));
   CHECK(std::get<HeunConfig>(read(R"({"_class_name": "HeunDiscreteScheduler", "use_exponential_sigmas": true})"))

@@ -13,11 +13,12 @@
 #include "ddpm/sampling/euler.hpp"
 #include "ddpm/sampling/euler_ancestral.hpp"
 #include "ddpm/sampling/heun.hpp"
+#include "ddpm/sampling/kdpm2.hpp"
 #include "ddpm/sampling/sampler_list.hpp"
 
 namespace ddpm {
 
 using Samplers = sampler_list<DDPMSampler, DDIMSampler, DPMSolverSampler, EulerSampler, EulerAncestralSampler, HeunSampler,
-                              DDIMInverseSampler>;
+                              DDIMInverseSampler, KDPM2Sampler>;
 
 }  // namespace ddpm
