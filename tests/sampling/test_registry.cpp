@@ -97,9 +97,13 @@ static_assert(!sampler_list_checks<reg_test::Spaced>::names_plain);
 static_assert(!sampler_list_checks<DDIMSampler, reg_test::NotASampler>::samplers_registrable);
 
 // The variants follow the list, in order.
-static_assert(std::is_same_v<SamplerConfig, std::variant<DDPMConfig, DDIMConfig, DPMSolverConfig, EulerConfig>>);
+static_assert(std::is_same_v<SamplerConfig, std::variant<DDPMConfig, DDIMConfig, DPMSolverConfig, EulerConfig,
+                                                          EulerAncestralConfig, HeunConfig, DDIMInverseConfig,
+                                                          KDPM2Config>>);
 static_assert(std::is_same_v<AnySampler<float>, std::variant<DDPMSampler<float>, DDIMSampler<float>,
-                                                             DPMSolverSampler<float>, EulerSampler<float>>>);
+                                                             DPMSolverSampler<float>, EulerSampler<float>,
+                                                             EulerAncestralSampler<float>, HeunSampler<float>,
+                                                             DDIMInverseSampler<float>, KDPM2Sampler<float>>>);
 static_assert(std::is_same_v<Samplers::sampler_of<EulerConfig, double>, EulerSampler<double>>);
 static_assert(SamplerVariant<AnySampler<double>> && !SamplerVariant<DDIMSampler<double>>);
 
@@ -123,15 +127,36 @@ std::vector<SamplerConfig> varied_configs() {
       DDIMConfig{.schedule = sched, .prediction_type = PredictionType::sample, .clipping = {.clip_sample = false},
                  .timesteps = {TimestepSpacing::leading, 1}, .set_alpha_to_one = false, .eta = 0.5,
                  .use_clipped_model_output = true},
-      DPMSolverConfig{.schedule = sched, .prediction_type = PredictionType::v_prediction, .solver_order = 1,
+      DPMSolverConfig{.schedule = sched, .prediction_type = PredictionType::v_prediction,
+                      .algorithm_type = DPMSolverAlgorithm::sde_dpmsolver_pp, .solver_order = 1,
                       .solver_type = DPMSolverType::heun, .lower_order_final = false, .euler_at_final = true,
                       .final_sigmas_type = FinalSigmasType::sigma_min, .lambda_min_clipped = -5.1,
                       .clipping = {.thresholding = true, .sample_max_value = 1.5},
                       .timesteps = {TimestepSpacing::trailing, 0}},
+      DPMSolverConfig{.solver_order = 3, .sigma_spacing = SigmaSpacing::karras},
+      DPMSolverConfig{.solver_order = 3, .timesteps = {TimestepSpacing::leading, 0},
+                      .sigma_spacing = SigmaSpacing::exponential},
       EulerConfig{.schedule = sched, .prediction_type = PredictionType::v_prediction,
                   .timesteps = {TimestepSpacing::leading, 1}, .final_sigmas_type = FinalSigmasType::sigma_min,
+                  .sigma_spacing = SigmaSpacing::karras,
                   .s_churn = 0.7, .s_tmin = 0.1, .s_tmax = 10.0, .s_noise = 1.003},
-      EulerConfig{.prediction_type = PredictionType::sample},
+      EulerConfig{.prediction_type = PredictionType::sample, .sigma_spacing = SigmaSpacing::exponential},
+      EulerAncestralConfig{.schedule = sched, .prediction_type = PredictionType::v_prediction,
+                           .timesteps = {TimestepSpacing::leading, 1}},
+      EulerAncestralConfig{.timesteps = {TimestepSpacing::trailing, 0}},
+      KDPM2Config{.schedule = {.num_train_timesteps = 500, .beta_start = 0.00085, .beta_end = 0.012,
+                               .beta_schedule = BetaSchedule::scaled_linear},
+                  .prediction_type = PredictionType::v_prediction, .timesteps = {TimestepSpacing::leading, 1},
+                  .sigma_spacing = SigmaSpacing::karras},
+      DDIMInverseConfig{.schedule = sched, .prediction_type = PredictionType::v_prediction, .clip_sample = false,
+                        .clip_sample_range = 2.0, .timesteps = {TimestepSpacing::trailing, 0},
+                        .set_alpha_to_one = false},
+      HeunConfig{.schedule = {.num_train_timesteps = 500, .beta_start = 0.00085, .beta_end = 0.012,
+                              .beta_schedule = BetaSchedule::scaled_linear},
+                 .prediction_type = PredictionType::v_prediction, .timesteps = {TimestepSpacing::leading, 1},
+                 .sigma_spacing = SigmaSpacing::karras, .clip_sample = true, .clip_sample_range = 2.0},
+      HeunConfig{.prediction_type = PredictionType::sample, .timesteps = {TimestepSpacing::trailing, 0},
+                 .sigma_spacing = SigmaSpacing::exponential},
   };
 }
 
@@ -168,10 +193,15 @@ std::vector<double> fingerprint(const SamplerConfig& c) {
 }  // namespace
 
 TEST_CASE("registry: command-line names, aliases and class names", "[sampling][registry]") {
-  CHECK(Samplers::names == std::array<std::string_view, 4>{"ddpm", "ddim", "dpm++", "euler"});
-  CHECK(Samplers::class_names == std::array<std::string_view, 4>{"DDPMScheduler", "DDIMScheduler",
+  CHECK(Samplers::names == std::array<std::string_view, 8>{"ddpm", "ddim", "dpm++", "euler", "euler-a", "heun",
+                                                          "ddim-inverse", "kdpm2"});
+  CHECK(Samplers::class_names == std::array<std::string_view, 8>{"DDPMScheduler", "DDIMScheduler",
                                                                   "DPMSolverMultistepScheduler",
-                                                                  "EulerDiscreteScheduler"});
+                                                                  "EulerDiscreteScheduler",
+                                                                  "EulerAncestralDiscreteScheduler",
+                                                                  "HeunDiscreteScheduler",
+                                                                  "DDIMInverseScheduler",
+                                                                  "KDPM2DiscreteScheduler"});
   for (std::size_t i = 0; i < Samplers::size; ++i) {
     INFO(Samplers::names[i]);
     const SamplerConfig c = sampler_config_named(Samplers::names[i]);
@@ -184,9 +214,11 @@ TEST_CASE("registry: command-line names, aliases and class names", "[sampling][r
   }
   for (const char* alias : {"dpmsolver++", "dpm++2m", "dpm"})
     CHECK(std::holds_alternative<DPMSolverConfig>(sampler_config_named(alias)));
-  CHECK(sampler_names_text() == "ddpm, ddim, dpm++ or euler");
+  for (const char* alias : {"euler_a", "euler-ancestral"})
+    CHECK(std::holds_alternative<EulerAncestralConfig>(sampler_config_named(alias)));
+  CHECK(sampler_names_text() == "ddpm, ddim, dpm++, euler, euler-a, heun, ddim-inverse or kdpm2");
   CHECK_THROWS_WITH(sampler_config_named("pndm", "--sampler"),
-                    Contains("--sampler") && Contains("'pndm'") && Contains("ddpm, ddim, dpm++ or euler"));
+                    Contains("--sampler") && Contains("'pndm'") && Contains("ddpm, ddim, dpm++, euler, euler-a, heun, ddim-inverse or kdpm2"));
   // The defaults are diffusers' (the DDIM ones clip, the DPM-Solver ones use linspace).
   CHECK(std::get<DDIMConfig>(sampler_config_named("ddim")).clipping.clip_sample);
   CHECK(std::get<DPMSolverConfig>(sampler_config_named("dpm++")).timesteps.spacing == TimestepSpacing::linspace);

@@ -160,7 +160,31 @@ TEST_CASE("sampler errors name the parameter", "[sampling]") {
   CHECK_THROWS_WITH(dpm.step(x.cview(), 10, x.cview()), Contains("set_timesteps"));
   dpm.set_timesteps(10);
   CHECK_THROWS_WITH(dpm.step(x.cview(), 7, x.cview()), Contains("not one of the sampler's timesteps"));
-  CHECK_THROWS_WITH(DPMSolverSampler<double>(DPMSolverConfig{.solver_order = 3}), Contains("solver_order"));
+  CHECK_THROWS_WITH(DPMSolverSampler<double>(DPMSolverConfig{.solver_order = 4}), Contains("solver_order"));
+  DPMSolverSampler<double> sde(DPMSolverConfig{.algorithm_type = DPMSolverAlgorithm::sde_dpmsolver_pp});
+  sde.set_timesteps(10);
+  CHECK_THROWS_WITH(sde.step(x.cview(), sde.timesteps()[0], x.cview()), Contains("stochastic"));
+  EulerAncestralSampler<double> euler_a;
+  euler_a.set_timesteps(5);
+  CHECK_THROWS_WITH(euler_a.step(x.cview(), euler_a.timesteps()[0], x.cview()), Contains("stochastic"));
+  CHECK_THROWS_WITH(euler_a.set_timesteps(0), Contains("num_inference_steps"));
+  CHECK_THROWS_WITH(DDIMInverseSampler<double>(DDIMInverseConfig{.timesteps = {TimestepSpacing::linspace, 0}}),
+                    Contains("timestep_spacing") && Contains("linspace"));
+  DDIMInverseSampler<double> inverse;
+  CHECK_THROWS_WITH(inverse.step(x.cview(), 10, x.cview()), Contains("set_timesteps"));
+  inverse.set_timesteps(4);
+  CHECK(std::vector<double>(inverse.timesteps().begin(), inverse.timesteps().end()) ==
+        std::vector<double>{0, 250, 500, 750});
+  CHECK_THROWS_WITH(inverse.step(x.cview(), 1000, x.cview()), Contains("timestep"));
+  KDPM2Sampler<double> kdpm2;
+  kdpm2.set_timesteps(4);
+  CHECK(kdpm2.timesteps().size() == 7);  // t_0, then per interval the midpoint's timestep and t_{i+1}
+  CHECK(kdpm2.sigmas().size() == 10);
+  HeunSampler<double> heun;
+  heun.set_timesteps(3);
+  CHECK(heun.timesteps().size() == 5);  // 2n - 1: each inner timestep twice
+  CHECK(heun.sigmas().size() == 6);
+  CHECK_THROWS_WITH(heun.set_timesteps(1001), Contains("num_inference_steps"));
   EulerSampler<double> euler;
   CHECK_THROWS_WITH(euler.init_noise_sigma(), Contains("set_timesteps"));
   CHECK_THROWS_WITH(DDPMSampler<double>(DDPMConfig{.clipping = {.clip_sample = true, .clip_sample_range = -1}}),
@@ -183,12 +207,49 @@ TEST_CASE("scheduler_config.json: defaults, dispatch and errors naming key and v
 
   CHECK_THROWS_WITH(read(R"({"_class_name": "PNDMScheduler"})"), Contains("PNDMScheduler") && Contains("f.json"));
   CHECK_THROWS_WITH(read(R"({"beta_start": 0.1})"), Contains("_class_name"));
-  CHECK_THROWS_WITH(read(R"({"_class_name": "EulerDiscreteScheduler", "use_karras_sigmas": true})"),
-                    Contains("use_karras_sigmas") && Contains("true"));
-  CHECK_THROWS_WITH(read(R"({"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"})"),
-                    Contains("algorithm_type") && Contains("sde-dpmsolver++"));
-  CHECK_THROWS_WITH(read(R"({"_class_name": "DPMSolverMultistepScheduler", "solver_order": 3})"),
-                    Contains("solver_order") && Contains("3"));
+  // Karras / exponential sigmas: one at a time, only where diffusers has them, no custom bounds.
+  CHECK(std::get<EulerConfig>(read(R"({"_class_name": "EulerDiscreteScheduler", "use_karras_sigmas": true})"))
+            .sigma_spacing == SigmaSpacing::karras);
+  CHECK_THROWS_WITH(read(R"({"_class_name": "EulerDiscreteScheduler", "use_karras_sigmas": true,
+                             "use_exponential_sigmas": true})"),
+                    Contains("f.json") && Contains("use_exponential_sigmas") && Contains("use_karras_sigmas"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "EulerDiscreteScheduler", "use_beta_sigmas": true})"),
+                    Contains("f.json") && Contains("use_beta_sigmas") && Contains("true"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "EulerDiscreteScheduler", "use_karras_sigmas": true, "sigma_min": 0.1})"),
+                    Contains("f.json") && Contains("sigma_min") && Contains("0.1"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "DDPMScheduler", "use_karras_sigmas": true})"),
+                    Contains("f.json") && Contains("use_karras_sigmas") && Contains("true"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "EulerAncestralDiscreteScheduler", "prediction_type": "sample"})"),
+                    Contains("f.json") && Contains("prediction_type") && Contains("sample"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "DDIMInverseScheduler", "timestep_spacing": "linspace"})"),
+                    Contains("f.json") && Contains("timestep_spacing") && Contains("linspace"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "DDIMInverseScheduler", "use_karras_sigmas": true})"),
+                    Contains("f.json") && Contains("use_karras_sigmas"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "KDPM2DiscreteScheduler", "prediction_type": "sample"})"),
+                    Contains("f.json") && Contains("prediction_type") && Contains("sample"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "KDPM2DiscreteScheduler", "use_beta_sigmas": true})"),
+                    Contains("f.json") && Contains("use_beta_sigmas"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "HeunDiscreteScheduler", "rescale_betas_zero_snr": true})"),
+                    Contains("f.json") && Contains("rescale_betas_zero_snr"));
+  CHECK(std::get<HeunConfig>(read(R"({"_class_name": "HeunDiscreteScheduler", "use_exponential_sigmas": true})"))
+            .sigma_spacing == SigmaSpacing::exponential);
+  CHECK_THROWS_WITH(read(R"({"_class_name": "EulerAncestralDiscreteScheduler", "use_karras_sigmas": true})"),
+                    Contains("f.json") && Contains("use_karras_sigmas"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver"})"),
+                    Contains("algorithm_type") && Contains("sde-dpmsolver"));
+  CHECK(std::get<DPMSolverConfig>(read(R"({"_class_name": "DPMSolverMultistepScheduler", "solver_order": 3,
+                                          "use_karras_sigmas": true})"))
+            .sigma_spacing == SigmaSpacing::karras);
+  CHECK_THROWS_WITH(read(R"({"_class_name": "DPMSolverMultistepScheduler", "solver_order": 4})"),
+                    Contains("f.json") && Contains("solver_order") && Contains("4"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "DPMSolverMultistepScheduler", "solver_order": 3,
+                             "algorithm_type": "sde-dpmsolver++"})"),
+                    Contains("f.json") && Contains("solver_order") && Contains("sde-dpmsolver++"));
+  CHECK_THROWS_WITH(read(R"({"_class_name": "DPMSolverMultistepScheduler", "use_lu_lambdas": true})"),
+                    Contains("f.json") && Contains("use_lu_lambdas"));
+  CHECK_THROWS_WITH(DPMSolverSampler<float>(DPMSolverConfig{.algorithm_type = DPMSolverAlgorithm::sde_dpmsolver_pp,
+                                                            .solver_order = 3}),
+                    Contains("solver_order"));
   CHECK_THROWS_WITH(read(R"({"_class_name": "DPMSolverMultistepScheduler", "variance_type": "learned_range"})"),
                     Contains("variance_type"));
   CHECK_THROWS_WITH(read(R"({"_class_name": "EulerDiscreteScheduler", "interpolation_type": "log_linear"})"),

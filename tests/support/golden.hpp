@@ -37,7 +37,8 @@ using json = nlohmann::json;
 // The kinds this harness understands; a manifest naming any other fails.
 inline const std::set<std::string>& known_golden_kinds() {
   static const std::set<std::string> kinds{"schedules", "timesteps",   "ddpm_step", "ddim_step", "forward_process",
-                                           "trajectories", "unet", "checkpoint_configs", "autoencoder"};
+                                           "trajectories", "unet", "checkpoint_configs", "autoencoder",
+                                           "sampler_trajectories"};
   return kinds;
 }
 

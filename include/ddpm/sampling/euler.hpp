@@ -27,6 +27,8 @@ struct EulerConfig {
   PredictionType prediction_type = PredictionType::epsilon;
   TimestepConfig timesteps{TimestepSpacing::linspace, 0};
   FinalSigmasType final_sigmas_type = FinalSigmasType::zero;
+  // use_karras_sigmas / use_exponential_sigmas (timesteps: float32 sigma_to_t).
+  SigmaSpacing sigma_spacing = SigmaSpacing::interpolated;
   // Step options (arguments of diffusers' step()); s_churn = 0 is the plain ODE step.
   double s_churn = 0.0;
   double s_tmin = 0.0;
@@ -50,7 +52,8 @@ class EulerSampler : public detail::SigmaSampler<T> {
   static constexpr bool variance_exploding = true;
 
   void set_timesteps(index_t num_inference_steps) {
-    this->assign(euler_timesteps(this->schedule_.num_train_timesteps(), num_inference_steps, config_.timesteps));
+    this->assign(euler_timesteps(this->schedule_.num_train_timesteps(), num_inference_steps, config_.timesteps),
+                 config_.sigma_spacing, SigmaTimesteps::float32);
   }
 
   // The largest sigma, or sqrt(sigma_max^2 + 1) for leading spacing (diffusers' choice).
@@ -118,14 +121,15 @@ struct SamplerTraits<EulerSampler> {
     k.timesteps(c.timesteps);
     k.enumeration("final_sigmas_type", c.final_sigmas_type, parse_final_sigmas_type);
     k.require_value("interpolation_type", "linear", "log_linear is not implemented");
-    for (const char* key : {"use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas"})
-      k.require_value(key, false, "interpolated sigmas are the only ones implemented");
+    sigma_spacing_keys(k, c.sigma_spacing);
+    k.require_value("use_beta_sigmas", false, "beta sigmas are not implemented");
     bool continuous = false;
     k.choice("timestep_type", continuous, {{"discrete", false}, {"continuous", true}}, "\"discrete\" or \"continuous\"");
     if (continuous && c.prediction_type == PredictionType::v_prediction)
       k.reject("timestep_type", "continuous", "\"discrete\" (continuous timesteps with v_prediction are not implemented)");
-    // sigma_min / sigma_max only bound Karras, exponential and beta sigmas, rejected above.
-    k.ignore({"sigma_min", "sigma_max"});
+    // Karras / exponential sigmas span the schedule's own ends; other bounds are not implemented.
+    for (const char* key : {"sigma_min", "sigma_max"})
+      k.require_value(key, nullptr, "sigma bounds other than the schedule's are not implemented");
   }
   template <class Keys>
   static void step_kwargs(Keys& k, EulerConfig& c) {

@@ -7,13 +7,18 @@
 // Adding a sampler: write its header (the class, its config struct, its
 // SamplerTraits: sampling/sampler.hpp), include it here and add it to the list.
 #include "ddpm/sampling/ddim.hpp"
+#include "ddpm/sampling/ddim_inverse.hpp"
 #include "ddpm/sampling/ddpm.hpp"
 #include "ddpm/sampling/dpm_solver.hpp"
 #include "ddpm/sampling/euler.hpp"
+#include "ddpm/sampling/euler_ancestral.hpp"
+#include "ddpm/sampling/heun.hpp"
+#include "ddpm/sampling/kdpm2.hpp"
 #include "ddpm/sampling/sampler_list.hpp"
 
 namespace ddpm {
 
-using Samplers = sampler_list<DDPMSampler, DDIMSampler, DPMSolverSampler, EulerSampler>;
+using Samplers = sampler_list<DDPMSampler, DDIMSampler, DPMSolverSampler, EulerSampler, EulerAncestralSampler, HeunSampler,
+                              DDIMInverseSampler, KDPM2Sampler>;
 
 }  // namespace ddpm

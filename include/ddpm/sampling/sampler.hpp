@@ -113,6 +113,18 @@ concept Sampler = requires(S& s, const S& cs, index_t n, ConstTensorView<typenam
   { s.step(x, t, x, noise) } -> std::same_as<StepOutput<typename S::scalar_type>>;
 };
 
+// use_karras_sigmas / use_exponential_sigmas, as one SigmaSpacing (both true
+// is an error, as in diffusers); for a sampler's SamplerTraits.
+template <class Keys>
+void sigma_spacing_keys(Keys& k, SigmaSpacing& spacing) {
+  bool karras = spacing == SigmaSpacing::karras, exponential = spacing == SigmaSpacing::exponential;
+  k("use_karras_sigmas", karras);
+  k("use_exponential_sigmas", exponential);
+  if (karras && exponential)
+    k.reject("use_exponential_sigmas", "true", "false when use_karras_sigmas is true (one sigma spacing at a time)");
+  spacing = karras ? SigmaSpacing::karras : exponential ? SigmaSpacing::exponential : SigmaSpacing::interpolated;
+}
+
 namespace detail {
 
 // Sizes a step buffer like `like` (no allocation once it has been that large).
@@ -209,8 +221,11 @@ class SigmaSampler {
     schedule_.clamp_terminal_alpha_cumprod();
   }
 
-  void assign(std::vector<double> timesteps) {
-    sigmas_ = interpolated_sigmas(schedule_, timesteps, final_);
+  // The spaced timesteps and their sigmas; Karras / exponential sigmas
+  // replace the timesteps by theirs (sigmas.hpp: spaced_sigmas).
+  void assign(std::vector<double> timesteps, SigmaSpacing spacing = SigmaSpacing::interpolated,
+              SigmaTimesteps rounding = SigmaTimesteps::float32, SigmaRange range = SigmaRange::spaced_timesteps) {
+    sigmas_ = spaced_sigmas(schedule_, timesteps, spacing, final_, rounding, range);
     timesteps_ = std::move(timesteps);
     step_index_ = -1;
   }

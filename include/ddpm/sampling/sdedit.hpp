@@ -46,7 +46,9 @@ double noise_level(const NoiseSchedule<T>& schedule, index_t t) {
   return std::sqrt((1.0 - abar) / abar);
 }
 
-// The position in `timesteps` whose noise level is closest to `sigma` (> 0).
+// The position in `timesteps` whose noise level is closest to `sigma` (> 0);
+// of a repeated timestep the last one (where a second-order sampler such as
+// Heun starts an interval, and where its index lookup lands).
 template <Scalar T>
 index_t sdedit_entry_index(const NoiseSchedule<T>& schedule, std::span<const double> timesteps, double sigma) {
   require(std::isfinite(sigma) && sigma > 0, "sdedit: sigma must be finite and > 0, got ", sigma);
@@ -56,7 +58,9 @@ index_t sdedit_entry_index(const NoiseSchedule<T>& schedule, std::span<const dou
   for (index_t i = 0; i < static_cast<index_t>(timesteps.size()); ++i) {
     const auto t = static_cast<index_t>(timesteps[static_cast<std::size_t>(i)]);
     const double d = std::abs(std::log(noise_level(schedule, t)) - std::log(sigma));
-    if (d < best_dist) best = i, best_dist = d;
+    if (d < best_dist || (d == best_dist && timesteps[static_cast<std::size_t>(i)] ==
+                                                timesteps[static_cast<std::size_t>(best)]))
+      best = i, best_dist = d;
   }
   return best;
 }
