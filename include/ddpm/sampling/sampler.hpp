@@ -99,8 +99,23 @@ class NoiseSource {
 //   k.reject(key, value, expected)         [[noreturn]] for checks across keys
 // A key the traits do not mention is an error when read. Missing keys keep
 // the config's default member values, which are diffusers' defaults.
+//
+// A sampler that runs from data toward noise (DDIM inversion) says so with
+//   static constexpr SamplerDirection direction = SamplerDirection::to_noise;
+// generating front ends (an example's `sample --sampler`) list only the others.
 template <template <class> class S>
 struct SamplerTraits;
+
+enum class SamplerDirection { to_data, to_noise };
+
+// to_data unless the traits say otherwise.
+template <class Traits>
+constexpr SamplerDirection sampler_direction() {
+  if constexpr (requires { Traits::direction; })
+    return Traits::direction;
+  else
+    return SamplerDirection::to_data;
+}
 
 template <class S>
 concept Sampler = requires(S& s, const S& cs, index_t n, ConstTensorView<typename S::scalar_type> x, double t,
