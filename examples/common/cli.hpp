@@ -11,8 +11,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <variant>
+#include <vector>
 
 #include "ddpm/backend/cpu.hpp"
 #include "ddpm/core/error.hpp"
@@ -22,15 +24,33 @@
 
 namespace examples {
 
+// The samplers whose sigmas can be spaced (--sigmas): "dpm++, euler, heun or kdpm2".
+inline std::string spaced_sigma_sampler_names() {
+  std::vector<std::string_view> names;
+  ddpm::Samplers::for_each([&]<class Traits>(std::type_identity<Traits>) {
+    if constexpr (requires(typename Traits::config_type c) { c.sigma_spacing; }) names.push_back(Traits::name);
+  });
+  std::string s;
+  for (std::size_t i = 0; i < names.size(); ++i) s += std::string(i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") += names[i];
+  return s;
+}
+
 // The sampler called `name` (a command-line name of the sampler registry,
-// sampling/registry.hpp: ddpm, ddim, dpm++, euler, or an alias) with
-// diffusers' defaults, on `schedule` (default: diffusers' linear betas, 1000
-// steps, epsilon prediction). Samplers with clipping keep x_0 in [-1, 1]:
+// sampling/registry.hpp, or an alias) with diffusers' defaults, on `schedule`
+// (default: diffusers' linear betas, 1000 steps, epsilon prediction), with
+// Karras or exponential sigmas when `sigmas` says so ("" or "default": the
+// sampler's own spacing). Samplers with clipping keep x_0 in [-1, 1]:
 // DDPM and DDIM clip by default; those without static clipping (DPM-Solver)
 // get dynamic thresholding with sample_max_value 1 (at t near T, x_0 =
 // (x_t - sqrt(1 - abar) eps) / sqrt(abar) multiplies any error of eps by ~150).
-inline ddpm::SamplerConfig sampler_config(const std::string& name, const ddpm::ScheduleConfig& schedule = {}) {
+inline ddpm::SamplerConfig sampler_config(const std::string& name, const ddpm::ScheduleConfig& schedule = {},
+                                          const std::string& sigmas = "") {
   ddpm::SamplerConfig config = ddpm::sampler_config_named(name, "--sampler");
+  std::optional<ddpm::SigmaSpacing> spacing;
+  if (sigmas == "karras") spacing = ddpm::SigmaSpacing::karras;
+  else if (sigmas == "exponential") spacing = ddpm::SigmaSpacing::exponential;
+  else ddpm::require(sigmas.empty() || sigmas == "default", "--sigmas: expected karras, exponential or default, got '",
+                     sigmas, "'");
   std::visit(
       [&](auto& c) {
         c.schedule = schedule;
@@ -39,13 +59,25 @@ inline ddpm::SamplerConfig sampler_config(const std::string& name, const ddpm::S
             c.clipping.thresholding = true;
             c.clipping.sample_max_value = 1.0;
           }
+        if constexpr (requires { c.sigma_spacing; }) {
+          if (spacing) c.sigma_spacing = *spacing;
+        } else {
+          ddpm::require(!spacing, "--sigmas: the ", name, " sampler has no sigma spacing; ", sigmas,
+                        " sigmas work with ", spaced_sigma_sampler_names());
+        }
       },
       config);
   return config;
 }
 
-// The --sampler option's help: "ddpm, ddim, dpm++ or euler".
-inline std::string sampler_help() { return ddpm::sampler_names_text(); }
+// The --sampler option's help: the samplers that generate (from noise to
+// data), "ddpm, ddim, dpm++ or euler".
+inline std::string sampler_help() { return ddpm::sampler_names_text(" or ", ddpm::SamplerDirection::to_data); }
+
+// The --sigmas option's help.
+inline std::string sigmas_help() {
+  return "sigma spacing: karras, exponential or default (the sampler's own); for " + spaced_sigma_sampler_names();
+}
 
 // A numeric option: declared as a string, read and checked by option_in.
 inline std::shared_ptr<cxxopts::Value> number() { return cxxopts::value<std::string>(); }
@@ -72,10 +104,21 @@ inline std::uint64_t seed_option(const cxxopts::ParseResult& r) {
 }
 
 // --sampler, checked now (before any model is loaded or trained).
+// A sampler that runs from data to noise (ddim-inverse) is refused here.
 inline std::string sampler_option(const cxxopts::ParseResult& r) {
   auto name = r["sampler"].as<std::string>();
-  sampler_config(name);  // throws "--sampler: unknown sampler 'x'; expected ddpm, ddim, dpm++ or euler"
+  // throws "--sampler: unknown sampler 'x'; expected ddpm, ddim, dpm++ or euler"
+  const auto config = sampler_config(name);
+  ddpm::require(ddpm::sampler_direction(config) == ddpm::SamplerDirection::to_data, "--sampler: ", name,
+                " runs from data to noise (inversion), it does not generate; expected ", sampler_help());
   return name;
+}
+
+// --sigmas, checked against the chosen --sampler now.
+inline std::string sigmas_option(const cxxopts::ParseResult& r, const std::string& sampler) {
+  auto sigmas = r["sigmas"].as<std::string>();
+  sampler_config(sampler, {}, sigmas);
+  return sigmas;
 }
 
 // The samplers RePaint can use (one-step samplers: sampling/inpaint.hpp), "ddpm or ddim".

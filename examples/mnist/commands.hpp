@@ -115,6 +115,7 @@ inline int cmd_train(int argc, char** argv) {
 inline void add_sampling(cxxopts::Options& opts, const char* steps = "30") {
   opts.add_options("sampling")
       ("sampler", examples::sampler_help(), cxxopts::value<std::string>()->default_value("ddpm"))
+      ("sigmas", examples::sigmas_help(), cxxopts::value<std::string>()->default_value("default"))
       ("steps", "sampling steps, 1 to 1000", examples::number(steps))
       ("guidance", "classifier-free guidance scale in [0, 100] (1: none)", examples::number("6"))
       ("seed", "random seed", examples::number("0"));
@@ -123,6 +124,7 @@ inline void add_sampling(cxxopts::Options& opts, const char* steps = "30") {
 inline GenerateOptions generate_options(const cxxopts::ParseResult& r) {
   GenerateOptions g;
   g.sampler = examples::sampler_option(r);
+  g.sigmas = examples::sigmas_option(r, g.sampler);
   g.steps = option_in<ddpm::index_t>(r, "steps", 1, kMaxSamplingSteps);
   g.guidance = option_in<double>(r, "guidance", 0, kMaxGuidance);
   g.seed = examples::seed_option(r);
@@ -347,7 +349,8 @@ inline int cmd_evaluate(int argc, char** argv) {
        cxxopts::value<std::string>()->default_value("6"))
       ("sampler", examples::sampler_help(), cxxopts::value<std::string>()->default_value("ddpm"))
       ("steps", "sampling steps, 1 to 1000", examples::number("30"))
-      ("sigmas", "denoising noise levels, comma-separated, each in (0, 100] (empty: skip)",
+      ("sigmas", examples::sigmas_help(), cxxopts::value<std::string>()->default_value("default"))
+      ("denoise-sigmas", "denoising noise levels, comma-separated, each in (0, 100] (empty: skip)",
        cxxopts::value<std::string>()->default_value("0.2,0.5,1.0"))
       ("denoise-count", "test digits to denoise, 1 to 10000", examples::number("200"))
       ("seed", "random seed", examples::number("0"));
@@ -359,11 +362,12 @@ inline int cmd_evaluate(int argc, char** argv) {
       examples::parse_list_in<double>("--guidance", (*r)["guidance"].as<std::string>(), 0, kMaxGuidance);
   GenerateOptions o;
   o.sampler = examples::sampler_option(*r);
+  o.sigmas = examples::sigmas_option(*r, o.sampler);
   o.steps = option_in<ddpm::index_t>(*r, "steps", 1, kMaxSamplingSteps);
   o.seed = examples::seed_option(*r);
-  const auto sig = (*r)["sigmas"].as<std::string>();
+  const auto sig = (*r)["denoise-sigmas"].as<std::string>();
   const auto sigmas = sig.empty() ? std::vector<double>{}
-                                  : examples::parse_list_in<double>("--sigmas", sig, 0, kMaxSigma, Ends::open_low);
+                                  : examples::parse_list_in<double>("--denoise-sigmas", sig, 0, kMaxSigma, Ends::open_low);
   const auto denoise_count = option_in<ddpm::index_t>(*r, "denoise-count", 1, 10'000);
 
   auto unet = load_model((*r)["model"].as<std::string>());

@@ -24,6 +24,7 @@ using UNet = ddpm::nn::UNet2D<float, ddpm::backend::Cpu>;
 
 struct GenerateOptions {
   std::string sampler = "ddpm";
+  std::string sigmas = "default";  // karras / exponential for samplers with a sigma spacing
   ddpm::index_t steps = 30;
   double guidance = 6.0;
   std::uint64_t seed = 0;
@@ -54,7 +55,7 @@ inline ddpm::Tensor<float> generate(UNet& unet, std::span<const std::int64_t> la
     ddpm::Rng rng(o.seed, static_cast<std::uint64_t>(b));
     ddpm::Tensor<float> noise({count, 1, 28, 28});
     rng.fill_normal(noise.span());
-    auto sampler = ddpm::make_sampler<float>(examples::sampler_config(o.sampler));
+    auto sampler = ddpm::make_sampler<float>(examples::sampler_config(o.sampler, {}, o.sigmas));
     ddpm::set_timesteps(sampler, o.steps);
     const ddpm::Tensor<float> x = ddpm::sample_loop(sampler, guided, noise.cview(), ddpm::NoiseSource<float>(rng),
                                                     [&](ddpm::index_t i, ddpm::index_t, double) {

@@ -118,7 +118,7 @@ inline ddpm::Tensor<float> trajectory(UNet& unet, std::span<const std::int64_t> 
   };
   keep(0, noise.cview());
   int next = 1;
-  auto s = ddpm::make_sampler<float>(examples::sampler_config(o.sampler));
+  auto s = ddpm::make_sampler<float>(examples::sampler_config(o.sampler, {}, o.sigmas));
   ddpm::set_timesteps(s, o.steps);
   ddpm::sample_loop(s, model, noise.cview(), ddpm::NoiseSource<float>(rng),
                     [&](ddpm::index_t i, ddpm::index_t total, double, ddpm::ConstTensorView<float> x) {

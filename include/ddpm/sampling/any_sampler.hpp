@@ -9,10 +9,12 @@
 //   AnySampler<float> s = make_sampler<float>(c);
 //   set_timesteps(s, 50);
 //   Tensor<float> x = sample_loop(s, model, noise.cview(), NoiseSource<float>(rng));
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <variant>
+#include <vector>
 
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/tensor.hpp"
@@ -56,14 +58,26 @@ std::string_view sampler_name(const AnySampler<T>& sampler) {
   return Samplers::names[sampler.index()];
 }
 
-// The command-line names, "ddpm, ddim, dpm++ or euler" (`last` joins the last two).
-inline std::string sampler_names_text(std::string_view last = " or ") {
+// The command-line names, "ddpm, ddim, dpm++ or euler" (`last` joins the last
+// two); with `direction`, only the samplers that run that way.
+inline std::string sampler_names_text(std::string_view last = " or ",
+                                      std::optional<SamplerDirection> direction = std::nullopt) {
+  std::vector<std::string_view> names;
+  Samplers::for_each([&]<class Traits>(std::type_identity<Traits>) {
+    if (!direction || sampler_direction<Traits>() == *direction) names.push_back(Traits::name);
+  });
   std::string s;
-  for (std::size_t i = 0; i < Samplers::size; ++i) {
-    if (i > 0) s += i + 1 == Samplers::size ? last : std::string_view(", ");
-    s += Samplers::names[i];
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (i > 0) s += i + 1 == names.size() ? last : std::string_view(", ");
+    s += names[i];
   }
   return s;
+}
+
+// Which way the sampler that `config` configures runs.
+inline SamplerDirection sampler_direction(const SamplerConfig& config) {
+  return std::visit(
+      [](const auto& c) { return sampler_direction<Samplers::traits_of<std::decay_t<decltype(c)>>>(); }, config);
 }
 
 // The default config of the sampler called `name` (a command-line name or

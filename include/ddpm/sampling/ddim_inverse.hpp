@@ -104,6 +104,7 @@ struct SamplerTraits<DDIMInverseSampler> {
   using config_type = DDIMInverseConfig;
   static constexpr std::string_view name = "ddim-inverse";
   static constexpr std::string_view class_name = "DDIMInverseScheduler";
+  static constexpr SamplerDirection direction = SamplerDirection::to_noise;
 
   template <class Keys>
   static void scheduler_config(Keys& k, DDIMInverseConfig& c) {

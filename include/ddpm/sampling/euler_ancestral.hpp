@@ -30,12 +30,12 @@ struct EulerAncestralConfig {
 };
 
 template <Scalar T>
-class EulerAncestralSampler : public detail::SigmaSampler<T> {
-  using Base = detail::SigmaSampler<T>;
+class EulerAncestralSampler : public detail::VarianceExplodingSampler<T> {
+  using Base = detail::VarianceExplodingSampler<T>;
 
  public:
   explicit EulerAncestralSampler(const EulerAncestralConfig& config = {})
-      : Base(config.schedule, FinalSigmasType::zero), config_(config) {
+      : Base(config.schedule, FinalSigmasType::zero, config.timesteps.spacing), config_(config) {
     require(config.prediction_type != PredictionType::sample,
             "prediction_type: EulerAncestralDiscreteScheduler supports epsilon or v_prediction, got sample");
     require(config.timesteps.steps_offset >= 0, "steps_offset: must be >= 0, got ", config.timesteps.steps_offset);
@@ -43,27 +43,12 @@ class EulerAncestralSampler : public detail::SigmaSampler<T> {
 
   const EulerAncestralConfig& config() const { return config_; }
 
-  // Its samples are x_0 + sigma n (the model sees them scaled by scale_model_input).
-  static constexpr bool variance_exploding = true;
 
   void set_timesteps(index_t num_inference_steps) {
     this->assign(euler_timesteps(this->schedule_.num_train_timesteps(), num_inference_steps, config_.timesteps));
   }
 
-  // The largest sigma, or sqrt(sigma_max^2 + 1) for leading spacing (diffusers' choice).
-  T init_noise_sigma() const {
-    require(!this->sigmas_.empty(), "init_noise_sigma: call set_timesteps(n) first");
-    const T m = *std::max_element(this->sigmas_.begin(), this->sigmas_.end());
-    return config_.timesteps.spacing == TimestepSpacing::leading ? std::sqrt(m * m + T(1)) : m;
-  }
 
-  ConstTensorView<T> scale_model_input(ConstTensorView<T> x, double t) {
-    const T sigma = this->sigma(this->index_at(t));
-    const T c_in = std::sqrt(sigma * sigma + T(1));
-    TensorView<T> out = detail::buffer_like(scaled_, x.shape());
-    for (index_t k = 0; k < out.numel(); ++k) out[k] = x[k] / c_in;
-    return out;
-  }
 
   StepOutput<T> step(ConstTensorView<T> model_output, double timestep, ConstTensorView<T> sample,
                      const NoiseSource<T>& noise = {}) {
@@ -90,7 +75,7 @@ class EulerAncestralSampler : public detail::SigmaSampler<T> {
 
  private:
   EulerAncestralConfig config_;
-  Tensor<T> scaled_, x0_, prev_, noise_;
+  Tensor<T> x0_, prev_, noise_;
 };
 
 template <>

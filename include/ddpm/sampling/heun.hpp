@@ -33,19 +33,17 @@ struct HeunConfig {
 };
 
 template <Scalar T>
-class HeunSampler : public detail::SigmaSampler<T> {
-  using Base = detail::SigmaSampler<T>;
+class HeunSampler : public detail::VarianceExplodingSampler<T> {
+  using Base = detail::VarianceExplodingSampler<T>;
 
  public:
-  explicit HeunSampler(const HeunConfig& config = {}) : Base(config.schedule, FinalSigmasType::zero), config_(config) {
+  explicit HeunSampler(const HeunConfig& config = {}) : Base(config.schedule, FinalSigmasType::zero, config.timesteps.spacing), config_(config) {
     require(!config.schedule.rescale_betas_zero_snr,
             "rescale_betas_zero_snr: HeunDiscreteScheduler has no zero-SNR rescaling");
     require(config.clip_sample_range > 0, "clip_sample_range: must be > 0, got ", config.clip_sample_range);
   }
 
   const HeunConfig& config() const { return config_; }
-
-  static constexpr bool variance_exploding = true;
 
   // n intervals: sigmas s_0, s_1, s_1, ..., s_{n-1}, s_{n-1}, 0 and timesteps
   // t_0, t_1, t_1, ..., t_{n-1}, t_{n-1} (diffusers' repeat_interleave).
@@ -62,22 +60,8 @@ class HeunSampler : public detail::SigmaSampler<T> {
     first_order_ = true;
   }
 
-  T init_noise_sigma() const {
-    require(!this->sigmas_.empty(), "init_noise_sigma: call set_timesteps(n) first");
-    const T m = *std::max_element(this->sigmas_.begin(), this->sigmas_.end());
-    return config_.timesteps.spacing == TimestepSpacing::leading ? std::sqrt(m * m + T(1)) : m;
-  }
-
   // True when the next step() is the first call of an interval.
   bool state_in_first_order() const { return first_order_; }
-
-  ConstTensorView<T> scale_model_input(ConstTensorView<T> x, double t) {
-    const T sigma = this->sigma(this->index_at(t));
-    const T c_in = std::sqrt(sigma * sigma + T(1));
-    TensorView<T> out = detail::buffer_like(scaled_, x.shape());
-    for (index_t k = 0; k < out.numel(); ++k) out[k] = x[k] / c_in;
-    return out;
-  }
 
   StepOutput<T> step(ConstTensorView<T> model_output, double timestep, ConstTensorView<T> sample,
                      const NoiseSource<T>& = {}) {
@@ -118,7 +102,7 @@ class HeunSampler : public detail::SigmaSampler<T> {
   HeunConfig config_;
   bool first_order_ = true;
   T dt_ = T(0);
-  Tensor<T> scaled_, x0_, prev_, d_, x_;
+  Tensor<T> x0_, prev_, d_, x_;
 };
 
 template <>

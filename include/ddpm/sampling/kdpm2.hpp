@@ -33,11 +33,11 @@ struct KDPM2Config {
 };
 
 template <Scalar T>
-class KDPM2Sampler : public detail::SigmaSampler<T> {
-  using Base = detail::SigmaSampler<T>;
+class KDPM2Sampler : public detail::VarianceExplodingSampler<T> {
+  using Base = detail::VarianceExplodingSampler<T>;
 
  public:
-  explicit KDPM2Sampler(const KDPM2Config& config = {}) : Base(config.schedule, FinalSigmasType::zero), config_(config) {
+  explicit KDPM2Sampler(const KDPM2Config& config = {}) : Base(config.schedule, FinalSigmasType::zero, config.timesteps.spacing), config_(config) {
     require(config.prediction_type != PredictionType::sample,
             "prediction_type: KDPM2DiscreteScheduler supports epsilon or v_prediction, got sample");
     require(!config.schedule.rescale_betas_zero_snr,
@@ -45,7 +45,6 @@ class KDPM2Sampler : public detail::SigmaSampler<T> {
   }
 
   const KDPM2Config& config() const { return config_; }
-  static constexpr bool variance_exploding = true;
 
   // sigmas(): s_0, s_1, s_1, ..., s_{n-1}, s_{n-1}, 0, 0, 0 (2n + 2 values, diffusers'
   // layout); sigmas_interpol(): the midpoints in the same layout (the first unused).
@@ -82,19 +81,10 @@ class KDPM2Sampler : public detail::SigmaSampler<T> {
   std::span<const T> sigmas_interpol() const { return sigmas_interpol_; }
   bool state_in_first_order() const { return first_order_; }
 
-  T init_noise_sigma() const {
-    require(!this->sigmas_.empty(), "init_noise_sigma: call set_timesteps(n) first");
-    const T m = *std::max_element(this->sigmas_.begin(), this->sigmas_.end());
-    return config_.timesteps.spacing == TimestepSpacing::leading ? std::sqrt(m * m + T(1)) : m;
-  }
-
+  // The midpoint call of an interval sees the input at the midpoint sigma.
   ConstTensorView<T> scale_model_input(ConstTensorView<T> x, double t) {
     const index_t i = this->index_at(t);
-    const T sigma = first_order_ ? this->sigma(i) : sigmas_interpol_[static_cast<std::size_t>(i)];
-    const T c_in = std::sqrt(sigma * sigma + T(1));
-    TensorView<T> out = detail::buffer_like(scaled_, x.shape());
-    for (index_t k = 0; k < out.numel(); ++k) out[k] = x[k] / c_in;
-    return out;
+    return this->scale_to_unit_variance(x, first_order_ ? this->sigma(i) : sigmas_interpol_[static_cast<std::size_t>(i)]);
   }
 
   StepOutput<T> step(ConstTensorView<T> model_output, double timestep, ConstTensorView<T> sample,
@@ -129,7 +119,7 @@ class KDPM2Sampler : public detail::SigmaSampler<T> {
   KDPM2Config config_;
   bool first_order_ = true;
   std::vector<T> sigmas_interpol_;
-  Tensor<T> scaled_, x0_, prev_, x_;
+  Tensor<T> x0_, prev_, x_;
 };
 
 template <>

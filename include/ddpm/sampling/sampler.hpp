@@ -99,8 +99,23 @@ class NoiseSource {
 //   k.reject(key, value, expected)         [[noreturn]] for checks across keys
 // A key the traits do not mention is an error when read. Missing keys keep
 // the config's default member values, which are diffusers' defaults.
+//
+// A sampler that runs from data toward noise (DDIM inversion) says so with
+//   static constexpr SamplerDirection direction = SamplerDirection::to_noise;
+// generating front ends (an example's `sample --sampler`) list only the others.
 template <template <class> class S>
 struct SamplerTraits;
+
+enum class SamplerDirection { to_data, to_noise };
+
+// to_data unless the traits say otherwise.
+template <class Traits>
+constexpr SamplerDirection sampler_direction() {
+  if constexpr (requires { Traits::direction; })
+    return Traits::direction;
+  else
+    return SamplerDirection::to_data;
+}
 
 template <class S>
 concept Sampler = requires(S& s, const S& cs, index_t n, ConstTensorView<typename S::scalar_type> x, double t,
@@ -245,6 +260,45 @@ class SigmaSampler {
   std::vector<double> timesteps_;
   std::vector<T> sigmas_;
   index_t step_index_ = -1;
+};
+
+// What the k-diffusion family (Euler, Euler ancestral, Heun, KDPM2) shares
+// on top of SigmaSampler (Karras et al. 2022, EDM section 2): samples are
+// x_0 + sigma n, so x_T = N(0, I) * sigma_max (sqrt(sigma_max^2 + 1) with
+// leading spacing, diffusers' choice) and the model sees
+// c_in(sigma) x = x / sqrt(sigma^2 + 1), the variance-preserving input it was
+// trained on.
+template <Scalar T>
+class VarianceExplodingSampler : public SigmaSampler<T> {
+ public:
+  static constexpr bool variance_exploding = true;
+
+  T init_noise_sigma() const {
+    require(!this->sigmas_.empty(), "init_noise_sigma: call set_timesteps(n) first");
+    const T m = *std::max_element(this->sigmas_.begin(), this->sigmas_.end());
+    return spacing_ == TimestepSpacing::leading ? std::sqrt(m * m + T(1)) : m;
+  }
+
+  // The input at the sigma of timestep t (KDPM2's midpoint calls use
+  // scale_to_unit_variance with their own sigma).
+  ConstTensorView<T> scale_model_input(ConstTensorView<T> x, double t) {
+    return scale_to_unit_variance(x, this->sigma(this->index_at(t)));
+  }
+
+ protected:
+  VarianceExplodingSampler(const ScheduleConfig& schedule, FinalSigmasType final_sigmas, TimestepSpacing spacing)
+      : SigmaSampler<T>(schedule, final_sigmas), spacing_(spacing) {}
+
+  ConstTensorView<T> scale_to_unit_variance(ConstTensorView<T> x, T sigma) {
+    const T c_in = std::sqrt(sigma * sigma + T(1));
+    TensorView<T> out = buffer_like(scaled_, x.shape());
+    for (index_t k = 0; k < out.numel(); ++k) out[k] = x[k] / c_in;
+    return out;
+  }
+
+ private:
+  TimestepSpacing spacing_;
+  Tensor<T> scaled_;
 };
 
 }  // namespace detail
