@@ -3,6 +3,7 @@
 // Euler must land on that point; noise handling; and one test per error path.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <span>
@@ -200,6 +201,30 @@ TEST_CASE("UniPC with the exact epsilon of Gaussian data converges to the ODE so
     CHECK(err[3] < v.tol_order3);
     CHECK(err[3] < err[2]);
     CHECK(err[3] < err[1]);  // (bh1 at order 2 need not beat order 1 at 20 steps; its rate is checked)
+  }
+}
+
+TEST_CASE("UniPC: a step may take the previous step's prev_sample view as its sample", "[sampling][unipc]") {
+  // The predictor overwrites the buffer prev_sample points into: the step must
+  // have read `sample` (x_0 of the eps form included) before that.
+  for (bool predict_x0 : {true, false}) {
+    INFO("predict_x0 " << predict_x0);
+    const UniPCConfig c{.solver_order = 3, .predict_x0 = predict_x0, .final_sigmas_type = FinalSigmasType::sigma_min};
+    UniPCSampler<double> by_view(c), by_copy(c);
+    by_view.set_timesteps(6);
+    by_copy.set_timesteps(6);
+    const Tensor<double> m = randn({1, 2, 3, 3}, 21);
+    Tensor<double> x = randn({1, 2, 3, 3}, 22), x0_copy(x.shape());
+    ConstTensorView<double> v = x.cview();
+    for (double t : by_view.timesteps()) {
+      const StepOutput<double> a = by_view.step(m.cview(), t, v);
+      const StepOutput<double> b = by_copy.step(m.cview(), t, x.cview());
+      std::copy(b.pred_original_sample.begin(), b.pred_original_sample.end(), x0_copy.begin());
+      CHECK(std::equal(a.pred_original_sample.begin(), a.pred_original_sample.end(), x0_copy.begin()));
+      std::copy(b.prev_sample.begin(), b.prev_sample.end(), x.begin());
+      CHECK(std::equal(a.prev_sample.begin(), a.prev_sample.end(), x.begin()));
+      v = a.prev_sample;
+    }
   }
 }
 

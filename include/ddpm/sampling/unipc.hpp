@@ -56,7 +56,8 @@ struct UniPCConfig {
   UniPCSolverType solver_type = UniPCSolverType::bh2;
   bool predict_x0 = true;  // the data-prediction form; false: the noise-prediction form
   bool lower_order_final = true;
-  // Step indices i whose following step (i + 1) skips the corrector (diffusers' list).
+  // Step indices i after which no corrector runs: step i + 1 keeps step i's
+  // prediction uncorrected (diffusers' list; its step checks step_index - 1).
   std::vector<index_t> disable_corrector;
   FinalSigmasType final_sigmas_type = FinalSigmasType::zero;
   SampleClipping clipping;  // thresholding only (UniPC has no static clipping)
@@ -134,7 +135,8 @@ class UniPCSampler : public detail::SigmaSampler<T> {
     const bool use_corrector = i > 0 && has_last_sample_ &&
                                std::find(config_.disable_corrector.begin(), config_.disable_corrector.end(), i - 1) ==
                                    config_.disable_corrector.end();
-    if (has_last_sample_) require_same_shape(last_sample_.shape(), sample.shape(), "UniPC step: sample vs the previous step's");
+    if (has_last_sample_)
+      require_same_shape(last_sample_.shape(), sample.shape(), "UniPC step: sample vs the previous step's");
 
     // The model output as x_0 (predict_x0) or eps, at sigma_i.
     const AlphaSigma<T> s = alpha_sigma_from_sigma(this->sigma(i));
@@ -162,7 +164,10 @@ class UniPCSampler : public detail::SigmaSampler<T> {
                                                 : config_.solver_order;
     this_order_ = std::min(order, lower_order_nums_ + 1);
 
-    // UniP from the (corrected) sample, which the next step's corrector starts from.
+    // UniP from the (corrected) sample, which the next step's corrector starts
+    // from. `sample` is not read after this point (it may be the previous
+    // step's prev_sample, which the predictor overwrites).
+    const ConstTensorView<T> x0 = original_sample(s, sample);
     TensorView<T> last = detail::buffer_like(last_sample_, sample.shape());
     std::copy(x.begin(), x.end(), last.begin());
     has_last_sample_ = true;
@@ -171,7 +176,7 @@ class UniPCSampler : public detail::SigmaSampler<T> {
 
     lower_order_nums_ = std::min(lower_order_nums_ + 1, config_.solver_order);
     ++this->step_index_;
-    return {out, original_sample(s, sample)};
+    return {out, x0};
   }
 
  private:
