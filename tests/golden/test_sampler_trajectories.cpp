@@ -35,7 +35,7 @@ constexpr const char* kFormula = "model_output = tanh(a * x) * (t / T) + b * x +
 // (and this list with the last one).
 const std::set<std::string>& not_yet_implemented() {
   static const std::set<std::string> classes{
-      "UniPCMultistepScheduler", "ScoreSdeVeScheduler"};
+      "ScoreSdeVeScheduler"};
   return classes;
 }
 

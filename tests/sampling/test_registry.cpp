@@ -99,11 +99,12 @@ static_assert(!sampler_list_checks<DDIMSampler, reg_test::NotASampler>::samplers
 // The variants follow the list, in order.
 static_assert(std::is_same_v<SamplerConfig, std::variant<DDPMConfig, DDIMConfig, DPMSolverConfig, EulerConfig,
                                                           EulerAncestralConfig, HeunConfig, DDIMInverseConfig,
-                                                          KDPM2Config>>);
+                                                          KDPM2Config, UniPCConfig>>);
 static_assert(std::is_same_v<AnySampler<float>, std::variant<DDPMSampler<float>, DDIMSampler<float>,
                                                              DPMSolverSampler<float>, EulerSampler<float>,
                                                              EulerAncestralSampler<float>, HeunSampler<float>,
-                                                             DDIMInverseSampler<float>, KDPM2Sampler<float>>>);
+                                                             DDIMInverseSampler<float>, KDPM2Sampler<float>,
+                                                             UniPCSampler<float>>>);
 static_assert(std::is_same_v<Samplers::sampler_of<EulerConfig, double>, EulerSampler<double>>);
 static_assert(SamplerVariant<AnySampler<double>> && !SamplerVariant<DDIMSampler<double>>);
 
@@ -157,6 +158,14 @@ std::vector<SamplerConfig> varied_configs() {
                  .sigma_spacing = SigmaSpacing::karras, .clip_sample = true, .clip_sample_range = 2.0},
       HeunConfig{.prediction_type = PredictionType::sample, .timesteps = {TimestepSpacing::trailing, 0},
                  .sigma_spacing = SigmaSpacing::exponential},
+      UniPCConfig{.schedule = sched, .prediction_type = PredictionType::v_prediction, .solver_order = 3,
+                  .solver_type = UniPCSolverType::bh1, .predict_x0 = false, .lower_order_final = false,
+                  .disable_corrector = {0, 2}, .final_sigmas_type = FinalSigmasType::sigma_min,
+                  .clipping = {.thresholding = true, .dynamic_thresholding_ratio = 0.9, .sample_max_value = 1.5},
+                  .timesteps = {TimestepSpacing::trailing, 0}, .sigma_spacing = SigmaSpacing::karras},
+      UniPCConfig{.prediction_type = PredictionType::sample, .solver_order = 1, .timesteps = {TimestepSpacing::leading, 1},
+                  .sigma_spacing = SigmaSpacing::exponential},
+      UniPCConfig{.solver_order = 3, .clipping = {.thresholding = true, .sample_max_value = 2.0}},
   };
 }
 
@@ -193,15 +202,16 @@ std::vector<double> fingerprint(const SamplerConfig& c) {
 }  // namespace
 
 TEST_CASE("registry: command-line names, aliases and class names", "[sampling][registry]") {
-  CHECK(Samplers::names == std::array<std::string_view, 8>{"ddpm", "ddim", "dpm++", "euler", "euler-a", "heun",
-                                                          "ddim-inverse", "kdpm2"});
-  CHECK(Samplers::class_names == std::array<std::string_view, 8>{"DDPMScheduler", "DDIMScheduler",
+  CHECK(Samplers::names == std::array<std::string_view, 9>{"ddpm", "ddim", "dpm++", "euler", "euler-a", "heun",
+                                                          "ddim-inverse", "kdpm2", "unipc"});
+  CHECK(Samplers::class_names == std::array<std::string_view, 9>{"DDPMScheduler", "DDIMScheduler",
                                                                   "DPMSolverMultistepScheduler",
                                                                   "EulerDiscreteScheduler",
                                                                   "EulerAncestralDiscreteScheduler",
                                                                   "HeunDiscreteScheduler",
                                                                   "DDIMInverseScheduler",
-                                                                  "KDPM2DiscreteScheduler"});
+                                                                  "KDPM2DiscreteScheduler",
+                                                                  "UniPCMultistepScheduler"});
   for (std::size_t i = 0; i < Samplers::size; ++i) {
     INFO(Samplers::names[i]);
     const SamplerConfig c = sampler_config_named(Samplers::names[i]);
@@ -216,9 +226,9 @@ TEST_CASE("registry: command-line names, aliases and class names", "[sampling][r
     CHECK(std::holds_alternative<DPMSolverConfig>(sampler_config_named(alias)));
   for (const char* alias : {"euler_a", "euler-ancestral"})
     CHECK(std::holds_alternative<EulerAncestralConfig>(sampler_config_named(alias)));
-  CHECK(sampler_names_text() == "ddpm, ddim, dpm++, euler, euler-a, heun, ddim-inverse or kdpm2");
+  CHECK(sampler_names_text() == "ddpm, ddim, dpm++, euler, euler-a, heun, ddim-inverse, kdpm2 or unipc");
   CHECK_THROWS_WITH(sampler_config_named("pndm", "--sampler"),
-                    Contains("--sampler") && Contains("'pndm'") && Contains("ddpm, ddim, dpm++, euler, euler-a, heun, ddim-inverse or kdpm2"));
+                    Contains("--sampler") && Contains("'pndm'") && Contains("ddpm, ddim, dpm++, euler, euler-a, heun, ddim-inverse, kdpm2 or unipc"));
   // The defaults are diffusers' (the DDIM ones clip, the DPM-Solver ones use linspace).
   CHECK(std::get<DDIMConfig>(sampler_config_named("ddim")).clipping.clip_sample);
   CHECK(std::get<DPMSolverConfig>(sampler_config_named("dpm++")).timesteps.spacing == TimestepSpacing::linspace);

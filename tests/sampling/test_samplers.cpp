@@ -3,7 +3,11 @@
 // Euler must land on that point; noise handling; and one test per error path.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <span>
+#include <utility>
 #include <vector>
 
 #include "ddpm/core/random.hpp"
@@ -90,6 +94,138 @@ TEST_CASE("Euler with the true epsilon of a point recovers it", "[sampling]") {
   };
   const Tensor<double> noise = randn(x0.shape(), 9);
   CHECK(max_abs_diff(sample_loop(euler, model, noise.cview()), x0) < 1e-9);
+}
+
+namespace {
+
+// Gaussian data N(0, s^2 I): along the probability-flow ODE x_bar = x / alpha
+// (alpha = 1 / sqrt(sigma^2 + 1)) the exact epsilon is sigma x_bar / (s^2 + sigma^2),
+// i.e. sqrt(1 - abar) x / (abar s^2 + 1 - abar), so x_bar grows as
+// sqrt(s^2 + sigma^2) and the exact end point of a run from sigma_0 to sigma_f is
+//   x_f = x_T * alpha_f sqrt(s^2 + sigma_f^2) / (alpha_0 sqrt(s^2 + sigma_0^2)).
+// The model answers in the sampler's own sigmas (call k at sigmas[k]) and in
+// any prediction type, converted from that epsilon.
+struct GaussianOde {
+  double s;
+  PredictionType type;
+  std::span<const double> sigmas;
+  index_t call = 0;
+  Tensor<double> out;
+  ConstTensorView<double> operator()(ConstTensorView<double> x, double) {
+    const double sigma = sigmas[static_cast<std::size_t>(call++)];
+    const double alpha = 1 / std::sqrt(sigma * sigma + 1), sigma_t = sigma * alpha;
+    out.resize(x.shape());
+    for (index_t i = 0; i < x.numel(); ++i) {
+      const double eps = sigma * (x[i] / alpha) / (s * s + sigma * sigma);
+      const double x0 = (x[i] - sigma_t * eps) / alpha;
+      out[i] = type == PredictionType::epsilon ? eps : type == PredictionType::sample ? x0 : alpha * eps - sigma_t * x0;
+    }
+    return out.cview();
+  }
+};
+
+// max |UniPC end point - exact ODE end point| / max |exact| for `c` with n steps.
+double unipc_gaussian_error(const UniPCConfig& c, index_t n) {
+  UniPCSampler<double> unipc(c);
+  unipc.set_timesteps(n);
+  const std::span<const double> sig = unipc.sigmas();
+  const double s = 0.5;
+  GaussianOde model{s, c.prediction_type, sig};
+  const Tensor<double> noise = randn({2, 3, 4, 4}, 11);
+  const Tensor<double> x = sample_loop(unipc, model, noise.cview());
+  CHECK(model.call == n);
+  const double s0 = sig.front(), sf = sig.back();
+  const double gain = (std::sqrt(s * s + sf * sf) / std::sqrt(sf * sf + 1)) / (std::sqrt(s * s + s0 * s0) / std::sqrt(s0 * s0 + 1));
+  double err = 0, ref = 0;
+  for (index_t i = 0; i < x.numel(); ++i) {
+    if (!std::isfinite(x[i])) return std::numeric_limits<double>::infinity();
+    err = std::max(err, std::abs(x[i] - gain * noise[i]));
+    ref = std::max(ref, std::abs(gain * noise[i]));
+  }
+  return err / ref;
+}
+
+}  // namespace
+
+TEST_CASE("UniPC with the exact epsilon of Gaussian data converges to the ODE solution at order p + 1",
+          "[sampling][unipc]") {
+  // Exponential sigmas are uniform steps in lambda = -log sigma, so doubling
+  // the steps halves h everywhere: the error then falls by 2^(p + 1) for
+  // UniPC-p (UniP-p plus the UniC corrector, Zhao et al. 2023, Thm. 3.1) and by
+  // 2^p with the corrector disabled. Runs end at sigma_min: a last step to
+  // sigma = 0 is first order whatever the order (error O(sigma_min^2 / s^2)).
+  // Measured: x0 forms 4.5e-2 / 9.5e-3 / 7.9e-4 (bh2) at orders 1 / 2 / 3 with
+  // 20 steps, rates 2.0 / 3.0 / 3.5; without the corrector rates 1.0 / 2.0.
+  struct Variant {
+    const char* what;
+    UniPCConfig c;
+    double tol_order3;  // at 20 steps
+  };
+  const auto sigma_min = FinalSigmasType::sigma_min;
+  const auto exponential = SigmaSpacing::exponential;
+  const Variant variants[] = {
+      {"bh2, x0, epsilon", UniPCConfig{.final_sigmas_type = sigma_min, .sigma_spacing = exponential}, 1.5e-3},
+      {"bh1, x0, sample prediction",
+       UniPCConfig{.prediction_type = PredictionType::sample, .solver_type = UniPCSolverType::bh1,
+                   .final_sigmas_type = sigma_min, .sigma_spacing = exponential}, 1.5e-3},
+      {"bh2, eps form, v_prediction",
+       UniPCConfig{.prediction_type = PredictionType::v_prediction, .predict_x0 = false,
+                   .final_sigmas_type = sigma_min, .sigma_spacing = exponential}, 7e-3},
+      {"bh1, eps form, epsilon, trailing",
+       UniPCConfig{.solver_type = UniPCSolverType::bh1, .predict_x0 = false, .final_sigmas_type = sigma_min,
+                   .timesteps = {TimestepSpacing::trailing, 0}, .sigma_spacing = exponential}, 7e-3},
+  };
+  auto rate = [](const UniPCConfig& c) {
+    const double e20 = unipc_gaussian_error(c, 20), e40 = unipc_gaussian_error(c, 40);
+    return std::pair{e20, std::log2(e20 / e40)};
+  };
+  for (const Variant& v : variants) {
+    INFO(v.what);
+    double err[4] = {};
+    for (int order = 1; order <= 3; ++order) {
+      UniPCConfig c = v.c;
+      c.solver_order = order;
+      const auto [e20, r] = rate(c);
+      err[order] = e20;
+      INFO("order " << order << ": relative error " << e20 << " at 20 steps, convergence rate " << r);
+      CHECK(r > order + 0.5);
+      if (order < 3) {  // without the corrector one order less
+        for (index_t i = 0; i < 40; ++i) c.disable_corrector.push_back(i);
+        const auto [e20_nc, r_nc] = rate(c);
+        INFO("without the corrector: " << e20_nc << ", rate " << r_nc);
+        CHECK(r_nc < order + 0.4);
+        CHECK(e20_nc > e20);
+      }
+    }
+    INFO("errors at orders 1, 2, 3: " << err[1] << ", " << err[2] << ", " << err[3]);
+    CHECK(err[3] < v.tol_order3);
+    CHECK(err[3] < err[2]);
+    CHECK(err[3] < err[1]);  // (bh1 at order 2 need not beat order 1 at 20 steps; its rate is checked)
+  }
+}
+
+TEST_CASE("UniPC: a step may take the previous step's prev_sample view as its sample", "[sampling][unipc]") {
+  // The predictor overwrites the buffer prev_sample points into: the step must
+  // have read `sample` (x_0 of the eps form included) before that.
+  for (bool predict_x0 : {true, false}) {
+    INFO("predict_x0 " << predict_x0);
+    const UniPCConfig c{.solver_order = 3, .predict_x0 = predict_x0, .final_sigmas_type = FinalSigmasType::sigma_min};
+    UniPCSampler<double> by_view(c), by_copy(c);
+    by_view.set_timesteps(6);
+    by_copy.set_timesteps(6);
+    const Tensor<double> m = randn({1, 2, 3, 3}, 21);
+    Tensor<double> x = randn({1, 2, 3, 3}, 22), x0_copy(x.shape());
+    ConstTensorView<double> v = x.cview();
+    for (double t : by_view.timesteps()) {
+      const StepOutput<double> a = by_view.step(m.cview(), t, v);
+      const StepOutput<double> b = by_copy.step(m.cview(), t, x.cview());
+      std::copy(b.pred_original_sample.begin(), b.pred_original_sample.end(), x0_copy.begin());
+      CHECK(std::equal(a.pred_original_sample.begin(), a.pred_original_sample.end(), x0_copy.begin()));
+      std::copy(b.prev_sample.begin(), b.prev_sample.end(), x.begin());
+      CHECK(std::equal(a.prev_sample.begin(), a.prev_sample.end(), x.begin()));
+      v = a.prev_sample;
+    }
+  }
 }
 
 TEST_CASE("DDPM: noise only for t > 0, from an Rng or the caller, reproducible", "[sampling]") {
@@ -189,6 +325,14 @@ TEST_CASE("sampler errors name the parameter", "[sampling]") {
   CHECK_THROWS_WITH(euler.init_noise_sigma(), Contains("set_timesteps"));
   CHECK_THROWS_WITH(DDPMSampler<double>(DDPMConfig{.clipping = {.clip_sample = true, .clip_sample_range = -1}}),
                     Contains("clip_sample_range"));
+  CHECK_THROWS_WITH(UniPCSampler<double>(UniPCConfig{.solver_order = 0}), Contains("solver_order"));
+  {
+    UniPCSampler<double> u;
+    CHECK_THROWS_WITH(u.step(x.cview(), 999, x.cview()), Contains("set_timesteps"));
+    u.set_timesteps(10);
+    CHECK_THROWS_WITH(u.step(x.cview(), 7, x.cview()), Contains("not one of the sampler's timesteps"));
+    CHECK_THROWS_WITH(u.step(m3.cview(), 999, x.cview()), Contains("model_output vs sample"));
+  }
 }
 
 TEST_CASE("scheduler_config.json: defaults, dispatch and errors naming key and value", "[sampling][io]") {
@@ -265,6 +409,46 @@ TEST_CASE("scheduler_config.json: defaults, dispatch and errors naming key and v
   CHECK_THROWS_WITH(read(R"({"_class_name": "DDIMScheduler", "use_karras_sigmas": false})"),
                     Contains("use_karras_sigmas"));  // unknown for DDIM
   CHECK_THROWS_WITH(io::parse_python_json("{", "g.json"), Contains("g.json"));
+  // UniPC: diffusers' defaults, every key it writes (0.40), the list key, and the rejections.
+  const UniPCConfig unipc = std::get<UniPCConfig>(read(R"({"_class_name": "UniPCMultistepScheduler"})"));
+  CHECK((unipc.solver_order == 2 && unipc.solver_type == UniPCSolverType::bh2 && unipc.predict_x0 &&
+         unipc.lower_order_final && unipc.disable_corrector.empty() && unipc.final_sigmas_type == FinalSigmasType::zero &&
+         unipc.timesteps.spacing == TimestepSpacing::linspace && unipc.sigma_spacing == SigmaSpacing::interpolated));
+  const UniPCConfig full = std::get<UniPCConfig>(read(R"({"_class_name": "UniPCMultistepScheduler",
+      "_diffusers_version": "0.40.0", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+      "disable_corrector": [0, 3], "dynamic_thresholding_ratio": 0.995, "final_sigmas_type": "sigma_min",
+      "flow_shift": 1.0, "lower_order_final": false, "num_train_timesteps": 1000, "predict_x0": false,
+      "prediction_type": "v_prediction", "rescale_betas_zero_snr": false, "sample_max_value": 1.0,
+      "shift_terminal": null, "sigma_max": null, "sigma_min": null, "solver_order": 3, "solver_p": null,
+      "solver_type": "bh1", "steps_offset": 1, "thresholding": false, "time_shift_type": "exponential",
+      "timestep_spacing": "leading", "trained_betas": null, "use_beta_sigmas": false, "use_dynamic_shifting": false,
+      "use_exponential_sigmas": false, "use_flow_sigmas": false, "use_karras_sigmas": true})"));
+  CHECK((full.solver_order == 3 && full.solver_type == UniPCSolverType::bh1 && !full.predict_x0 &&
+         !full.lower_order_final && full.disable_corrector == std::vector<index_t>{0, 3} &&
+         full.final_sigmas_type == FinalSigmasType::sigma_min && full.prediction_type == PredictionType::v_prediction &&
+         full.timesteps.spacing == TimestepSpacing::leading && full.timesteps.steps_offset == 1 &&
+         full.sigma_spacing == SigmaSpacing::karras));
+  const nlohmann::json written = io::scheduler_config_to_json(full);
+  CHECK(written.at("disable_corrector") == json::array({0, 3}));
+  CHECK(std::get<UniPCConfig>(io::scheduler_config_from_json(written, "back")).disable_corrector == full.disable_corrector);
+  // diffusers maps DPM-Solver's solver types to bh2.
+  CHECK(std::get<UniPCConfig>(read(R"({"_class_name": "UniPCMultistepScheduler", "solver_type": "midpoint"})"))
+            .solver_type == UniPCSolverType::bh2);
+  for (const char* bad : {R"("solver_type": "bh3")", R"("solver_order": 0)", R"("disable_corrector": "1")",
+                          R"("disable_corrector": [1.5])", R"("disable_corrector": [-1])", R"("solver_p": "DDIMScheduler")",
+                          R"("use_beta_sigmas": true)", R"("use_flow_sigmas": true)", R"("use_dynamic_shifting": true)",
+                          R"("sigma_min": 0.1)", R"("sigma_max": 10)", R"("shift_terminal": 0.5)",
+                          R"("prediction_type": "flow_prediction")", R"("clip_sample": true)",
+                          R"("final_sigmas_type": "one")"}) {
+    const std::string text = std::string(R"({"_class_name": "UniPCMultistepScheduler", )") + bad + "}";
+    INFO(text);
+    const std::string key = std::string(bad).substr(1, std::string(bad).find('"', 1) - 1);
+    const std::string value = std::string(bad).substr(std::string(bad).find(':') + 2);
+    CHECK_THROWS_WITH(read(text), Contains("f.json") && Contains(key) && Contains(value.front() == '"' ? value.substr(1, value.size() - 2) : value));
+  }
+  CHECK_THROWS_WITH(read(R"({"_class_name": "UniPCMultistepScheduler", "use_karras_sigmas": true,
+                             "use_exponential_sigmas": true})"),
+                    Contains("f.json") && Contains("use_exponential_sigmas"));
 
   SamplerConfig e = read(R"({"_class_name": "EulerDiscreteScheduler"})");
   io::apply_step_kwargs(e, json{{"s_churn", 0.5}});

@@ -141,6 +141,21 @@ class KeyReader : public Reader {
     out = static_cast<I>(d);
   }
 
+  // A list of integers (UniPC's disable_corrector).
+  template <std::integral I>
+  void integers(const std::string& key, std::vector<I>& out, index_t min_value) {
+    const json* v = find(key);
+    if (!v) return;
+    const std::string expected = "a list of integers >= " + std::to_string(min_value);
+    if (!v->is_array()) bad(key, *v, expected);
+    out.clear();
+    for (const json& e : *v) {
+      const double d = e.is_boolean() || !e.is_number() ? NAN : e.get<double>();
+      if (!(std::floor(d) == d && d >= static_cast<double>(min_value) && d < 1e15)) bad(key, *v, expected);
+      out.push_back(static_cast<I>(d));
+    }
+  }
+
   template <class E, class Parse>
   void enumeration(const std::string& key, E& out, Parse parse) {
     get_enum(key, out, parse);
@@ -232,6 +247,12 @@ class KeyWriter {
   template <std::integral I>
   void integer(const std::string& key, I v, index_t, index_t = 0, const std::string& = "") {
     j_[key] = static_cast<std::int64_t>(v);
+  }
+  template <std::integral I>
+  void integers(const std::string& key, const std::vector<I>& v, index_t) {
+    json a = json::array();
+    for (I x : v) a.push_back(static_cast<std::int64_t>(x));
+    j_[key] = std::move(a);
   }
   template <class E, class Parse>
   void enumeration(const std::string& key, E v, Parse) {

@@ -15,10 +15,11 @@
 #include "ddpm/sampling/heun.hpp"
 #include "ddpm/sampling/kdpm2.hpp"
 #include "ddpm/sampling/sampler_list.hpp"
+#include "ddpm/sampling/unipc.hpp"
 
 namespace ddpm {
 
 using Samplers = sampler_list<DDPMSampler, DDIMSampler, DPMSolverSampler, EulerSampler, EulerAncestralSampler, HeunSampler,
-                              DDIMInverseSampler, KDPM2Sampler>;
+                              DDIMInverseSampler, KDPM2Sampler, UniPCSampler>;
 
 }  // namespace ddpm

@@ -89,6 +89,7 @@ class NoiseSource {
 // writing: io/scheduler_config.hpp), so the two cannot disagree. It offers
 //   k(key, field)                          bool or double
 //   k.integer(key, field, min[, max, expected])
+//   k.integers(key, field, min)            a std::vector of integers (a JSON list)
 //   k.enumeration(key, field, parse)       an enum with to_string and parse_*
 //   k.choice(key, field, {{"name", value}, ...}, expected)  several names may map to one value;
 //                                          the first name of a value is the one written
