@@ -48,6 +48,7 @@
 #include "ddpm/nn/module.hpp"
 #include "ddpm/nn/numerics.hpp"
 #include "ddpm/nn/resnet_block.hpp"
+#include "ddpm/nn/tiled.hpp"
 #include "ddpm/nn/timestep_embedding.hpp"
 #include "ddpm/nn/unet2d.hpp"
 #include "ddpm/nn/unet2d_config.hpp"
@@ -70,10 +71,12 @@
 
 // training (checkpoints are written by io/checkpoint.hpp: see the io/ block)
 #include "ddpm/train/adam.hpp"
+#include "ddpm/train/autoencoder_objective.hpp"
 #include "ddpm/train/ema.hpp"
 #include "ddpm/train/grad_clip.hpp"
 #include "ddpm/train/loss.hpp"
 #include "ddpm/train/lr_schedule.hpp"
+#include "ddpm/train/objective.hpp"
 #include "ddpm/train/trainer.hpp"
 #include "ddpm/train/training_loop.hpp"
 #include "ddpm/train/training_state.hpp"

@@ -8,8 +8,8 @@
 //
 //   ddpm::distributed::Environment env(argc, argv);
 //   auto comm = ddpm::distributed::Communicator::world();
-//   Model model(...);                                   // any Denoiser
-//   train::Trainer<float, Model> trainer(model, schedule, config);
+//   Model model(...);                                   // any Denoiser (or an autoencoder,
+//   train::Trainer<float, Model> trainer(model, schedule, config);  // with its objective)
 //   ddpm::distributed::DataParallel dp(trainer, comm);  // broadcasts rank 0's weights
 //   if (resuming) dp.resume(path);                      // rank 0 reads, all ranks load
 //   for (...) {
@@ -150,17 +150,18 @@ inline std::string what_of(const std::exception_ptr& e) {
 }  // namespace detail
 
 // A train::TrainingLoop, like the Trainer it wraps: a training program
-// written for one process runs data-parallel unchanged.
-template <Scalar T, Denoiser<T> Model>
+// written for one process runs data-parallel unchanged. Any objective whose
+// loss is a mean over the batch (train/objective.hpp) trains data-parallel.
+template <Scalar T, class Model, class Obj = typename train::default_objective<Model, T>::type>
 class DataParallel {
  public:
-  using Trainer = train::Trainer<T, Model>;
+  using Trainer = train::Trainer<T, Model, Obj>;
   using scalar_type = T;
   using model_type = Model;
 
   // Collective. Broadcasts rank 0's parameters, Adam moments and EMA weights
   // to every rank; the trainers must all be at the same step.
-  DataParallel(train::Trainer<T, Model>& trainer, const Communicator& comm, DataParallelConfig config = {})
+  DataParallel(train::Trainer<T, Model, Obj>& trainer, const Communicator& comm, DataParallelConfig config = {})
       : trainer_(trainer), comm_(comm.duplicate()), config_(config) {
     const auto step = trainer_.steps_done();
     const auto lo = comm_.min<std::int64_t>(step), hi = comm_.max<std::int64_t>(step);

@@ -20,6 +20,10 @@
 // dL/d(output) and dL/d(kl) per batch element (empty: none) and returns
 // dL/dx, accumulating every parameter gradient. decode_backward(dy) and
 // encode_backward(dmoments) run the halves separately.
+//
+// Large images: decode_tiled(z, TileOptions) and encode_tiled(x, TileOptions)
+// run diffusers' tiled_decode / tiled_encode (nn/tiled.hpp: overlapping tiles,
+// linear blends, working memory bounded by the tile size); inference only.
 #include <map>
 #include <memory>
 #include <optional>
@@ -36,6 +40,7 @@
 #include "ddpm/nn/diagonal_gaussian.hpp"
 #include "ddpm/nn/numerics.hpp"
 #include "ddpm/core/parameters.hpp"
+#include "ddpm/nn/tiled.hpp"
 
 namespace ddpm::nn {
 
@@ -98,6 +103,35 @@ class AutoencoderKL {
     return n.decoder->forward(h, n.recording ? &n.stages : nullptr);
   }
 
+  // diffusers' tiled_decode: z [N, latent_channels, h, w] -> [N, out_channels, h f, w f]
+  // (f = 2^(levels - 1)) decoded tile by tile (nn/tiled.hpp). Unlike diffusers'
+  // decode with use_tiling, this always tiles, even a latent no larger than one tile.
+  // Returns a view of the model's tiled-result buffer, valid until the next tiled call.
+  ConstTensorView<T> decode_tiled(ConstTensorView<T> z, const TileOptions& options = {}) {
+    require(z.rank() == 4 && z.dim(1) == config_.latent_channels, "AutoencoderKL: decode_tiled expects a latent [N, ",
+            config_.latent_channels, ", h, w], got ", z.shape().str());
+    const auto g = detail::tile_geometry(true, options, config_.sample_size, factor(), "AutoencoderKL");
+    tiled_map<T>(z, g, [&](ConstTensorView<T> tile) { return decode(tile); }, net_->tiled);
+    return net_->tiled.cview();
+  }
+  // diffusers' tiled_encode: x [N, in_channels, H, W] (H, W multiples of f) ->
+  // the posterior over moments blended tile by tile.
+  DiagonalGaussian<T, B>& encode_tiled(ConstTensorView<T> x, const TileOptions& options = {}) {
+    require(x.rank() == 4 && x.dim(1) == config_.in_channels && x.dim(2) % factor() == 0 && x.dim(3) % factor() == 0,
+            "AutoencoderKL: encode_tiled expects images [N, ", config_.in_channels, ", H, W] with H and W multiples of ",
+            factor(), ", got ", x.shape().str());
+    const auto g = detail::tile_geometry(false, options, config_.sample_size, factor(), "AutoencoderKL");
+    Net& n = *net_;
+    tiled_map<T>(x, g, [&](ConstTensorView<T> tile) {
+      ConstTensorView<T> h = n.encoder->forward(tile, nullptr);
+      return n.quant_conv ? n.quant_conv->forward(h) : h;
+    }, n.tiled);
+    n.posterior->forward(n.tiled.cview());
+    return *n.posterior;
+  }
+  // The spatial factor between image and latent, 2^(len(block_out_channels) - 1).
+  index_t factor() const { return index_t{1} << (config_.levels() - 1); }
+
   // diffusers' forward: decode(posterior.mode()), or decode(posterior.sample())
   // with the noise drawn from rng when sample_posterior.
   ConstTensorView<T> forward(ConstTensorView<T> x, bool sample_posterior = false, Rng* rng = nullptr) {
@@ -148,6 +182,7 @@ class AutoencoderKL {
     std::unique_ptr<DiagonalGaussian<T, B>> posterior;
     bool recording = false;
     StageMap<T> stages;
+    Tensor<T> tiled;  // decode_tiled's result, encode_tiled's moments
 
     Net(Parameters<T>& p, const AutoencoderKLConfig& c, Numerics numerics) {
       const index_t L = c.latent_channels;

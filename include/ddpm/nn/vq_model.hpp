@@ -12,6 +12,9 @@
 // decode: VectorQuantizer (unless force_not_quantize) -> post_quant_conv (1x1
 // back to latent_channels) -> decoder. forward(x) = decode(encode(x)).
 // decode_indices(indices) decodes codebook indices (get_codebook_entry).
+// decode_tiled / encode_tiled: tiled as AutoencoderKL's (nn/tiled.hpp); the
+// quantizer works per position, so decode_tiled quantizes the whole latent
+// first and tiles post_quant_conv + decoder. Inference only.
 //
 // Training: after forward(x) in training mode, backward(dy, dcommit) takes
 // dL/d(output) and dL/d(commit_loss) and returns dL/dx (straight-through
@@ -31,6 +34,7 @@
 #include "ddpm/nn/conv2d.hpp"
 #include "ddpm/nn/numerics.hpp"
 #include "ddpm/core/parameters.hpp"
+#include "ddpm/nn/tiled.hpp"
 #include "ddpm/nn/vector_quantizer.hpp"
 
 namespace ddpm::nn {
@@ -87,6 +91,33 @@ class VQModel {
     return decode_quantized(q);
   }
 
+  // decode, tile by tile (nn/tiled.hpp). Returns a view of the model's
+  // tiled-result buffer, valid until the next tiled call.
+  ConstTensorView<T> decode_tiled(ConstTensorView<T> z, const TileOptions& options = {},
+                                  bool force_not_quantize = false) {
+    Net& n = *net_;
+    require(z.rank() == 4 && z.dim(1) == config_.embed_dim(), "VQModel: decode_tiled expects latents [N, ",
+            config_.embed_dim(), ", h, w], got ", z.shape().str());
+    const auto g = detail::tile_geometry(true, options, config_.sample_size, factor(), "VQModel");
+    n.quantized = false;
+    const ConstTensorView<T> q = force_not_quantize ? z : n.quantize->forward(z);
+    tiled_map<T>(q, g, [&](ConstTensorView<T> tile) { return n.decoder->forward(n.post_quant_conv->forward(tile), nullptr); },
+                 n.tiled);
+    return n.tiled.cview();
+  }
+  // encode, tile by tile: x [N, in_channels, H, W] (H, W multiples of f) -> latents.
+  ConstTensorView<T> encode_tiled(ConstTensorView<T> x, const TileOptions& options = {}) {
+    require(x.rank() == 4 && x.dim(1) == config_.in_channels && x.dim(2) % factor() == 0 && x.dim(3) % factor() == 0,
+            "VQModel: encode_tiled expects images [N, ", config_.in_channels, ", H, W] with H and W multiples of ",
+            factor(), ", got ", x.shape().str());
+    const auto g = detail::tile_geometry(false, options, config_.sample_size, factor(), "VQModel");
+    Net& n = *net_;
+    tiled_map<T>(x, g, [&](ConstTensorView<T> tile) { return n.quant_conv->forward(n.encoder->forward(tile, nullptr)); },
+                 n.tiled);
+    return n.tiled.cview();
+  }
+  index_t factor() const { return index_t{1} << (config_.levels() - 1); }
+
   // Decodes codebook indices [N, h, w] (n-major): E[indices] -> post_quant_conv -> decoder.
   ConstTensorView<T> decode_indices(std::span<const std::int64_t> indices, index_t N, index_t h, index_t w) {
     net_->quantized = false;
@@ -140,6 +171,7 @@ class VQModel {
     std::unique_ptr<Decoder<T, B>> decoder;
     bool recording = false, quantized = false;
     StageMap<T> stages;
+    Tensor<T> tiled;  // decode_tiled's result, encode_tiled's latents
 
     Net(Parameters<T>& p, const VQModelConfig& c, Numerics numerics) {
       const index_t L = c.latent_channels, D = c.embed_dim();

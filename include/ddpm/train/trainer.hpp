@@ -1,12 +1,18 @@
 #pragma once
 // The training step every example, benchmark and the data-parallel wrapper
-// share (DDPM, Ho et al. 2020, Algorithm 1):
+// share: forward + loss + backward of an objective (train/objective.hpp),
+// then clip the global gradient norm, Adam(W) with the learning-rate
+// schedule, EMA of the weights.
+//
+// The default objective is DDPM's (Ho et al. 2020, Algorithm 1), DiffusionObjective:
 //
 //   t ~ U{0, ..., T-1},  eps ~ N(0, I)
 //   x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps           (q_sample)
 //   loss = w(t) || model(x_t, t, c) - target ||^2            (target: eps, v or x_0)
-//   backward, clip the global gradient norm, Adam(W) with the learning-rate
-//   schedule, EMA of the weights.
+//
+// train::AutoencoderObjective (train/autoencoder_objective.hpp) trains an
+// autoencoder through the same Trainer:
+//   train::Trainer<float, VAE, train::AutoencoderObjective<float, VAE>> t(vae, objective, config);
 //
 // Randomness is drawn per *global sample*: sample g of step s uses its own
 // Philox stream (seed, s * 2^32 + g). The draws therefore do not depend on
@@ -45,11 +51,13 @@
 #include "ddpm/train/grad_clip.hpp"
 #include "ddpm/train/loss.hpp"
 #include "ddpm/train/lr_schedule.hpp"
+#include "ddpm/train/objective.hpp"
 #include "ddpm/train/training_state.hpp"
 
 namespace ddpm::train {
 
 struct TrainConfig {
+  // DiffusionObjective's settings (prediction_type .. null_label); other objectives ignore them.
   PredictionType prediction_type = PredictionType::epsilon;
   double min_snr_gamma = 0.0;   // > 0: min-SNR-gamma loss weighting (5 is the paper's choice)
   double grad_clip_norm = 1.0;  // <= 0: no clipping
@@ -97,109 +105,48 @@ struct StepStats {
   double lr = 0;
 };
 
-// Every tensor step (q_sample, the target, the loss, zeroing and clipping the
-// gradients, Adam, EMA, the finiteness check) runs as an op of the model's
-// backend on its memory space, so a Trainer instantiates with any backend;
+// DDPM's denoising loss on a Denoiser: draws t, eps and label dropout per
+// sample, forms x_t (q_sample) and the target (eps, v or x_0), and returns
+// the (min-SNR-weighted) mean squared error, back-propagated into the model.
+//
+// Every tensor step (q_sample, the target, the loss) runs as an op of the
+// model's backend on its memory space, so it instantiates with any backend;
 // the random draws are made on the host and copied in.
 template <Scalar T, Denoiser<T> Model>
-class Trainer {
+class DiffusionObjective {
  public:
-  using scalar_type = T;
-  using model_type = Model;
   using B = backend_of_t<Model>;
   using M = memory_space_of_t<Model>;
-  static_assert(std::same_as<M, typename B::memory_space>, "Trainer: the model's memory space is not its backend's");
 
-  Trainer(Model& model, const NoiseSchedule<T>& schedule, TrainConfig config)
-      : model_(model), schedule_(schedule), config_(std::move(config)),
-        adam_(model.parameters().numel(), config_.adam) {
-    config_.validate();
-    if (config_.use_ema) ema_.emplace(std::as_const(model.parameters()).value_buffer(), config_.ema_decay);
-  }
+  // Reads prediction_type, min_snr_gamma, label_dropout and null_label from `config`.
+  DiffusionObjective(const NoiseSchedule<T>& schedule, const TrainConfig& config)
+      : schedule_(&schedule), config_(config) {}
 
-  // Forward + loss + backward for a (local) batch whose first sample has
-  // global index `global_offset` within this step's global batch. Zeroes
-  // the gradients first; returns the local loss (mean over the local batch).
-  double compute_gradients(ConstTensorView<T, M> x0, Conditioning<T, M> cond = {}, index_t global_offset = 0) {
-    require(x0.rank() >= 2 && x0.dim(0) > 0, "Trainer: x0 must be a non-empty batch [N, ...], got ",
-            x0.shape().str());
+  double loss_and_gradients(Model& model, ConstTensorView<T, M> x0, Conditioning<T, M> cond,
+                            const SampleStreams& streams) {
     const index_t n = x0.dim(0);
     require(cond.class_labels.empty() || static_cast<index_t>(cond.class_labels.size()) == n, "Trainer: ",
             cond.class_labels.size(), " class labels for a batch of ", n);
-    draw(x0, cond, global_offset);
+    draw(x0, cond, streams);
     // q_sample: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (diffusion/forward_process.hpp).
     B::run(ops::batch_axpby, std::span<const T>(sqrt_abar_), x0, std::span<const T>(sqrt_one_minus_abar_),
            noise_.cview(), x_t_.view());
     target(x0);
     if (!cond.class_labels.empty()) cond.class_labels = labels_;
-    auto& params = model_.parameters();
-    B::run(ops::fill, T{}, params.grad_buffer());
-    const ConstTensorView<T, M> pred = model_.forward(x_t_.cview(), t_values_, cond);
+    const ConstTensorView<T, M> pred = model.forward(x_t_.cview(), t_values_, cond);
     dpred_.resize(pred.shape());
     const double loss = weighted_mse<B>(pred, target_.cview(), weights_, dpred_.view());
-    model_.backward(dpred_.cview());
+    model.backward(dpred_.cview());
     return loss;
-  }
-
-  // Clip, check, update, average. `loss` is the (global) loss to report.
-  // A non-finite loss or gradient is an error naming the step; the weights,
-  // optimizer and EMA are left untouched so a good checkpoint is never
-  // overwritten by a diverged state.
-  StepStats apply_update(double loss) {
-    auto& params = model_.parameters();
-    require(std::isfinite(loss), "training step ", step_, ": loss is ", loss,
-            " (diverged; lower the learning rate or resume from the last checkpoint)");
-    const double norm = clip_grad_norm<B>(params.grad_buffer(), config_.grad_clip_norm);
-    require(std::isfinite(norm), "training step ", step_, ": gradient norm is ", norm, first_bad_parameter());
-    const double lr = config_.lr(step_);
-    adam_.step(params.value_buffer(), params.grad_buffer(), lr);
-    if (ema_) ema_->update(std::as_const(params).value_buffer());
-    return {step_++, loss, norm, lr};
-  }
-
-  StepStats step(ConstTensorView<T, M> x0, Conditioning<T, M> cond = {}) {
-    return apply_update(compute_gradients(x0, cond, 0));
-  }
-
-  std::int64_t steps_done() const { return step_; }
-  Adam<T, B>& optimizer() { return adam_; }
-  EMA<T, B>* ema() { return ema_ ? &*ema_ : nullptr; }
-  const EMA<T, B>* ema() const { return ema_ ? &*ema_ : nullptr; }
-  const TrainConfig& config() const { return config_; }
-  Model& model() { return model_; }
-
-  // This process logs and writes files (a data-parallel wrapper answers
-  // true on rank 0 only).
-  bool is_root() const { return true; }
-
-  // Writes weights, optimizer, EMA, step and seed to one file, atomically
-  // (the previous file survives a failed save).
-  //
-  // The format is io/checkpoint.hpp's, which this finds by argument-dependent
-  // lookup when the call is compiled: include that header to save or resume.
-  void save(const std::filesystem::path& path, const CheckpointMetadata& metadata = {}) const {
-    save_training_state(path, model_.parameters(), adam_, ema_ ? &*ema_ : nullptr,
-                        TrainingProgress{step_, Rng(config_.seed).state()}, metadata);
-  }
-  // Restores weights, optimizer, EMA and step; the run then continues
-  // exactly as if it had not stopped. Everything (names, shapes, dtypes,
-  // metadata, seed) is checked first: on error nothing has changed.
-  void resume(const std::filesystem::path& path) {
-    const auto progress = load_training_state(path, model_.parameters(), adam_, ema_ ? &*ema_ : nullptr,
-                                              [&](const TrainingProgress& p) {
-                                                require(p.rng.seed == config_.seed, path.string(),
-                                                        ": checkpoint was trained with seed ", p.rng.seed,
-                                                        ", this run uses seed ", config_.seed);
-                                              });
-    step_ = progress.step;
   }
 
  private:
   // Draws t, eps and label dropout for every local sample from its own
   // stream (on the host), and the q_sample coefficients of each t.
-  void draw(ConstTensorView<T, M> x0, const Conditioning<T, M>& cond, index_t global_offset) {
+  void draw(ConstTensorView<T, M> x0, const Conditioning<T, M>& cond, const SampleStreams& streams) {
+    const NoiseSchedule<T>& schedule = *schedule_;
     const index_t n = x0.dim(0), per = x0.numel() / n;
-    const auto num_t = static_cast<std::uint64_t>(schedule_.num_train_timesteps());
+    const auto num_t = static_cast<std::uint64_t>(schedule.num_train_timesteps());
     timesteps_.resize(static_cast<std::size_t>(n));
     t_values_.resize(static_cast<std::size_t>(n));
     sqrt_abar_.resize(static_cast<std::size_t>(n));
@@ -209,21 +156,20 @@ class Trainer {
     Tensor<T>& drawn = host_noise();
     drawn.resize(x0.shape());
     for (index_t i = 0; i < n; ++i) {
-      const auto g = static_cast<std::uint64_t>(global_offset + i);
-      Rng rng(config_.seed, (static_cast<std::uint64_t>(step_) << 32) | g);
+      Rng rng = streams.rng(i);
       const auto t = static_cast<std::int64_t>(rng.uniform_int(num_t));
       const auto k = static_cast<std::size_t>(i);
       timesteps_[k] = t;
       t_values_[k] = static_cast<T>(t);
       // As diffusers' add_noise / get_velocity: in T from the schedule's alphas_cumprod.
-      const T abar = schedule_.alpha_cumprod(t);
+      const T abar = schedule.alpha_cumprod(t);
       sqrt_abar_[k] = std::sqrt(abar);
       sqrt_one_minus_abar_[k] = std::sqrt(T(1) - abar);
       rng.fill_normal(std::span<T>(drawn.data() + i * per, static_cast<std::size_t>(per)));
       if (!labels_.empty() && config_.label_dropout > 0 && rng.uniform() < config_.label_dropout)
         labels_[k] = config_.null_label;
       if (config_.min_snr_gamma > 0)
-        weights_.push_back(min_snr_weight(static_cast<double>(schedule_.snr(t)), config_.min_snr_gamma,
+        weights_.push_back(min_snr_weight(static_cast<double>(schedule.snr(t)), config_.min_snr_gamma,
                                           config_.prediction_type));
     }
     if constexpr (!std::same_as<M, Host>) {
@@ -258,6 +204,118 @@ class Trainer {
       return noise_host_;
   }
 
+  const NoiseSchedule<T>* schedule_;
+  TrainConfig config_;
+  // Per-step buffers, reused.
+  std::vector<std::int64_t> timesteps_, labels_;
+  std::vector<T> t_values_, sqrt_abar_, sqrt_one_minus_abar_, neg_sqrt_one_minus_abar_;
+  std::vector<double> weights_;
+  Tensor<T> noise_host_;  // device models only
+  Tensor<T, M> noise_, x_t_, target_, dpred_;
+};
+
+template <class Model, class T>
+struct default_objective {
+  using type = void;
+};
+template <class Model, class T>
+  requires Denoiser<Model, T>
+struct default_objective<Model, T> {
+  using type = DiffusionObjective<T, Model>;
+};
+
+// The loop around an objective: zero the gradients, the objective's forward,
+// loss and backward, clip, check, Adam(W), EMA; save and resume. Zeroing,
+// clipping, Adam and EMA run as ops of the model's backend.
+template <Scalar T, class Model, class Obj = typename default_objective<Model, T>::type>
+  requires Objective<Obj, T, Model>
+class Trainer {
+ public:
+  using scalar_type = T;
+  using model_type = Model;
+  using objective_type = Obj;
+  using B = backend_of_t<Model>;
+  using M = memory_space_of_t<Model>;
+  static_assert(std::same_as<M, typename B::memory_space>, "Trainer: the model's memory space is not its backend's");
+
+  // The diffusion objective on `schedule` (its settings from `config`).
+  Trainer(Model& model, const NoiseSchedule<T>& schedule, TrainConfig config)
+    requires std::same_as<Obj, DiffusionObjective<T, Model>>
+      : Trainer(model, Obj(schedule, config), config) {}
+
+  // Any objective.
+  Trainer(Model& model, Obj objective, TrainConfig config)
+      : model_(model), objective_(std::move(objective)), config_(std::move(config)),
+        adam_(model.parameters().numel(), config_.adam) {
+    config_.validate();
+    if (config_.use_ema) ema_.emplace(std::as_const(model.parameters()).value_buffer(), config_.ema_decay);
+  }
+
+  // Forward + loss + backward for a (local) batch whose first sample has
+  // global index `global_offset` within this step's global batch. Zeroes
+  // the gradients first; returns the local loss (mean over the local batch).
+  double compute_gradients(ConstTensorView<T, M> x0, Conditioning<T, M> cond = {}, index_t global_offset = 0) {
+    require(x0.rank() >= 2 && x0.dim(0) > 0, "Trainer: x0 must be a non-empty batch [N, ...], got ",
+            x0.shape().str());
+    B::run(ops::fill, T{}, model_.parameters().grad_buffer());
+    return objective_.loss_and_gradients(model_, x0, cond, SampleStreams{config_.seed, step_, global_offset});
+  }
+
+  // Clip, check, update, average. `loss` is the (global) loss to report.
+  // A non-finite loss or gradient is an error naming the step; the weights,
+  // optimizer and EMA are left untouched so a good checkpoint is never
+  // overwritten by a diverged state.
+  StepStats apply_update(double loss) {
+    auto& params = model_.parameters();
+    require(std::isfinite(loss), "training step ", step_, ": loss is ", loss,
+            " (diverged; lower the learning rate or resume from the last checkpoint)");
+    const double norm = clip_grad_norm<B>(params.grad_buffer(), config_.grad_clip_norm);
+    require(std::isfinite(norm), "training step ", step_, ": gradient norm is ", norm, first_bad_parameter());
+    const double lr = config_.lr(step_);
+    adam_.step(params.value_buffer(), params.grad_buffer(), lr);
+    if (ema_) ema_->update(std::as_const(params).value_buffer());
+    return {step_++, loss, norm, lr};
+  }
+
+  StepStats step(ConstTensorView<T, M> x0, Conditioning<T, M> cond = {}) {
+    return apply_update(compute_gradients(x0, cond, 0));
+  }
+
+  std::int64_t steps_done() const { return step_; }
+  Adam<T, B>& optimizer() { return adam_; }
+  EMA<T, B>* ema() { return ema_ ? &*ema_ : nullptr; }
+  const EMA<T, B>* ema() const { return ema_ ? &*ema_ : nullptr; }
+  const TrainConfig& config() const { return config_; }
+  Model& model() { return model_; }
+  Obj& objective() { return objective_; }
+
+  // This process logs and writes files (a data-parallel wrapper answers
+  // true on rank 0 only).
+  bool is_root() const { return true; }
+
+  // Writes weights, optimizer, EMA, step and seed to one file, atomically
+  // (the previous file survives a failed save).
+  //
+  // The format is io/checkpoint.hpp's, which this finds by argument-dependent
+  // lookup when the call is compiled: include that header to save or resume.
+  void save(const std::filesystem::path& path, const CheckpointMetadata& metadata = {}) const {
+    save_training_state(path, model_.parameters(), adam_, ema_ ? &*ema_ : nullptr,
+                        TrainingProgress{step_, Rng(config_.seed).state()}, metadata);
+  }
+  // Restores weights, optimizer, EMA and step; the run then continues
+  // exactly as if it had not stopped. Everything (names, shapes, dtypes,
+  // metadata, seed) is checked first: on error nothing has changed.
+  void resume(const std::filesystem::path& path) {
+    const auto progress = load_training_state(path, model_.parameters(), adam_, ema_ ? &*ema_ : nullptr,
+                                              [&](const TrainingProgress& p) {
+                                                require(p.rng.seed == config_.seed, path.string(),
+                                                        ": checkpoint was trained with seed ", p.rng.seed,
+                                                        ", this run uses seed ", config_.seed);
+                                              });
+    step_ = progress.step;
+  }
+
+ private:
   // Names the first parameter whose gradient is not finite.
   std::string first_bad_parameter() const {
     const auto& params = model_.parameters();
@@ -268,17 +326,11 @@ class Trainer {
   }
 
   Model& model_;
-  const NoiseSchedule<T>& schedule_;
+  Obj objective_;
   TrainConfig config_;
   Adam<T, B> adam_;
   std::optional<EMA<T, B>> ema_;
   std::int64_t step_ = 0;
-  // Per-step buffers, reused.
-  std::vector<std::int64_t> timesteps_, labels_;
-  std::vector<T> t_values_, sqrt_abar_, sqrt_one_minus_abar_, neg_sqrt_one_minus_abar_;
-  std::vector<double> weights_;
-  Tensor<T> noise_host_;  // device models only
-  Tensor<T, M> noise_, x_t_, target_, dpred_;
 };
 
 }  // namespace ddpm::train

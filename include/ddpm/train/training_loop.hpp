@@ -21,6 +21,7 @@
 #include "ddpm/core/model.hpp"
 #include "ddpm/core/tensor.hpp"
 #include "ddpm/train/ema.hpp"
+#include "ddpm/train/objective.hpp"
 #include "ddpm/train/trainer.hpp"
 #include "ddpm/train/training_state.hpp"
 
@@ -28,7 +29,7 @@ namespace ddpm::train {
 
 template <class L>
 concept TrainingLoop =
-    Scalar<typename L::scalar_type> && Denoiser<typename L::model_type, typename L::scalar_type> &&
+    Scalar<typename L::scalar_type> && Trainable<typename L::model_type, typename L::scalar_type> &&
     requires(L& loop, const L& cloop, ConstTensorView<typename L::scalar_type> x0,
              Conditioning<typename L::scalar_type> cond, const std::filesystem::path& path,
              const CheckpointMetadata& metadata) {
