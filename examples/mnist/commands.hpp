@@ -14,6 +14,7 @@
 #include "ddpm/io/image.hpp"
 #include "../common/cli.hpp"
 #include "generate.hpp"
+#include "quality.hpp"
 #include "classifier.hpp"
 #include "tasks.hpp"
 #include "train.hpp"
@@ -420,11 +421,69 @@ inline int cmd_evaluate(int argc, char** argv) {
   return 0;
 }
 
+inline int cmd_quality(int argc, char** argv) {
+  cxxopts::Options opts(argv[0],
+                        "The sampler quality table: for each sampler and budget of model evaluations, the fraction of\n"
+                        "class-conditional samples classified as the requested digit, the Frechet distance of classifier\n"
+                        "features to held-out digits, and the time per image. Writes a Markdown table and a plot\n"
+                        "(left: Frechet distance, right: accuracy, against log evaluations; one colour per sampler).");
+  opts.add_options()
+      ("data", "folder with the train and t10k IDX files", cxxopts::value<std::string>()->default_value("data/mnist"))
+      ("classifier", "classifier weights (from `classifier`)",
+       cxxopts::value<std::string>()->default_value("out/mnist_classifier.safetensors"))
+      ("samplers", "comma-separated name or name:karras|exponential (default: every generating sampler, then the "
+                   "Karras variants)", cxxopts::value<std::string>()->default_value(""))
+      ("evals", "budgets of model evaluations, comma-separated, each in [1, 1000]",
+       cxxopts::value<std::string>()->default_value("5,10,20,50"))
+      ("per-class", "samples per digit and cell, 2 to 10000", examples::number("20"))
+      ("guidance", "classifier-free guidance scale in [0, 100]", examples::number("3"))
+      ("seed", "random seed", examples::number("0"))
+      ("table", "where to write the Markdown table", cxxopts::value<std::string>()->default_value("out/sampler_quality.md"))
+      ("plot", "where to write the plot (.png)", cxxopts::value<std::string>()->default_value("out/sampler_quality.png"));
+  add_common(opts);
+  const auto r = examples::parse_options(opts, argc, argv);
+  if (!r) return 0;
+  QualityOptions o;
+  const auto list = (*r)["samplers"].as<std::string>();
+  if (list.empty()) o.samplers = default_variants();
+  else
+    for (std::size_t pos = 0; pos <= list.size();) {
+      const auto comma = std::min(list.find(',', pos), list.size());
+      o.samplers.push_back(parse_variant(list.substr(pos, comma - pos)));
+      pos = comma + 1;
+    }
+  o.budgets = examples::parse_list_in<ddpm::index_t>("--evals", (*r)["evals"].as<std::string>(), 1, kMaxSamplingSteps);
+  o.per_class = option_in<ddpm::index_t>(*r, "per-class", 2, 10'000);
+  o.guidance = option_in<double>(*r, "guidance", 0, kMaxGuidance);
+  o.seed = examples::seed_option(*r);
+  const fs::path table = (*r)["table"].as<std::string>(), plot = (*r)["plot"].as<std::string>();
+  ddpm::require(plot.extension() == ".png", "--plot: expected a .png file name, got '", plot.string(), "'");
+
+  auto unet = load_model((*r)["model"].as<std::string>());
+  const Dataset test = load_split((*r)["data"].as<std::string>(), "t10k");
+  Classifier net;
+  net.load((*r)["classifier"].as<std::string>());
+  ddpm::Tensor<float> test_features;
+  classify(net, test.images.cview(), &test_features);
+  std::printf("%lld samples per cell (guidance %.1f) against %lld held-out digits; %d threads\n",
+              static_cast<long long>(o.per_class * kNumClasses), o.guidance, static_cast<long long>(test.size()),
+              ddpm::backend::Cpu::num_threads());
+  const auto cells = measure_quality(unet, net, test_features.cview(), o);
+  const auto md = quality_table(cells, o);
+  std::printf("\n%s", md.c_str());
+  for (const auto& p : {table, plot})
+    if (!p.parent_path().empty()) fs::create_directories(p.parent_path());
+  ddpm::io::write_text_file(table, md);
+  ddpm::io::write_png(plot, quality_plot(cells, o, palette()));
+  std::printf("wrote %s and %s\n", table.string().c_str(), plot.string().c_str());
+  return 0;
+}
+
 inline const std::vector<Command>& commands() {
   static const std::vector<Command> list{{"train", cmd_train},           {"sample", cmd_sample},
                                          {"denoise", cmd_denoise},       {"inpaint", cmd_inpaint},
                                          {"trajectory", cmd_trajectory}, {"classifier", cmd_classifier},
-                                         {"evaluate", cmd_evaluate}};
+                                         {"evaluate", cmd_evaluate},     {"quality", cmd_quality}};
   return list;
 }
 

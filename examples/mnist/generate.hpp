@@ -2,6 +2,7 @@
 // Sampling digits with the class-conditional U-Net: the library's sampling
 // loop (sampling/loop.hpp), any of its samplers, and classifier-free
 // guidance (sampling/guidance.hpp) wrapped around the network.
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -61,7 +62,9 @@ inline ddpm::Tensor<float> generate(UNet& unet, std::span<const std::int64_t> la
                                                     [&](ddpm::index_t i, ddpm::index_t, double) {
                                                       if (o.progress) bar.update(b * o.steps + i + 1);
                                                     });
-    std::copy(x.begin(), x.end(), out.data() + first * kPixels);
+    // Images in [-1, 1], as a pipeline returns them: a sampler without
+    // clipping (Euler, Heun, ...) may overshoot the data range.
+    std::transform(x.begin(), x.end(), out.data() + first * kPixels, [](float v) { return std::clamp(v, -1.0f, 1.0f); });
   }
   if (o.progress) bar.finish();
   return out;

@@ -10,6 +10,7 @@
 //   set_timesteps(s, 50);
 //   Tensor<float> x = sample_loop(s, model, noise.cview(), NoiseSource<float>(rng));
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -40,6 +41,13 @@ AnySampler<T> make_sampler(const SamplerConfig& config) {
 template <Scalar T>
 void set_timesteps(AnySampler<T>& sampler, index_t num_inference_steps) {
   std::visit([&](auto& s) { s.set_timesteps(num_inference_steps); }, sampler);
+}
+
+// The timesteps the sampler visits: one model call each (second-order
+// samplers list a timestep once per call).
+template <Scalar T>
+std::span<const double> timesteps(const AnySampler<T>& sampler) {
+  return std::visit([](const auto& s) { return std::span<const double>(s.timesteps()); }, sampler);
 }
 
 // The diffusers class name of a config ("DDPMScheduler", ...).
