@@ -38,7 +38,7 @@ using json = nlohmann::json;
 inline const std::set<std::string>& known_golden_kinds() {
   static const std::set<std::string> kinds{"schedules", "timesteps",   "ddpm_step", "ddim_step", "forward_process",
                                            "trajectories", "unet", "checkpoint_configs", "autoencoder",
-                                           "sampler_trajectories"};
+                                           "sampler_trajectories", "pipelines"};
   return kinds;
 }
 
