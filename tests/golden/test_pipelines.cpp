@@ -53,8 +53,7 @@ std::vector<PipeCase> load_cases() {
   const auto g = load_kind("pipelines");
   if (!g) return out;
   for (const auto& c : g->cases()) {
-    const std::string rel = c.at("dir").get<std::string>();
-    const fs::path dir = fs::exists(g->root / rel) ? g->root / rel : g->dir / fs::path(rel).filename();
+    const fs::path dir = g->case_dir(c);
     out.push_back(PipeCase{c.at("name").get<std::string>(), c.at("pipeline").get<std::string>(), dir,
                            load_json(dir / "case.json"), io::SafeTensors::load(dir / "io.safetensors")});
   }
