@@ -467,3 +467,60 @@ TEST_CASE("pipelines: bad pipeline folders are one-line errors naming file and k
                   (d / "vqvae" / "config.json").string() + " (the UNet's output is the decoder's latent)");
   }
 }
+
+TEST_CASE("pipelines: latent shapes, and inputs that do not fit, are one-line errors", "[golden][pipelines]") {
+  for (const auto& c : cases()) {
+    INFO(c.name);
+    auto p = io::load_latent_pipeline<float, FastBackend>(c.dir);
+    const Tensor<float> noise = c.io.get<float>("initial_noise");
+    const auto expected = c.info.at("latent_shape").get<std::vector<index_t>>();
+    const Shape want(expected.begin(), expected.end());
+    Tensor<float> low_res;
+    if (c.io.contains("low_res_image")) low_res = c.io.get<float>("low_res_image");
+    CHECK(p.latent_shape(want.dim(0), low_res.cview()) == want);
+    CHECK(noise.shape() == want);
+  }
+  const auto error_of = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  {
+    const PipeCase& c = first_case_of("LDMPipeline");
+    auto p = io::load_latent_pipeline<float, FastBackend>(c.dir);
+    const index_t C = p.latent_channels();
+    const Tensor<float> wrong(Shape{1, C + 1, 8, 8});
+    CHECK(error_of([&] { p(2, wrong.cview()); }) == "LDMPipeline: initial_noise must be [N, " + std::to_string(C) +
+                                                        ", h, w], got " + wrong.shape().str());
+    const Tensor<float> noise = c.io.get<float>("initial_noise");
+    LatentPipelineCall<float> call;
+    call.low_res_image = noise.cview();
+    CHECK(error_of([&] { p(2, noise.cview(), {}, call); }) ==
+          "LDMPipeline: takes no low-resolution image (only LDMSuperResolutionPipeline does)");
+    CHECK(error_of([&] { p(0, noise.cview()); }) == "LDMPipeline: num_inference_steps must be > 0, got 0");
+  }
+  {
+    const PipeCase& c = first_case_of("LDMSuperResolutionPipeline");
+    auto p = io::load_latent_pipeline<float, FastBackend>(c.dir);
+    const Tensor<float> noise = c.io.get<float>("initial_noise"), low_res = c.io.get<float>("low_res_image");
+    const std::string ci = std::to_string(p.image_channels());
+    CHECK(error_of([&] { p(2, noise.cview()); }) ==
+          "LDMSuperResolutionPipeline: needs the low-resolution image [N, " + ci + ", h, w] in [-1, 1]");
+    const Tensor<float> small(Shape{noise.dim(0), p.image_channels(), noise.dim(2) - 1, noise.dim(3)});
+    LatentPipelineCall<float> call;
+    call.low_res_image = small.cview();
+    CHECK(error_of([&] { p(2, noise.cview(), {}, call); }) ==
+          "LDMSuperResolutionPipeline: low-resolution image " + small.shape().str() + " does not fit latents " +
+              noise.shape().str() + " (expected [" + std::to_string(noise.dim(0)) + ", " + ci + ", " +
+              std::to_string(noise.dim(2)) + ", " + std::to_string(noise.dim(3)) + "])");
+    // DDIM with eta > 0 draws noise at every step: without a noise source it stops with an error.
+    call.low_res_image = low_res.cview();
+    call.eta = 1.0;
+    const std::string e = error_of([&] { p(2, noise.cview(), {}, call); });
+    CHECK(e.find("variance noise") != std::string::npos);
+    CHECK(e.find('\n') == std::string::npos);
+  }
+}
