@@ -524,3 +524,45 @@ TEST_CASE("pipelines: latent shapes, and inputs that do not fit, are one-line er
     CHECK(e.find('\n') == std::string::npos);
   }
 }
+
+// LDMPipeline multiplies the initial noise by init_noise_sigma BEFORE
+// set_timesteps (v0.40 lines 101-103). For DDIM (the golden cases) that is 1;
+// for EulerDiscrete it is the largest sigma of the whole training schedule,
+// sqrt(sigma(T - 1)^2 + 1) with leading spacing, not that of the chosen
+// timesteps. Reference: the closed form of the scaled_linear schedule, in double.
+TEST_CASE("pipelines: LDMPipeline reads init_noise_sigma before set_timesteps", "[golden][pipelines]") {
+  const PipeCase& c = first_case_of("LDMPipeline");
+  const fs::path d = scratch_copy(c, "euler");
+  const json sc = c.info.at("scheduler_config");
+  REQUIRE(sc.at("beta_schedule") == "scaled_linear");
+  const double b0 = sc.at("beta_start").get<double>(), b1 = sc.at("beta_end").get<double>();
+  const int T = sc.at("num_train_timesteps").get<int>();
+  json euler = {{"_class_name", "EulerDiscreteScheduler"}, {"beta_start", b0},           {"beta_end", b1},
+                {"beta_schedule", "scaled_linear"},         {"num_train_timesteps", T},  {"timestep_spacing", "leading"},
+                {"steps_offset", 0}};
+  write_text(d / "scheduler" / "scheduler_config.json", euler.dump(2));
+  json index = load_json(d / "model_index.json");
+  index["scheduler"] = {"diffusers", "EulerDiscreteScheduler"};
+  write_text(d / "model_index.json", index.dump(2));
+
+  double ac = 1;
+  for (int t = 0; t < T; ++t) {
+    const double s = std::sqrt(b0) + (std::sqrt(b1) - std::sqrt(b0)) * t / (T - 1);
+    ac *= 1 - s * s;
+  }
+  const double sigma_max = std::sqrt((1 - ac) / ac), want = std::sqrt(sigma_max * sigma_max + 1);
+
+  auto p = io::load_latent_pipeline<float, FastBackend>(d);
+  const Tensor<float> noise = c.io.get<float>("initial_noise");
+  const auto out = p(3, noise.cview());
+  double worst = 0;
+  for (index_t i = 0; i < noise.numel(); ++i)
+    worst = std::max(worst, std::abs(out.initial_latents[i] - noise[i] * want) / (std::abs(noise[i]) * want));
+  INFO("init_noise_sigma wanted " << want << " (sigma_max " << sigma_max << "), worst rel. error " << worst);
+  CHECK(worst < 1e-4);
+  // After set_timesteps(3) the largest sigma is lower: the order matters.
+  auto sampler = make_sampler<double>(p.scheduler());
+  set_timesteps(sampler, 3);
+  const double after = std::visit([](auto& s) { return static_cast<double>(s.init_noise_sigma()); }, sampler);
+  CHECK(after < 0.9 * want);
+}
