@@ -2,6 +2,7 @@
 #   fuzz_safetensors  io::SafeTensors::from_bytes + every accessor
 #   fuzz_unet_config  diffusers config.json -> nn::UNet2DConfig (+ round trip)
 #   fuzz_autoencoder_config  AutoencoderKL / VQModel config.json -> their configs (+ round trip)
+#   fuzz_model_index  a pipeline's model_index.json -> io::ModelIndex (+ round trip, latent pipeline check)
 #   fuzz_idx          io::read_idx (plain and gzip), IDX images and labels
 #   fuzz_image        io::load_image (stb_image compiled in, instrumented)
 # Clang only (-fsanitize=fuzzer,address,undefined). Build and run:
@@ -20,7 +21,7 @@ if(DDPM_FUZZ)
   endif()
   set(_ddpm_fuzz_dir ${CMAKE_CURRENT_LIST_DIR}/../tests/fuzz)
   add_custom_target(ddpm_fuzz)
-  foreach(_t IN ITEMS safetensors unet_config autoencoder_config idx image)
+  foreach(_t IN ITEMS safetensors unet_config autoencoder_config model_index idx image)
     add_executable(fuzz_${_t} ${_ddpm_fuzz_dir}/fuzz_${_t}.cpp)
     target_link_libraries(fuzz_${_t} PRIVATE ddpm::ddpm)
     target_compile_options(fuzz_${_t} PRIVATE -g -O1 -fno-omit-frame-pointer

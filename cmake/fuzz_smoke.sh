@@ -20,7 +20,7 @@ cmake -S . -B "$build" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=Release -D
   -DDDPM_BUILD_TESTS=OFF -DDDPM_BUILD_EXAMPLES=OFF -DDDPM_CHECK_HEADERS=OFF >/dev/null
 cmake --build "$build" --target ddpm_fuzz -j "${DDPM_FUZZ_JOBS:-2}"
 status=0
-for t in safetensors unet_config autoencoder_config idx image; do
+for t in safetensors unet_config autoencoder_config model_index idx image; do
   work="$build/fuzz-work/$t"
   rm -rf "$work"
   mkdir -p "$work/corpus" "$work/artifacts"

@@ -69,6 +69,9 @@
 #include "ddpm/sampling/sampler.hpp"
 #include "ddpm/sampling/sdedit.hpp"
 
+// latent diffusion pipelines (LDMPipeline, LDMSuperResolutionPipeline, LatentKLPipeline)
+#include "ddpm/pipelines/latent_pipeline.hpp"
+
 // training (checkpoints are written by io/checkpoint.hpp: see the io/ block)
 #include "ddpm/train/adam.hpp"
 #include "ddpm/train/autoencoder_objective.hpp"
@@ -89,6 +92,8 @@
 #include "ddpm/io/diffusers.hpp"
 #include "ddpm/io/json.hpp"
 #include "ddpm/io/mlp_denoiser.hpp"
+#include "ddpm/io/model_index.hpp"
+#include "ddpm/io/pipeline.hpp"
 #include "ddpm/io/safetensors.hpp"
 #include "ddpm/io/scheduler_config.hpp"
 #include "ddpm/io/state_dict.hpp"

@@ -38,7 +38,7 @@ using json = nlohmann::json;
 inline const std::set<std::string>& known_golden_kinds() {
   static const std::set<std::string> kinds{"schedules", "timesteps",   "ddpm_step", "ddim_step", "forward_process",
                                            "trajectories", "unet", "checkpoint_configs", "autoencoder",
-                                           "sampler_trajectories"};
+                                           "sampler_trajectories", "pipelines"};
   return kinds;
 }
 
@@ -104,6 +104,11 @@ struct GoldenKind {
   json doc;
   std::optional<io::SafeTensors> tensors;
   const json& cases() const { return doc.at("cases"); }
+  // A case's folder: its "dir", relative to the golden folder, or else beside the kind's JSON file.
+  fs::path case_dir(const json& c) const {
+    const fs::path rel = c.at("dir").get<std::string>();
+    return fs::exists(root / rel) ? root / rel : dir / rel.filename();
+  }
 };
 
 // Loads `kind` via the manifest that lists it. Returns nullopt (with a warning) when the
