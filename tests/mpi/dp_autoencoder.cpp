@@ -17,6 +17,7 @@
 #include "ddpm/train/autoencoder_objective.hpp"
 #include "ddpm/train/trainer.hpp"
 #include "ddpm/train/training_loop.hpp"
+#include "support/tiny_autoencoder.hpp"
 
 #ifndef DDPM_TEST_TMP_DIR
 #define DDPM_TEST_TMP_DIR "/tmp"
@@ -30,13 +31,7 @@ namespace {
 
 template <class Config>
 Config tiny_ae(Config c) {
-  c.in_channels = 2;
-  c.out_channels = 2;
-  c.block_out_channels = {4, 6};
-  c.down_block_types = {"DownEncoderBlock2D", "DownEncoderBlock2D"};
-  c.up_block_types = {"UpDecoderBlock2D", "UpDecoderBlock2D"};
-  c.layers_per_block = 1;
-  c.norm_num_groups = 2;
+  c = ddpm::test::tiny_autoencoder(c);
   c.latent_channels = 2;
   return c;
 }

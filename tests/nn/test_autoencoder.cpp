@@ -15,6 +15,7 @@
 #include "ddpm/nn/vector_quantizer.hpp"
 #include "ddpm/nn/vq_model.hpp"
 #include "support/gradcheck.hpp"
+#include "support/tiny_autoencoder.hpp"
 #if __has_include("ddpm/backend/cpu.hpp")
 #include "ddpm/backend/cpu.hpp"
 #define DDPM_TEST_HAVE_EIGEN 1
@@ -26,29 +27,16 @@ using R = backend::Reference;
 namespace {
 
 nn::AutoencoderKLConfig tiny_kl() {
-  nn::AutoencoderKLConfig c;
-  c.in_channels = 2;
-  c.out_channels = 2;
-  c.block_out_channels = {4, 6};
-  c.down_block_types = {"DownEncoderBlock2D", "DownEncoderBlock2D"};
-  c.up_block_types = {"UpDecoderBlock2D", "UpDecoderBlock2D"};
-  c.layers_per_block = 1;
+  auto c = ddpm::test::tiny_autoencoder<nn::AutoencoderKLConfig>();
   c.latent_channels = 2;
-  c.norm_num_groups = 2;
   return c;
 }
 
 nn::VQModelConfig tiny_vq() {
-  nn::VQModelConfig c;
-  c.in_channels = 2;
-  c.out_channels = 2;
-  c.block_out_channels = {4, 6};
-  c.down_block_types = {"DownEncoderBlock2D", "DownEncoderBlock2D"};
-  c.up_block_types = {"UpDecoderBlock2D", "UpDecoderBlock2D"};
+  auto c = ddpm::test::tiny_autoencoder<nn::VQModelConfig>();
   c.latent_channels = 3;
   c.vq_embed_dim = 2;
   c.num_vq_embeddings = 5;
-  c.norm_num_groups = 2;
   return c;
 }
 

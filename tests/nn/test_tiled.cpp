@@ -17,6 +17,7 @@
 #include "ddpm/nn/autoencoder_kl.hpp"
 #include "ddpm/nn/tiled.hpp"
 #include "ddpm/nn/vq_model.hpp"
+#include "support/tiny_autoencoder.hpp"
 
 // Live and peak bytes of the aligned allocations (every Tensor's storage goes
 // through operator new(size, align_val_t)); this test program only.
@@ -59,13 +60,7 @@ namespace {
 
 template <class Config>
 Config tiny(Config c, int sample_size) {
-  c.in_channels = 2;
-  c.out_channels = 2;
-  c.block_out_channels = {4, 6};
-  c.down_block_types = {"DownEncoderBlock2D", "DownEncoderBlock2D"};
-  c.up_block_types = {"UpDecoderBlock2D", "UpDecoderBlock2D"};
-  c.layers_per_block = 1;
-  c.norm_num_groups = 2;
+  c = ddpm::test::tiny_autoencoder(c);
   c.sample_size = {sample_size};
   return c;
 }

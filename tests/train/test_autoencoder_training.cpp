@@ -21,6 +21,7 @@
 #if __has_include("ddpm/backend/cpu.hpp")
 #include "ddpm/backend/cpu.hpp"
 #endif
+#include "support/tiny_autoencoder.hpp"
 
 using namespace ddpm;
 namespace fs = std::filesystem;
@@ -30,14 +31,7 @@ namespace {
 
 template <class Config>
 Config tiny(Config c) {
-  c.in_channels = 2;
-  c.out_channels = 2;
-  c.block_out_channels = {4, 6};
-  c.down_block_types = {"DownEncoderBlock2D", "DownEncoderBlock2D"};
-  c.up_block_types = {"UpDecoderBlock2D", "UpDecoderBlock2D"};
-  c.layers_per_block = 1;
-  c.norm_num_groups = 2;
-  return c;
+  return ddpm::test::tiny_autoencoder(c);
 }
 nn::AutoencoderKLConfig tiny_kl() {
   auto c = tiny(nn::AutoencoderKLConfig{});
