@@ -16,6 +16,11 @@
 // and a noise-prediction model(x, t), with `correct_steps` Langevin steps at
 // the new timestep after every predictor step but the last (second-order
 // samplers: after each complete step, never between its two model calls).
+// Multistep samplers (DPM-Solver++) keep the model outputs of the samples
+// before correction in their history, so the corrector's moves enter their
+// extrapolation amplified; with them the corrector runs but does not carry
+// the guarantees it has with one-step samplers (tests/sampling/
+// test_predictor_corrector.cpp measures both).
 //
 // `progress` is called after every scheduler call with a PCCall (kind,
 // predictor step, number of steps, the sample after the call, and x_mean
