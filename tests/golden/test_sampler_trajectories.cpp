@@ -347,6 +347,35 @@ void check_sde_ve(const GoldenKind& g, const json& c, DeviationReport& report) {
     check_per_call(inputs, case_tensor<double>(g, c, "model_inputs"), rtol, "model_inputs float32", report);
     check_per_call(sigmas, case_tensor<double>(g, c, "model_sigmas"), rtol, "model_sigmas float32", report);
     check_per_call(outputs, case_tensor<double>(g, c, "model_outputs"), rtol, "model_outputs float32", report);
+
+    // Each call alone: step_correct / step_pred from the stored previous sample, model output and noise.
+    const auto ref_x = case_tensor<float>(g, c, "samples"), ref_m = case_tensor<float>(g, c, "model_outputs"),
+               ref_z = case_tensor<float>(g, c, "step_noise"), x_T = case_tensor<float>(g, c, "x_T");
+    const auto ref_x64 = case_tensor<double>(g, c, "samples"), ref_mean64 = case_tensor<double>(g, c, "sample_means");
+    REQUIRE(ref_z.dim(0) == calls);
+    Deviation worst_x, worst_mean;
+    for (index_t i = 0, step = 0; i < calls; ++i) {
+      INFO("call " << i << " alone (" << kinds[static_cast<std::size_t>(i)] << ")");
+      const auto slice = [&](const Tensor<float>& t, index_t k) { return t.cview().slice(k, 1).reshape(x_T.shape()); };
+      const ConstTensorView<float> prev = i == 0 ? x_T.cview() : slice(ref_x, i - 1);
+      const NoiseSource<float> z(slice(ref_z, i));
+      ConstTensorView<float> got;
+      if (kinds[static_cast<std::size_t>(i)] == "correct") {
+        got = sched.step_correct(slice(ref_m, i), prev, z);
+      } else {
+        const auto o = sched.step_pred(slice(ref_m, i), sched.timesteps()[static_cast<std::size_t>(step)], prev, z);
+        got = o.prev_sample;
+        const Deviation dm = slice_deviation(o.prev_sample_mean.data(), ref_mean64.data() + step * per, per, rtol);
+        CHECK(dm.worst_ratio <= 1.0);
+        merge(worst_mean, dm);
+        ++step;
+      }
+      const Deviation dx = slice_deviation(got.data(), ref_x64.data() + i * per, per, rtol);
+      CHECK(dx.worst_ratio <= 1.0);
+      merge(worst_x, dx);
+    }
+    report.add("ScoreSdeVe samples, each call alone, float32", worst_x);
+    report.add("ScoreSdeVe sample_means, each call alone, float32", worst_mean);
   } else {
     // diffusers' float64 run stores samples only: the model sees x_T, then the previous call's sample,
     // at sigmas_f64 of its predictor step.
