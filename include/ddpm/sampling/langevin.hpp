@@ -144,6 +144,7 @@ class LangevinCorrector {
       const ConstTensorView<T> m = detail::as_const_view<T>(out);
       require(m.shape() == u.shape(), "Langevin corrector: model output ", m.shape().str(), " vs sample ",
               u.shape().str(), ": shapes differ");
+      detail::check_model_output_finite(m, "Langevin corrector", s, t);
       score_from_model_output(type, abar, m, u_.cview(), g);
       noise.draw(z);
       const T step = langevin_step_size<T>(score_.cview(), noise_.cview(), config_.snr);
