@@ -111,24 +111,88 @@ inline int cmd_train(int argc, char** argv) {
   return train(o);
 }
 
+// The samplers generate() takes: the registry's and sde-ve (the score SDE
+// predictor-corrector loop), "ddpm, ddim, ..., kdpm2 or sde-ve".
+inline std::string generate_sampler_help() {
+  return ddpm::sampler_names_text(", ", ddpm::SamplerDirection::to_data) + " or " + kSdeVe;
+}
+
+// --sampler for generate(), checked now.
+inline std::string generate_sampler_option(const cxxopts::ParseResult& r) {
+  const auto name = r["sampler"].as<std::string>();
+  if (name == kSdeVe) return name;
+  try {
+    return examples::sampler_option(r);
+  } catch (const ddpm::Error& e) {
+    if (std::string_view(e.what()).find("unknown sampler") == std::string_view::npos) throw;
+    ddpm::fail("--sampler: unknown sampler '", name, "'; expected ", generate_sampler_help());
+  }
+}
+
+// --sigmas for generate(): sde-ve has its own geometric sigmas.
+inline std::string generate_sigmas_option(const cxxopts::ParseResult& r, const std::string& sampler) {
+  if (sampler != kSdeVe) return examples::sigmas_option(r, sampler);
+  const auto sigmas = r["sigmas"].as<std::string>();
+  ddpm::require(sigmas == "default", "--sigmas: sde-ve uses its own geometric sigmas, got '", sigmas, "'");
+  return sigmas;
+}
+
+inline constexpr ddpm::index_t kMaxCorrectSteps = 100;
+
+inline void add_corrector(cxxopts::Options& opts, const std::string& group) {
+  opts.add_options(group)
+      ("corrector", "Langevin corrector after each predictor step: none or langevin (default: none; langevin for "
+                    "sde-ve, whose loop has it built in)", cxxopts::value<std::string>()->default_value(""))
+      ("snr", "Langevin step signal-to-noise ratio in (0, 1] (with the corrector)", examples::number("0.15"))
+      ("correct-steps", "Langevin steps per noise level, 1 to 100 (with the corrector)", examples::number("1"));
+}
+
+// --corrector, --snr, --correct-steps into g (g.sampler already set).
+inline void corrector_options(const cxxopts::ParseResult& r, GenerateOptions& g) {
+  const auto c = r["corrector"].as<std::string>();
+  ddpm::require(c.empty() || c == "none" || c == "langevin", "--corrector: expected none or langevin, got '", c, "'");
+  g.langevin = c.empty() ? g.sampler == kSdeVe : c == "langevin";
+  g.corrector.snr = option_in<double>(r, "snr", 0, 1, Ends::open_low);
+  g.corrector.correct_steps = option_in<ddpm::index_t>(r, "correct-steps", 1, kMaxCorrectSteps);
+  ddpm::require(g.langevin || (r.count("snr") == 0 && r.count("correct-steps") == 0),
+                "--snr/--correct-steps: only with the Langevin corrector (--corrector langevin, or sde-ve)");
+  ddpm::require(g.sampler != kSdeVe || g.steps >= 2, "--steps: sde-ve needs 2 to 1000 steps, got ", g.steps);
+}
+
+// "ddim", "ddim + Langevin (snr 0.15, 1 step a level)", "sde-ve (snr 0.15, 1 corrector step a level)".
+inline std::string describe_sampling(const GenerateOptions& o) {
+  char buf[160];
+  if (o.sampler == kSdeVe)
+    std::snprintf(buf, sizeof buf, "%s (snr %g, %lld corrector steps a level)", o.sampler.c_str(), o.corrector.snr,
+                  static_cast<long long>(o.langevin ? o.corrector.correct_steps : 0));
+  else if (o.langevin)
+    std::snprintf(buf, sizeof buf, "%s + Langevin (snr %g, %lld steps a level)", o.sampler.c_str(), o.corrector.snr,
+                  static_cast<long long>(o.corrector.correct_steps));
+  else
+    return o.sampler;
+  return buf;
+}
+
 // Defaults: what the shipped model was measured with (README): ancestral
 // DDPM sampling, 30 steps, guidance scale 6.
 inline void add_sampling(cxxopts::Options& opts, const char* steps = "30") {
   opts.add_options("sampling")
-      ("sampler", examples::sampler_help(), cxxopts::value<std::string>()->default_value("ddpm"))
+      ("sampler", generate_sampler_help(), cxxopts::value<std::string>()->default_value("ddpm"))
       ("sigmas", examples::sigmas_help(), cxxopts::value<std::string>()->default_value("default"))
       ("steps", "sampling steps, 1 to 1000", examples::number(steps))
       ("guidance", "classifier-free guidance scale in [0, 100] (1: none)", examples::number("6"))
       ("seed", "random seed", examples::number("0"));
+  add_corrector(opts, "sampling");
 }
 
 inline GenerateOptions generate_options(const cxxopts::ParseResult& r) {
   GenerateOptions g;
-  g.sampler = examples::sampler_option(r);
-  g.sigmas = examples::sigmas_option(r, g.sampler);
+  g.sampler = generate_sampler_option(r);
+  g.sigmas = generate_sigmas_option(r, g.sampler);
   g.steps = option_in<ddpm::index_t>(r, "steps", 1, kMaxSamplingSteps);
   g.guidance = option_in<double>(r, "guidance", 0, kMaxGuidance);
   g.seed = examples::seed_option(r);
+  corrector_options(r, g);
   return g;
 }
 
@@ -168,7 +232,7 @@ inline int cmd_sample(int argc, char** argv) {
   const auto images = generate(unet, labels, o);
   write_images(out, images.cview(), columns);
   std::printf("wrote %lld digits (%s, %lld steps, guidance %g) to %s\n", static_cast<long long>(count),
-              o.sampler.c_str(), static_cast<long long>(o.steps), o.guidance, out.string().c_str());
+              describe_sampling(o).c_str(), static_cast<long long>(o.steps), o.guidance, out.string().c_str());
   return 0;
 }
 
@@ -298,6 +362,8 @@ inline int cmd_trajectory(int argc, char** argv) {
   const auto r = examples::parse_options(opts, argc, argv);
   if (!r) return 0;
   const auto o = generate_options(*r);
+  ddpm::require(o.sampler != kSdeVe && !o.langevin,
+                "trajectory: --sampler sde-ve and --corrector langevin are not supported here; use sample");
   const int snaps = option_in<int>(*r, "snapshots", 2, static_cast<int>(o.steps) + 1);
   std::vector<std::int64_t> labels;
   if (r->count("label")) labels.push_back(option_in<int>(*r, "label", 0, kNumClasses - 1));
@@ -348,13 +414,14 @@ inline int cmd_evaluate(int argc, char** argv) {
       ("per-class", "samples per digit, 1 to 10000", examples::number("50"))
       ("guidance", "guidance scales to measure, comma-separated, each in [0, 100]",
        cxxopts::value<std::string>()->default_value("6"))
-      ("sampler", examples::sampler_help(), cxxopts::value<std::string>()->default_value("ddpm"))
+      ("sampler", generate_sampler_help(), cxxopts::value<std::string>()->default_value("ddpm"))
       ("steps", "sampling steps, 1 to 1000", examples::number("30"))
       ("sigmas", examples::sigmas_help(), cxxopts::value<std::string>()->default_value("default"))
       ("denoise-sigmas", "denoising noise levels, comma-separated, each in (0, 100] (empty: skip)",
        cxxopts::value<std::string>()->default_value("0.2,0.5,1.0"))
       ("denoise-count", "test digits to denoise, 1 to 10000", examples::number("200"))
       ("seed", "random seed", examples::number("0"));
+  add_corrector(opts, "");
   add_common(opts);
   const auto r = examples::parse_options(opts, argc, argv);
   if (!r) return 0;
@@ -362,10 +429,11 @@ inline int cmd_evaluate(int argc, char** argv) {
   const auto scales =
       examples::parse_list_in<double>("--guidance", (*r)["guidance"].as<std::string>(), 0, kMaxGuidance);
   GenerateOptions o;
-  o.sampler = examples::sampler_option(*r);
-  o.sigmas = examples::sigmas_option(*r, o.sampler);
+  o.sampler = generate_sampler_option(*r);
+  o.sigmas = generate_sigmas_option(*r, o.sampler);
   o.steps = option_in<ddpm::index_t>(*r, "steps", 1, kMaxSamplingSteps);
   o.seed = examples::seed_option(*r);
+  corrector_options(*r, o);
   const auto sig = (*r)["denoise-sigmas"].as<std::string>();
   const auto sigmas = sig.empty() ? std::vector<double>{}
                                   : examples::parse_list_in<double>("--denoise-sigmas", sig, 0, kMaxSigma, Ends::open_low);
@@ -397,7 +465,7 @@ inline int cmd_evaluate(int argc, char** argv) {
     const auto pred = classify(net, samples.cview(), &f);
     std::printf("guidance %.1f (%s, %lld steps, %lld samples in %.0fs): classified as the requested digit %.1f%%, "
                 "Frechet distance %.3f\n  per digit:",
-                w, o.sampler.c_str(), static_cast<long long>(o.steps), static_cast<long long>(n), secs,
+                w, describe_sampling(o).c_str(), static_cast<long long>(o.steps), static_cast<long long>(n), secs,
                 100.0 * accuracy(pred, labels), frechet_distance(f.cview(), test_features.cview()));
     for (int k = 0; k < kNumClasses; ++k) {
       int ok = 0, tot = 0;

@@ -1,7 +1,11 @@
 #pragma once
 // Sampling digits with the class-conditional U-Net: the library's sampling
 // loop (sampling/loop.hpp), any of its samplers, and classifier-free
-// guidance (sampling/guidance.hpp) wrapped around the network.
+// guidance (sampling/guidance.hpp) wrapped around the network. Optionally a
+// Langevin corrector between the sampler's steps (sampling/
+// predictor_corrector.hpp: sample_loop_pc), or, with sampler "sde-ve", the
+// score SDE predictor-corrector loop (ScoreSdeVe) run on the guided noise
+// prediction turned into a VE score (sampling/ve_score.hpp).
 #include <algorithm>
 #include <cstdint>
 #include <span>
@@ -15,6 +19,9 @@
 #include "ddpm/sampling/any_sampler.hpp"
 #include "ddpm/sampling/guidance.hpp"
 #include "ddpm/sampling/loop.hpp"
+#include "ddpm/sampling/predictor_corrector.hpp"
+#include "ddpm/sampling/score_sde_ve.hpp"
+#include "ddpm/sampling/ve_score.hpp"
 #include "../common/cli.hpp"
 #include "../common/progress.hpp"
 #include "mnist_data.hpp"
@@ -23,10 +30,18 @@ namespace mnist {
 
 using UNet = ddpm::nn::UNet2D<float, ddpm::backend::Cpu>;
 
+// The --sampler name of the score SDE predictor-corrector loop (not one of
+// the registry's samplers: its model is a score and it has its own loop).
+inline constexpr const char* kSdeVe = "sde-ve";
+
 struct GenerateOptions {
   std::string sampler = "ddpm";
   std::string sigmas = "default";  // karras / exponential for samplers with a sigma spacing
   ddpm::index_t steps = 30;
+  // Langevin correction: after every predictor step but the last of a registered
+  // sampler; inside sde-ve's loop (before each predictor step) when sde-ve.
+  bool langevin = false;
+  ddpm::LangevinConfig corrector{};
   double guidance = 6.0;
   std::uint64_t seed = 0;
   ddpm::index_t batch = 50;  // images per network call (x2 with guidance)
@@ -56,12 +71,30 @@ inline ddpm::Tensor<float> generate(UNet& unet, std::span<const std::int64_t> la
     ddpm::Rng rng(o.seed, static_cast<std::uint64_t>(b));
     ddpm::Tensor<float> noise({count, 1, 28, 28});
     rng.fill_normal(noise.span());
-    auto sampler = ddpm::make_sampler<float>(examples::sampler_config(o.sampler, {}, o.sigmas));
-    ddpm::set_timesteps(sampler, o.steps);
-    const ddpm::Tensor<float> x = ddpm::sample_loop(sampler, guided, noise.cview(), ddpm::NoiseSource<float>(rng),
-                                                    [&](ddpm::index_t i, ddpm::index_t, double) {
-                                                      if (o.progress) bar.update(b * o.steps + i + 1);
-                                                    });
+    const auto tick = [&](ddpm::index_t i) {
+      if (o.progress) bar.update(b * o.steps + i + 1);
+    };
+    const auto on_call = [&](const ddpm::PCCall<float>& c) {
+      if (c.kind == ddpm::PCCall<float>::predict) tick(c.step);
+    };
+    ddpm::Tensor<float> x;
+    if (o.sampler == kSdeVe) {
+      const ddpm::NoiseSchedule<float> schedule(ddpm::ScheduleConfig{});
+      auto score = ddpm::ve_score_from_prediction<float>(
+          [&guided](ddpm::ConstTensorView<float> in, double t) { return guided(in, t); }, schedule);
+      ddpm::ScoreSdeVeConfig c{.snr = o.corrector.snr, .correct_steps = o.langevin ? o.corrector.correct_steps : 0};
+      ddpm::ScoreSdeVeScheduler<float> sde(ddpm::ve_score_config(schedule, c));
+      sde.set_sigmas(o.steps);
+      x = ddpm::score_sde_ve_sample(sde, score, noise.cview(), ddpm::NoiseSource<float>(rng), on_call);
+    } else {
+      auto sampler = ddpm::make_sampler<float>(examples::sampler_config(o.sampler, {}, o.sigmas));
+      ddpm::set_timesteps(sampler, o.steps);
+      if (o.langevin)
+        x = ddpm::sample_loop_pc(sampler, guided, noise.cview(), ddpm::NoiseSource<float>(rng), o.corrector, on_call);
+      else
+        x = ddpm::sample_loop(sampler, guided, noise.cview(), ddpm::NoiseSource<float>(rng),
+                              [&](ddpm::index_t i, ddpm::index_t, double) { tick(i); });
+    }
     // Images in [-1, 1], as a pipeline returns them: a sampler without
     // clipping (Euler, Heun, ...) may overshoot the data range.
     std::transform(x.begin(), x.end(), out.data() + first * kPixels, [](float v) { return std::clamp(v, -1.0f, 1.0f); });

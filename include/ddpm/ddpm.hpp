@@ -65,9 +65,13 @@
 #include "ddpm/sampling/euler.hpp"
 #include "ddpm/sampling/guidance.hpp"
 #include "ddpm/sampling/inpaint.hpp"
+#include "ddpm/sampling/langevin.hpp"
 #include "ddpm/sampling/loop.hpp"
+#include "ddpm/sampling/predictor_corrector.hpp"
 #include "ddpm/sampling/sampler.hpp"
+#include "ddpm/sampling/score_sde_ve.hpp"
 #include "ddpm/sampling/sdedit.hpp"
+#include "ddpm/sampling/ve_score.hpp"
 
 // latent diffusion pipelines (LDMPipeline, LDMSuperResolutionPipeline, LatentKLPipeline)
 #include "ddpm/pipelines/latent_pipeline.hpp"
@@ -96,6 +100,7 @@
 #include "ddpm/io/pipeline.hpp"
 #include "ddpm/io/safetensors.hpp"
 #include "ddpm/io/scheduler_config.hpp"
+#include "ddpm/io/score_sde_ve_config.hpp"
 #include "ddpm/io/state_dict.hpp"
 #include "ddpm/io/unet_config_json.hpp"
 #endif

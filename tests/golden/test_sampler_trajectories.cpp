@@ -12,6 +12,10 @@
 //      model_inputs and model_outputs (float) or samples_f64 (double);
 //   3. (float) each call alone: scale_model_input and step() from the stored
 //      previous sample, model output and noise, against the stored values.
+// The ScoreSdeVe predictor-corrector loop (loop sde_ve_predictor_corrector)
+// runs through score_sde_ve_sample with the case's score-like model; besides
+// samples it checks model inputs, model sigmas, the call kinds and the
+// predictor steps' sample means, per call, in float and double.
 #include "sampling/golden_support.hpp"
 
 #include <algorithm>
@@ -20,7 +24,9 @@
 #include <string>
 #include <vector>
 
+#include "ddpm/io/score_sde_ve_config.hpp"
 #include "ddpm/sampling/any_sampler.hpp"
+#include "ddpm/sampling/predictor_corrector.hpp"
 
 using namespace ddpm;
 using namespace ddpm::test;
@@ -29,15 +35,6 @@ namespace {
 
 constexpr const char* kFormula = "model_output = tanh(a * x) * (t / T) + b * x + c";
 
-// Scheduler classes of the data the library does not implement yet. A case of
-// one of these is reported with a loud WARN instead of failing; any other
-// case that cannot be built or run fails. Delete entries as samplers land
-// (and this list with the last one).
-const std::set<std::string>& not_yet_implemented() {
-  static const std::set<std::string> classes{
-      "ScoreSdeVeScheduler"};
-  return classes;
-}
 
 // max|x[i] - ref[i]| <= rtol * max|ref[i]| over one slice of `per` values.
 template <class A>
@@ -258,6 +255,139 @@ void check_standard(const GoldenKind& g, const json& c, DeviationReport& report)
   report.count_case();
 }
 
+
+constexpr const char* kScoreFormula = "model_output = -(x - c * tanh(a * x)) / (sigma^2 + d)";
+
+// The `sde_ve_predictor_corrector` loop (ScoreSdeVePipeline).
+template <Scalar T>
+void check_sde_ve(const GoldenKind& g, const json& c, DeviationReport& report) {
+  INFO("case " << case_name(c) << " (" << precision_key<T>() << ")");
+  const json& m = c.at("model");
+  if (m.value("formula", std::string()) != kScoreFormula) FAIL("case " << case_name(c) << ": unknown model " << m.dump());
+  const T a = static_cast<T>(m.at("a").get<double>()), cc = static_cast<T>(m.at("c").get<double>()),
+          d = static_cast<T>(m.at("d").get<double>());
+  const double rtol = c.at("tolerance").at(precision_key<T>()).at("rtol_step").template get<double>();
+  const auto n = c.at("num_inference_steps").get<index_t>();
+  const auto calls = c.at("num_model_calls").get<index_t>();
+  const auto kinds = c.at("call_kinds").get<std::vector<std::string>>();
+  const auto draws_per_call = c.at("noise_draws_per_call").get<std::vector<index_t>>();
+  REQUIRE(static_cast<index_t>(kinds.size()) == calls);
+  REQUIRE(static_cast<index_t>(draws_per_call.size()) == calls);
+
+  const ScoreSdeVeConfig config = io::score_sde_ve_config_from_json(c.at("config"), "case " + case_name(c) + " config");
+  ScoreSdeVeScheduler<T> sched(config);
+  sched.set_timesteps(n);
+  sched.set_sigmas(n);
+  const auto as_doubles = [](std::span<const T> v) { return std::vector<double>(v.begin(), v.end()); };
+  const std::string p = precision_key<T>();
+  check_list(as_doubles(sched.timesteps()), numbers(field_for<T>(c, "timesteps")), rtol, "timesteps " + p, report);
+  check_list(as_doubles(sched.sigmas()), numbers(field_for<T>(c, "sigmas")), rtol, "sigmas " + p, report);
+  check_list(as_doubles(sched.discrete_sigmas()), numbers(field_for<T>(c, "discrete_sigmas")), rtol,
+             "discrete_sigmas " + p, report);
+  CHECK(static_cast<double>(sched.init_noise_sigma()) == Approx(c.at("init_noise_sigma").get<double>()).epsilon(1e-7));
+  const auto index_ref = c.at("predictor_discrete_sigma_index").get<std::vector<index_t>>();
+  REQUIRE(static_cast<index_t>(index_ref.size()) == n);
+  for (index_t i = 0; i < n; ++i) {
+    INFO("predictor step " << i);
+    CHECK(sched.discrete_sigma_index(static_cast<double>(sched.timesteps()[static_cast<std::size_t>(i)])) ==
+          index_ref[static_cast<std::size_t>(i)]);
+  }
+
+  // The whole loop: the library's predictor-corrector loop, the stored noise replayed.
+  NoiseReplay<T> replay;
+  replay.has = true;
+  replay.noise = case_tensor<T>(g, c, "step_noise");
+  const NoiseSource<T> noise = replay.source();
+  const Tensor<T> initial = case_tensor<T>(g, c, "initial_noise");
+  Recorder<T> inputs, sigmas, outputs, samples, means;
+  std::vector<std::string> got_kinds;
+  std::vector<index_t> got_draws;
+  index_t draws_before = 0;
+  Tensor<T> out;
+  const auto model = [&](ConstTensorView<T> x, std::span<const T> sigma) {
+    REQUIRE(static_cast<index_t>(sigma.size()) == x.dim(0));
+    inputs.add(x);
+    sigmas.add(ConstTensorView<T>(sigma.data(), Shape{static_cast<index_t>(sigma.size())}));
+    out.resize(x.shape());
+    const index_t per = x.numel() / x.dim(0);
+    for (index_t k = 0; k < x.numel(); ++k) {
+      const T s = sigma[static_cast<std::size_t>(k / per)];
+      out[k] = -(x[k] - cc * std::tanh(a * x[k])) / (s * s + d);
+    }
+    outputs.add(out.cview());
+    return out.cview();
+  };
+  const Tensor<T> final_sample = score_sde_ve_sample(sched, model, initial.cview(), noise, [&](const PCCall<T>& call) {
+    got_kinds.push_back(call.kind == PCCall<T>::correct ? "correct" : "predict");
+    got_draws.push_back(replay.draws - draws_before);
+    draws_before = replay.draws;
+    samples.add(call.sample);
+    if (call.kind == PCCall<T>::predict) means.add(call.sample_mean);
+  });
+  CHECK(got_kinds == kinds);
+  CHECK(got_draws == draws_per_call);
+  CHECK(replay.draws == replay.noise.dim(0));
+  REQUIRE(means.calls == n);
+  // The result is the last predictor step's x_mean.
+  const index_t per = initial.numel();
+  CHECK(std::equal(final_sample.begin(), final_sample.end(), means.data.end() - per));
+
+  check_per_call(samples, case_tensor<double>(g, c, ref_role<T>("samples")), rtol, "samples " + p, report);
+  check_per_call(means, case_tensor<double>(g, c, ref_role<T>("sample_means")), rtol, "sample_means " + p, report);
+  if constexpr (std::is_same_v<T, float>) {
+    check_per_call(inputs, case_tensor<double>(g, c, "model_inputs"), rtol, "model_inputs float32", report);
+    check_per_call(sigmas, case_tensor<double>(g, c, "model_sigmas"), rtol, "model_sigmas float32", report);
+    check_per_call(outputs, case_tensor<double>(g, c, "model_outputs"), rtol, "model_outputs float32", report);
+
+    // Each call alone: step_correct / step_pred from the stored previous sample, model output and noise.
+    const auto ref_x = case_tensor<float>(g, c, "samples"), ref_m = case_tensor<float>(g, c, "model_outputs"),
+               ref_z = case_tensor<float>(g, c, "step_noise"), x_T = case_tensor<float>(g, c, "x_T");
+    const auto ref_x64 = case_tensor<double>(g, c, "samples"), ref_mean64 = case_tensor<double>(g, c, "sample_means");
+    REQUIRE(ref_z.dim(0) == calls);
+    Deviation worst_x, worst_mean;
+    for (index_t i = 0, step = 0; i < calls; ++i) {
+      INFO("call " << i << " alone (" << kinds[static_cast<std::size_t>(i)] << ")");
+      const auto slice = [&](const Tensor<float>& t, index_t k) { return t.cview().slice(k, 1).reshape(x_T.shape()); };
+      const ConstTensorView<float> prev = i == 0 ? x_T.cview() : slice(ref_x, i - 1);
+      const NoiseSource<float> z(slice(ref_z, i));
+      ConstTensorView<float> got;
+      if (kinds[static_cast<std::size_t>(i)] == "correct") {
+        got = sched.step_correct(slice(ref_m, i), prev, z);
+      } else {
+        const auto o = sched.step_pred(slice(ref_m, i), sched.timesteps()[static_cast<std::size_t>(step)], prev, z);
+        got = o.prev_sample;
+        const Deviation dm = slice_deviation(o.prev_sample_mean.data(), ref_mean64.data() + step * per, per, rtol);
+        CHECK(dm.worst_ratio <= 1.0);
+        merge(worst_mean, dm);
+        ++step;
+      }
+      const Deviation dx = slice_deviation(got.data(), ref_x64.data() + i * per, per, rtol);
+      CHECK(dx.worst_ratio <= 1.0);
+      merge(worst_x, dx);
+    }
+    report.add("ScoreSdeVe samples, each call alone, float32", worst_x);
+    report.add("ScoreSdeVe sample_means, each call alone, float32", worst_mean);
+  } else {
+    // diffusers' float64 run stores samples only: the model sees x_T, then the previous call's sample,
+    // at sigmas_f64 of its predictor step.
+    const Tensor<double> x_T = case_tensor<double>(g, c, "initial_noise"), ref_x = case_tensor<double>(g, c, "samples_f64");
+    Tensor<double> ref_in({calls, per});
+    const double sigma_max = c.at("init_noise_sigma").get<double>();
+    for (index_t k = 0; k < per; ++k) ref_in[k] = x_T[k] * sigma_max;
+    std::copy(ref_x.begin(), ref_x.begin() + (calls - 1) * per, ref_in.begin() + per);
+    check_per_call(inputs, ref_in, rtol, "model_inputs float64", report);
+    const auto ref_sigmas = numbers(field_for<T>(c, "sigmas"));
+    const index_t batch = initial.dim(0);
+    Tensor<double> ref_s({calls, batch});
+    for (index_t i = 0, step = 0; i < calls; ++i) {
+      for (index_t b = 0; b < batch; ++b) ref_s[i * batch + b] = ref_sigmas[static_cast<std::size_t>(step)];
+      if (kinds[static_cast<std::size_t>(i)] == "predict") ++step;
+    }
+    check_per_call(sigmas, ref_s, rtol, "model_sigmas float64", report);
+  }
+  report.count_case();
+}
+
 }  // namespace
 
 TEST_CASE("sampler trajectories agree with diffusers (every case, float and double)",
@@ -265,21 +395,16 @@ TEST_CASE("sampler trajectories agree with diffusers (every case, float and doub
   const auto g = load_kind("sampler_trajectories");
   if (!g) return;
   DeviationReport report("sampler_trajectories");
-  int pending = 0;
   for (const json& c : g->cases()) {
-    const std::string cls = c.at("config").value("_class_name", std::string("?"));
-    if (not_yet_implemented().count(cls)) {
-      WARN("NOT CHECKED: case " << case_name(c) << " (" << cls
-                                << ") - scheduler class not implemented yet (not_yet_implemented() in "
-                                   "test_sampler_trajectories.cpp)");
-      ++pending;
+    const std::string loop = c.value("loop", std::string("standard"));
+    if (loop == "sde_ve_predictor_corrector") {
+      check_sde_ve<float>(*g, c, report);
+      check_sde_ve<double>(*g, c, report);
       continue;
     }
-    const std::string loop = c.value("loop", std::string("standard"));
     if (loop != "standard" && loop != "ddim_inversion") FAIL("case " << case_name(c) << ": loop '" << loop << "' has no driver in this test");
     check_standard<float>(*g, c, report);
     check_standard<double>(*g, c, report);
   }
-  CHECK(report.cases() == 2 * (static_cast<int>(g->cases().size()) - pending));
-  if (pending) WARN(pending << " of " << g->cases().size() << " sampler_trajectories cases NOT CHECKED (pending samplers)");
+  CHECK(report.cases() == 2 * static_cast<int>(g->cases().size()));
 }
