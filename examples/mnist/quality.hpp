@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -23,24 +24,42 @@
 
 namespace mnist {
 
-// A sampler of the table: a registry name and its sigma spacing ("default",
-// "karras", "exponential"), written "name" or "name:spacing".
+// A sampler of the table: a registry name, its sigma spacing ("default",
+// "karras", "exponential") and whether a Langevin corrector step follows each
+// step, written "name[:spacing][+langevin]"; or "sde-ve", the score SDE
+// predictor-corrector loop (one corrector step a level).
 struct SamplerVariant {
   std::string name, sigmas = "default";
-  std::string label() const { return sigmas == "default" ? name : name + ":" + sigmas; }
+  bool langevin = false;
+  std::string label() const {
+    return name + (sigmas == "default" ? "" : ":" + sigmas) + (langevin && name != kSdeVe ? "+langevin" : "");
+  }
 };
 
-inline SamplerVariant parse_variant(const std::string& text) {
+inline SamplerVariant parse_variant(std::string text) {
+  SamplerVariant v;
+  if (const auto plus = text.find('+'); plus != std::string::npos) {
+    ddpm::require(text.substr(plus) == "+langevin", "--samplers: expected name[:spacing][+langevin], got '", text, "'");
+    v.langevin = true;
+    text.resize(plus);
+  }
   const auto colon = text.find(':');
-  SamplerVariant v{text.substr(0, colon), colon == std::string::npos ? "default" : text.substr(colon + 1)};
+  v.name = text.substr(0, colon);
+  if (colon != std::string::npos) v.sigmas = text.substr(colon + 1);
+  if (v.name == kSdeVe) {
+    ddpm::require(v.sigmas == "default", "--samplers: sde-ve uses its own geometric sigmas, got '", text, "'");
+    v.langevin = true;
+    return v;
+  }
   const auto config = examples::sampler_config(v.name, {}, v.sigmas);  // unknown names and spacings throw
   ddpm::require(ddpm::sampler_direction(config) == ddpm::SamplerDirection::to_data, "--samplers: ", v.name,
                 " runs from data to noise; expected ", examples::sampler_help());
   return v;
 }
 
-// Every generating sampler of the registry with its own sigmas, then the
-// Karras variants of those that have a sigma spacing.
+// Every generating sampler of the registry with its own sigmas, the Karras
+// variants of those that have a sigma spacing, DDIM with the Langevin
+// corrector, and sde-ve.
 inline std::vector<SamplerVariant> default_variants() {
   std::vector<SamplerVariant> out, karras;
   ddpm::Samplers::for_each([&]<class Traits>(std::type_identity<Traits>) {
@@ -51,14 +70,19 @@ inline std::vector<SamplerVariant> default_variants() {
     }
   });
   out.insert(out.end(), karras.begin(), karras.end());
+  out.push_back({"ddim", "default", true});
+  out.push_back({kSdeVe, "default", true});
   return out;
 }
 
-// Model calls of a run of `steps` steps, and the most steps within `budget` calls (0 if none fits).
+// Model calls of a run of `steps` steps (one Langevin step a level: a call
+// after every step but the last; sde-ve: a corrector and a predictor call a
+// level), and the most steps within `budget` calls (0 if none fits).
 inline ddpm::index_t model_calls(const SamplerVariant& v, ddpm::index_t steps) {
+  if (v.name == kSdeVe) return steps < 2 ? std::numeric_limits<ddpm::index_t>::max() : 2 * steps;
   auto s = ddpm::make_sampler<float>(examples::sampler_config(v.name, {}, v.sigmas));
   ddpm::set_timesteps(s, steps);
-  return static_cast<ddpm::index_t>(ddpm::timesteps(s).size());
+  return static_cast<ddpm::index_t>(ddpm::timesteps(s).size()) + (v.langevin ? steps - 1 : 0);
 }
 inline ddpm::index_t steps_within(const SamplerVariant& v, ddpm::index_t budget) {
   ddpm::index_t best = 0;
@@ -96,8 +120,8 @@ inline std::vector<QualityCell> measure_quality(UNet& unet, Classifier& net, ddp
         continue;
       }
       c.calls = model_calls(v, c.steps);
-      GenerateOptions g{.sampler = v.name, .sigmas = v.sigmas, .steps = c.steps, .guidance = o.guidance, .seed = o.seed,
-                        .progress = false};
+      GenerateOptions g{.sampler = v.name, .sigmas = v.sigmas, .steps = c.steps, .langevin = v.langevin,
+                        .guidance = o.guidance, .seed = o.seed, .progress = false};
       const auto t0 = std::chrono::steady_clock::now();
       const auto samples = generate(unet, labels, g);
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
