@@ -64,9 +64,11 @@
 #include "ddpm/sampling/euler.hpp"
 #include "ddpm/sampling/guidance.hpp"
 #include "ddpm/sampling/inpaint.hpp"
+#include "ddpm/sampling/inversion.hpp"
 #include "ddpm/sampling/loop.hpp"
 #include "ddpm/sampling/sampler.hpp"
 #include "ddpm/sampling/sdedit.hpp"
+#include "ddpm/sampling/translation.hpp"
 
 // training (checkpoints are written by io/checkpoint.hpp: see the io/ block)
 #include "ddpm/train/adam.hpp"
