@@ -251,14 +251,15 @@ TEST_CASE("mnist example with the shipped model: inversion regenerates digits, t
   for (index_t i = 0; i < same.numel(); ++i) REQUIRE(same[i] == Approx(inv.reconstructed[i]).margin(1e-5));
 
   // To another class: a different picture, with ink of the same order (a 1
-  // turned into a 0 gains ink; measured +75% on average at guidance 3).
+  // turned into a 0 gains ink; mean relative change measured 0.44 at
+  // guidance 1.5, 0.75 at guidance 3).
   o.generation_guidance = 1.5;
   const std::vector<std::int64_t> to(labels.size(), 0);
   const auto y = mnist::translate_digits(unet, digits.cview(), labels, to, o);
   const double change = mnist::mean_relative_ink_change(digits.cview(), y.cview());
   INFO("translation to 0: PSNR against the input " << mnist::psnr(y.cview(), digits.cview())
                                                    << " dB, mean relative ink change " << change);
-  CHECK(mnist::psnr(y.cview(), digits.cview()) < 15.0);  // measured 8.1 dB at guidance 3
+  CHECK(mnist::psnr(y.cview(), digits.cview()) < 15.0);  // measured 9.5 dB
   CHECK(change < 1.0);
 
   // Bad input: one-line errors naming the option.
