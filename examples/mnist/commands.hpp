@@ -547,11 +547,210 @@ inline int cmd_quality(int argc, char** argv) {
   return 0;
 }
 
+// --input and --labels of invert / translate: the first `count` digits (all
+// when the file holds fewer), checked (28x28, one label in [0, 9] each).
+// A name without ".gz" that does not exist is also looked for with it.
+inline Dataset load_digits(const cxxopts::ParseResult& r, ddpm::index_t count) {
+  const auto existing = [](fs::path p) {
+    if (!fs::exists(p) && fs::exists(p.string() + ".gz")) p += ".gz";
+    return p;
+  };
+  const fs::path images = existing(r["input"].as<std::string>()), labels = existing(r["labels"].as<std::string>());
+  Dataset d;
+  d.images = ddpm::io::load_idx_images<float>(images);
+  ddpm::require(d.images.dim(2) == kImageSide && d.images.dim(3) == kImageSide, "--input: expected 28x28 images, got ",
+                d.images.dim(2), "x", d.images.dim(3), " (", images.string(), ")");
+  d.labels = ddpm::io::load_idx_labels(labels, kNumClasses);
+  ddpm::require(static_cast<ddpm::index_t>(d.labels.size()) == d.images.dim(0), "--labels: ", d.labels.size(),
+                " labels in ", labels.string(), " for ", d.images.dim(0), " images in ", images.string());
+  if (count < d.size()) {
+    d.images = ddpm::Tensor<float>::copy_of(d.images.cview().slice(0, count));
+    d.labels.resize(static_cast<std::size_t>(count));
+  }
+  return d;
+}
+
+// Options invert, translate and evaluate-edit share: 50 DDIM steps (eta 0)
+// each way, the conditional model (guidance 1) while inverting.
+inline void add_edit(cxxopts::Options& opts, const char* generation_guidance, const char* fixed_point) {
+  opts.add_options("DDIM inversion")
+      ("steps", "DDIM steps each way, 1 to 1000", examples::number("50"))
+      ("inversion-guidance", "classifier-free guidance scale while inverting under the digit's label, in [0, 100]"
+       " (1: the conditional model, 0: the unconditional one)", examples::number("1"))
+      ("guidance", "guidance scale while regenerating, in [0, 100]", examples::number(generation_guidance))
+      ("guidance-rescale", "rescale of the guided prediction toward the conditional one's spread, in [0, 1]"
+       " (0: off)", examples::number("0"))
+      ("fixed-point", "fixed-point refinements per inverse step, 0 to 20 (each one more model call; 0: plain DDIM"
+       " inversion)", examples::number(fixed_point));
+}
+
+inline EditOptions edit_options(const cxxopts::ParseResult& r) {
+  EditOptions o;
+  o.steps = option_in<ddpm::index_t>(r, "steps", 1, kMaxSamplingSteps);
+  o.inversion_guidance = option_in<double>(r, "inversion-guidance", 0, kMaxGuidance);
+  o.generation_guidance = option_in<double>(r, "guidance", 0, kMaxGuidance);
+  o.guidance_rescale = option_in<double>(r, "guidance-rescale", 0, 1);
+  o.fixed_point = option_in<ddpm::index_t>(r, "fixed-point", 0, 20);
+  return o;
+}
+
+inline void add_digit_files(cxxopts::Options& opts, const char* out) {
+  opts.add_options()
+      ("input", "digits: IDX3 unsigned bytes, N x 28 x 28 (as `sample --out x.idx` writes)",
+       cxxopts::value<std::string>()->default_value("data/mnist/t10k-images-idx3-ubyte"))
+      ("labels", "their labels: IDX1 unsigned bytes, N values in 0-9",
+       cxxopts::value<std::string>()->default_value("data/mnist/t10k-labels-idx1-ubyte"))
+      ("count", "use the first N digits of --input (all when it holds fewer), 1 to 100000", examples::number("16"))
+      ("out", "output .idx (IDX3 unsigned bytes) or .png (grid)", cxxopts::value<std::string>()->default_value(out))
+      ("png", "also write a PNG of input / output row pairs, 16 digits a row (empty: none)",
+       cxxopts::value<std::string>()->default_value(""));
+}
+
+// --png: a .png file name or nothing.
+inline fs::path png_option(const cxxopts::ParseResult& r) {
+  const fs::path png = r["png"].as<std::string>();
+  ddpm::require(png.empty() || png.extension() == ".png", "--png: expected a .png file name, got '", png.string(), "'");
+  return png;
+}
+
+inline void write_pairs(const fs::path& png, ddpm::ConstTensorView<float> a, ddpm::ConstTensorView<float> b) {
+  if (png.empty()) return;
+  const ddpm::index_t columns = std::min<ddpm::index_t>(a.dim(0), 16);
+  write_images(png, pair_rows(a, b, columns).cview(), static_cast<int>(columns));
+}
+
+// Defaults measured with evaluate-edit on 200 held-out digits: invert
+// refines each inverse step once (mean PSNR 46.5 dB at 50 steps; plain DDIM
+// inversion 22-25 dB on smaller sets); translate regenerates under the target
+// label with guidance 1.5: 95.9% / 97.2% classified as 3 / 7, mean relative
+// ink change 26.6% / 26.0% (signed +7.2% / -2.7%). Guidance 1 left a third
+// of the 7s unrecognised; 2 and more add ink (3: +160% for 0s).
+inline constexpr const char* kInvertFixedPoint = "1";
+inline constexpr const char* kTranslateGuidance = "1.5";
+
+inline int cmd_invert(int argc, char** argv) {
+  cxxopts::Options opts(argv[0],
+                        "Invert digits under their labels with DDIM (eta 0, the ODE run backwards) and regenerate them\n"
+                        "from the noise found; prints the mean PSNR of the reconstructions. --out gets the\n"
+                        "reconstructions, --png rows of originals over reconstructions.");
+  add_digit_files(opts, "inverted.idx");
+  add_edit(opts, "1", kInvertFixedPoint);
+  add_common(opts);
+  const auto r = examples::parse_options(opts, argc, argv);
+  if (!r) return 0;
+  const auto count = option_in<ddpm::index_t>(*r, "count", 1, 100'000);
+  const auto o = edit_options(*r);
+  const fs::path out = out_option(*r), png = png_option(*r);
+  const Dataset d = load_digits(*r, count);
+  auto unet = load_model((*r)["model"].as<std::string>());
+  const auto res = invert_digits(unet, d.images.cview(), d.labels, o);
+  write_images(out, res.reconstructed.cview(), 16);
+  write_pairs(png, d.images.cview(), res.reconstructed.cview());
+  std::printf("inverted and regenerated %lld digits (%lld DDIM steps each way, guidance %g / %g, fixed-point %lld):"
+              " mean PSNR %.2f dB; wrote %s\n",
+              static_cast<long long>(d.size()), static_cast<long long>(o.steps), o.inversion_guidance,
+              o.generation_guidance, static_cast<long long>(o.fixed_point), res.mean_psnr, out.string().c_str());
+  return 0;
+}
+
+inline int cmd_translate(int argc, char** argv) {
+  cxxopts::Options opts(argv[0],
+                        "Redraw digits as class K keeping their style (Dual Diffusion Implicit Bridges): invert each\n"
+                        "under its own label with DDIM, regenerate under label K. Prints the mean relative change\n"
+                        "of ink mass; --png writes rows of inputs over their translations.");
+  opts.add_options()("to", "target digit, 0-9", examples::number("8"));
+  add_digit_files(opts, "translated.idx");
+  add_edit(opts, kTranslateGuidance, "0");
+  add_common(opts);
+  const auto r = examples::parse_options(opts, argc, argv);
+  if (!r) return 0;
+  const int to = option_in<int>(*r, "to", 0, kNumClasses - 1);
+  const auto count = option_in<ddpm::index_t>(*r, "count", 1, 100'000);
+  const auto o = edit_options(*r);
+  const fs::path out = out_option(*r), png = png_option(*r);
+  const Dataset d = load_digits(*r, count);
+  auto unet = load_model((*r)["model"].as<std::string>());
+  const std::vector<std::int64_t> target(d.labels.size(), to);
+  const auto y = translate_digits(unet, d.images.cview(), d.labels, target, o);
+  write_images(out, y.cview(), 16);
+  write_pairs(png, d.images.cview(), y.cview());
+  std::printf("translated %lld digits to %d (%lld DDIM steps each way, guidance %g / %g): mean relative change of"
+              " ink mass %.1f%%; wrote %s\n",
+              static_cast<long long>(d.size()), to, static_cast<long long>(o.steps), o.inversion_guidance,
+              o.generation_guidance, 100.0 * mean_relative_ink_change(d.images.cview(), y.cview()),
+              out.string().c_str());
+  return 0;
+}
+
+inline int cmd_evaluate_edit(int argc, char** argv) {
+  cxxopts::Options opts(argv[0],
+                        "Measure invert and translate on held-out digits: the mean PSNR of inversion + regeneration\n"
+                        "under the own label, and for each target class the fraction of translated digits the\n"
+                        "classifier (from `classifier`) assigns to it and the mean relative change of ink mass\n"
+                        "(digits already of the target class are left out).");
+  opts.add_options()
+      ("data", "folder with the t10k IDX files", cxxopts::value<std::string>()->default_value("data/mnist"))
+      ("classifier", "classifier weights (from `classifier`)",
+       cxxopts::value<std::string>()->default_value("out/mnist_classifier.safetensors"))
+      ("first", "index of the first test digit (>= 0)", examples::number("0"))
+      ("count", "test digits, 1 to 10000", examples::number("200"))
+      ("targets", "target classes of the translation, comma-separated, each 0-9",
+       cxxopts::value<std::string>()->default_value("0,3,7"))
+      ("inversion-guidance-own", "guidance while inverting for the PSNR part, in [0, 100]", examples::number("1"))
+      ("guidance-own", "guidance while regenerating for the PSNR part, in [0, 100]", examples::number("1"));
+  add_edit(opts, kTranslateGuidance, "0");
+  opts.add_options()("fixed-point-own", "fixed-point refinements for the PSNR part, 0 to 20",
+                     examples::number(kInvertFixedPoint));
+  add_common(opts);
+  const auto r = examples::parse_options(opts, argc, argv);
+  if (!r) return 0;
+  const auto first = option_in<ddpm::index_t>(*r, "first", 0, kMaxFirst);
+  const auto count = option_in<ddpm::index_t>(*r, "count", 1, 10'000);
+  const auto targets = examples::parse_list_in<int>("--targets", (*r)["targets"].as<std::string>(), 0, kNumClasses - 1);
+  EditOptions own = edit_options(*r), tr = own;
+  own.inversion_guidance = option_in<double>(*r, "inversion-guidance-own", 0, kMaxGuidance);
+  own.generation_guidance = option_in<double>(*r, "guidance-own", 0, kMaxGuidance);
+  own.guidance_rescale = 0;
+  own.fixed_point = option_in<ddpm::index_t>(*r, "fixed-point-own", 0, 20);
+  auto unet = load_model((*r)["model"].as<std::string>());
+  Classifier net;
+  net.load((*r)["classifier"].as<std::string>());
+  const Dataset d = test_digits((*r)["data"].as<std::string>(), first, count);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto inv = invert_digits(unet, d.images.cview(), d.labels, own);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("inversion: %lld held-out digits, %lld DDIM steps each way, guidance %g / %g, fixed-point %lld: mean PSNR"
+              " %.2f dB (%.0fs)\n",
+              static_cast<long long>(d.size()), static_cast<long long>(own.steps), own.inversion_guidance,
+              own.generation_guidance, static_cast<long long>(own.fixed_point), inv.mean_psnr, secs);
+  std::fflush(stdout);
+  for (int k : targets) {
+    Dataset src;  // the digits not already of class k
+    std::vector<ddpm::index_t> idx;
+    for (ddpm::index_t i = 0; i < d.size(); ++i)
+      if (d.labels[static_cast<std::size_t>(i)] != k) idx.push_back(i);
+    gather(d, idx, src.images, src.labels);
+    const std::vector<std::int64_t> target(src.labels.size(), k);
+    const auto y = translate_digits(unet, src.images.cview(), src.labels, target, tr);
+    const auto pred = classify(net, y.cview());
+    std::printf("translation to %d: %lld digits, guidance %g / %g, rescale %g, fixed-point %lld: classified as %d"
+                " %.1f%%, mean relative change of ink mass %.1f%% (signed %+.1f%%)\n",
+                k, static_cast<long long>(src.size()), tr.inversion_guidance, tr.generation_guidance,
+                tr.guidance_rescale, static_cast<long long>(tr.fixed_point), k, 100.0 * accuracy(pred, target),
+                100.0 * mean_relative_ink_change(src.images.cview(), y.cview()),
+                100.0 * mean_relative_ink_change(src.images.cview(), y.cview(), true));
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 inline const std::vector<Command>& commands() {
   static const std::vector<Command> list{{"train", cmd_train},           {"sample", cmd_sample},
                                          {"denoise", cmd_denoise},       {"inpaint", cmd_inpaint},
                                          {"trajectory", cmd_trajectory}, {"classifier", cmd_classifier},
-                                         {"evaluate", cmd_evaluate},     {"quality", cmd_quality}};
+                                         {"evaluate", cmd_evaluate},     {"quality", cmd_quality},
+                                         {"invert", cmd_invert},         {"translate", cmd_translate},
+                                         {"evaluate-edit", cmd_evaluate_edit}};
   return list;
 }
 

@@ -8,6 +8,9 @@
 //   trajectory  a PNG strip of x_t along the reverse process
 //   classifier  train the digit classifier used to measure quality
 //   evaluate    conditional accuracy, Frechet distance and denoising PSNR
+//   invert      DDIM-invert digits under their labels and regenerate them (PSNR)
+//   translate   redraw digits as another class (DDIM inversion, DDIB)
+//   evaluate-edit  invert and translate measured on held-out digits
 //
 // Every subcommand has --help. Without --model, sample/denoise/inpaint/
 // trajectory/evaluate use the model shipped in examples/models/mnist_cond.
@@ -32,7 +35,10 @@ const char* kUsage =
     "  inpaint     mask part of test digits and fill it in\n"
     "  trajectory  a PNG strip of x_t from noise to digit\n"
     "  classifier  train the small CNN digit classifier used by evaluate\n"
-    "  evaluate    measure the model: conditional accuracy, Frechet distance, denoising PSNR\n";
+    "  evaluate    measure the model: conditional accuracy, Frechet distance, denoising PSNR\n"
+    "  invert      invert digits under their labels with DDIM and regenerate them, print PSNR\n"
+    "  translate   redraw digits as class K keeping their style (DDIM inversion)\n"
+    "  evaluate-edit  measure invert (PSNR) and translate (classifier, ink mass) on held-out digits\n";
 
 }  // namespace
 

@@ -1,8 +1,11 @@
 #pragma once
-// denoise, inpaint and trajectory: the library's SDEdit entry
-// (sampling/sdedit.hpp), RePaint loop (sampling/inpaint.hpp) and sampling
-// loop with a progress callback that sees x_t (sampling/loop.hpp), each
-// driven by the same U-Net through the guidance wrapper.
+// denoise, inpaint, trajectory, invert and translate: the library's SDEdit
+// entry (sampling/sdedit.hpp), RePaint loop (sampling/inpaint.hpp), sampling
+// loop with a progress callback that sees x_t (sampling/loop.hpp), DDIM
+// inversion (sampling/inversion.hpp) and translation by inversion
+// (sampling/translation.hpp), each driven by the same U-Net through the
+// guidance wrapper.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -14,8 +17,10 @@
 #include "ddpm/sampling/any_sampler.hpp"
 #include "ddpm/sampling/guidance.hpp"
 #include "ddpm/sampling/inpaint.hpp"
+#include "ddpm/sampling/inversion.hpp"
 #include "ddpm/sampling/loop.hpp"
 #include "ddpm/sampling/sdedit.hpp"
+#include "ddpm/sampling/translation.hpp"
 #include "../common/cli.hpp"
 #include "generate.hpp"
 #include "mnist_data.hpp"
@@ -140,6 +145,144 @@ inline ddpm::Tensor<float> rectangle_mask(int x, int y, int w, int h) {
   for (int r = y; r < y + h; ++r)
     for (int c = x; c < x + w; ++c) m[r * kImageSide + c] = 0.f;
   return m;
+}
+
+// Ink mass of image i of `images` ([-1, 1]): the sum of its pixel
+// intensities on the [0, 1] scale.
+inline double ink_mass(ddpm::ConstTensorView<float> images, ddpm::index_t i) {
+  double sum = 0;
+  for (ddpm::index_t k = i * kPixels; k < (i + 1) * kPixels; ++k)
+    sum += 0.5 * (std::clamp(static_cast<double>(images[k]), -1.0, 1.0) + 1.0);
+  return sum;
+}
+
+// The mean over images of |ink(b_i) - ink(a_i)| / ink(a_i) (signed: of
+// (ink(b_i) - ink(a_i)) / ink(a_i)).
+inline double mean_relative_ink_change(ddpm::ConstTensorView<float> a, ddpm::ConstTensorView<float> b,
+                                       bool signed_change = false) {
+  double sum = 0;
+  for (ddpm::index_t i = 0; i < a.dim(0); ++i) {
+    const double d = (ink_mass(b, i) - ink_mass(a, i)) / std::max(ink_mass(a, i), 1.0);
+    sum += signed_change ? d : std::abs(d);
+  }
+  return a.dim(0) > 0 ? sum / static_cast<double>(a.dim(0)) : 0.0;
+}
+
+// Pairs of rows for a PNG grid of `columns` columns: `columns` images of `a`,
+// the same of `b` below them, the next `columns` of `a`, ...; the last row
+// pair is filled with paper (-1).
+inline ddpm::Tensor<float> pair_rows(ddpm::ConstTensorView<float> a, ddpm::ConstTensorView<float> b, ddpm::index_t columns) {
+  const ddpm::index_t n = a.dim(0), rows = (n + columns - 1) / columns;
+  ddpm::Tensor<float> out({2 * rows * columns, 1, kImageSide, kImageSide}, -1.f);
+  for (ddpm::index_t i = 0; i < n; ++i) {
+    const ddpm::index_t r = i / columns, c = i % columns;
+    std::copy(a.data() + i * kPixels, a.data() + (i + 1) * kPixels, out.data() + ((2 * r) * columns + c) * kPixels);
+    std::copy(b.data() + i * kPixels, b.data() + (i + 1) * kPixels, out.data() + ((2 * r + 1) * columns + c) * kPixels);
+  }
+  return out;
+}
+
+// The DDIM run of invert and translate. Defaults: what the README's
+// inversion and translation figures were measured with.
+struct EditOptions {
+  ddpm::index_t steps = 50;
+  double inversion_guidance = 1.0;   // scale while inverting under the source (own) label
+  double generation_guidance = 1.0;  // scale while regenerating (invert: own label; translate: target)
+  double guidance_rescale = 0.0;     // GuidanceConfig::guidance_rescale, both directions
+  ddpm::index_t fixed_point = 0;     // fixed-point refinements per inverse step (sampling/inversion.hpp)
+  ddpm::index_t batch = 100;         // digits per network call (x2 with guidance)
+  bool progress = true;
+};
+
+inline ddpm::DDIMInversionConfig inversion_config(const EditOptions& o) {
+  ddpm::DDIMInversionConfig c;
+  c.fixed_point_iterations = o.fixed_point;
+  return c;
+}
+
+// Checks the digits and labels that invert and translate take: 28x28
+// images, one label in [0, 9] per image.
+inline void check_digits(ddpm::ConstTensorView<float> images, std::span<const std::int64_t> labels) {
+  ddpm::require(images.rank() == 4 && images.dim(1) == 1 && images.dim(2) == kImageSide && images.dim(3) == kImageSide,
+                "--input: expected 28x28 images, got ", images.shape().str());
+  ddpm::require(static_cast<ddpm::index_t>(labels.size()) == images.dim(0), "--labels: ", labels.size(),
+                " labels for ", images.dim(0), " images");
+  for (std::size_t i = 0; i < labels.size(); ++i)
+    ddpm::require(labels[i] >= 0 && labels[i] < kNumClasses, "--labels: label ", labels[i], " at index ", i,
+                  " is outside [0, ", kNumClasses - 1, "]");
+}
+
+struct InvertResult {
+  ddpm::Tensor<float> latent, reconstructed;
+  double mean_psnr = 0;  // mean over digits of each reconstruction's PSNR
+};
+
+// Inverts each digit under its label (DDIM, eta 0) and regenerates it from
+// the latent under the same label.
+inline InvertResult invert_digits(UNet& unet, ddpm::ConstTensorView<float> images, std::span<const std::int64_t> labels,
+                                  const EditOptions& o) {
+  check_digits(images, labels);
+  unet.set_mode(ddpm::nn::Mode::Inference);
+  const ddpm::index_t n = images.dim(0);
+  InvertResult r{ddpm::Tensor<float>(images.shape()), ddpm::Tensor<float>(images.shape())};
+  const ddpm::index_t per_batch = 2 * o.steps;  // progress: the steps of both directions
+  examples::Progress bar("invert", ((n + o.batch - 1) / o.batch) * per_batch);
+  const auto cfg = inversion_config(o);
+  for (ddpm::index_t first = 0, b = 0; first < n; first += o.batch, ++b) {
+    const ddpm::index_t count = std::min(o.batch, n - first);
+    const std::vector<std::int64_t> own(labels.begin() + first, labels.begin() + first + count);
+    const auto guide = [&](double scale) {
+      return ddpm::make_guidance<float>(label_fn(unet), own,
+                                        {.scale = scale, .null_label = kNullLabel, .guidance_rescale = o.guidance_rescale});
+    };
+    auto encoder = guide(o.inversion_guidance);
+    auto decoder = guide(o.generation_guidance);
+    ddpm::index_t done = b * per_batch;
+    const auto tick = [&](ddpm::index_t, ddpm::index_t, double) {
+      if (o.progress) bar.update(++done);
+    };
+    const auto z = ddpm::ddim_invert(encoder, images.slice(first, count), o.steps, cfg, tick);
+    done = b * per_batch + o.steps;
+    const auto x = ddpm::ddim_regenerate(decoder, z.cview(), o.steps, cfg, tick);
+    std::copy(z.begin(), z.end(), r.latent.data() + first * kPixels);
+    std::copy(x.begin(), x.end(), r.reconstructed.data() + first * kPixels);
+  }
+  if (o.progress) bar.finish();
+  for (ddpm::index_t i = 0; i < n; ++i) r.mean_psnr += psnr(r.reconstructed.cview().slice(i, 1), images.slice(i, 1));
+  r.mean_psnr /= static_cast<double>(std::max<ddpm::index_t>(n, 1));
+  return r;
+}
+
+// Each digit redrawn as class target[i] (Dual Diffusion Implicit Bridges):
+// inverted under its own label, regenerated under the target label.
+inline ddpm::Tensor<float> translate_digits(UNet& unet, ddpm::ConstTensorView<float> images,
+                                            std::span<const std::int64_t> labels, std::span<const std::int64_t> target,
+                                            const EditOptions& o) {
+  check_digits(images, labels);
+  for (auto k : target)
+    ddpm::require(k >= 0 && k < kNumClasses, "--to: expected an integer in [0, ", kNumClasses - 1, "], got ", k);
+  unet.set_mode(ddpm::nn::Mode::Inference);
+  const ddpm::index_t n = images.dim(0);
+  ddpm::Tensor<float> out(images.shape());
+  const ddpm::index_t per_batch = 2 * o.steps;  // progress: the steps of both directions
+  examples::Progress bar("translate", ((n + o.batch - 1) / o.batch) * per_batch);
+  ddpm::TranslationConfig cfg{.inversion = inversion_config(o),
+                              .inversion_guidance = o.inversion_guidance,
+                              .generation_guidance = o.generation_guidance,
+                              .null_label = kNullLabel,
+                              .guidance_rescale = o.guidance_rescale};
+  for (ddpm::index_t first = 0, b = 0; first < n; first += o.batch, ++b) {
+    const ddpm::index_t count = std::min(o.batch, n - first);
+    ddpm::index_t done = b * per_batch;
+    const auto y = ddpm::ddib_translate(label_fn(unet), images.slice(first, count), labels.subspan(first, count),
+                                        target.subspan(first, count), o.steps, cfg,
+                                        [&](ddpm::index_t, ddpm::index_t, double) {
+                                          if (o.progress) bar.update(++done);
+                                        });
+    std::copy(y.begin(), y.end(), out.data() + first * kPixels);
+  }
+  if (o.progress) bar.finish();
+  return out;
 }
 
 }  // namespace mnist

@@ -65,12 +65,14 @@
 #include "ddpm/sampling/euler.hpp"
 #include "ddpm/sampling/guidance.hpp"
 #include "ddpm/sampling/inpaint.hpp"
+#include "ddpm/sampling/inversion.hpp"
 #include "ddpm/sampling/langevin.hpp"
 #include "ddpm/sampling/loop.hpp"
 #include "ddpm/sampling/predictor_corrector.hpp"
 #include "ddpm/sampling/sampler.hpp"
 #include "ddpm/sampling/score_sde_ve.hpp"
 #include "ddpm/sampling/sdedit.hpp"
+#include "ddpm/sampling/translation.hpp"
 #include "ddpm/sampling/ve_score.hpp"
 
 // latent diffusion pipelines (LDMPipeline, LDMSuperResolutionPipeline, LatentKLPipeline)
