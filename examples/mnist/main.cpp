@@ -8,6 +8,7 @@
 //   trajectory  a PNG strip of x_t along the reverse process
 //   classifier  train the digit classifier used to measure quality
 //   evaluate    conditional accuracy, Frechet distance and denoising PSNR
+//   quality     the sampler quality table (every sampler at 5/10/20/50 model evaluations)
 //   invert      DDIM-invert digits under their labels and regenerate them (PSNR)
 //   translate   redraw digits as another class (DDIM inversion, DDIB)
 //   evaluate-edit  invert and translate measured on held-out digits
@@ -36,6 +37,7 @@ const char* kUsage =
     "  trajectory  a PNG strip of x_t from noise to digit\n"
     "  classifier  train the small CNN digit classifier used by evaluate\n"
     "  evaluate    measure the model: conditional accuracy, Frechet distance, denoising PSNR\n"
+    "  quality     the sampler quality table: accuracy, Frechet distance and time per sampler and budget\n"
     "  invert      invert digits under their labels with DDIM and regenerate them, print PSNR\n"
     "  translate   redraw digits as class K keeping their style (DDIM inversion)\n"
     "  evaluate-edit  measure invert (PSNR) and translate (classifier, ink mass) on held-out digits\n";
