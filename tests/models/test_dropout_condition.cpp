@@ -15,6 +15,7 @@
 #include "ddpm/nn/unet2d.hpp"
 #include "ddpm/train/objective.hpp"
 #include "support/gradcheck.hpp"
+#include "support/tiny_unet.hpp"
 
 using namespace ddpm;
 using UNet = nn::UNet2D<double, backend::Reference>;
@@ -22,19 +23,8 @@ using UNet = nn::UNet2D<double, backend::Reference>;
 namespace {
 
 nn::UNet2DConfig tiny(double dropout, int condition_channels = 0, bool scale_shift = false) {
-  nn::UNet2DConfig c;
-  c.in_channels = 2 + condition_channels;
-  c.out_channels = 2;
-  c.condition_channels = condition_channels;
-  c.block_out_channels = {4, 8};
-  c.down_block_types = {"DownBlock2D", "AttnDownBlock2D"};
-  c.up_block_types = {"AttnUpBlock2D", "UpBlock2D"};
-  c.layers_per_block = 1;
-  c.norm_num_groups = 2;
-  c.attention_head_dim = 4;
+  auto c = test::tiny_unet_config(2, condition_channels, dropout);
   c.resnet_time_scale_shift = scale_shift ? "scale_shift" : "default";
-  c.dropout = dropout;
-  c.sample_size = {4};
   return c;
 }
 
@@ -216,6 +206,9 @@ TEST_CASE("UNet2D condition image: bad shapes are one-line errors naming both sh
   } catch (const Error& e) {
     CHECK(std::string(e.what()).find('\n') == std::string::npos);
   }
+  // No condition image for a model that takes one.
+  CHECK_THROWS_WITH(net.forward(x.cview(), std::span<const double>(t)),
+                    Catch::Contains("x_t [2, 2, 4, 4] without its condition image") && Catch::Contains("1 channels"));
   // A condition the config cannot hold.
   auto bad = tiny(0.0, 1);
   bad.condition_channels = 3;

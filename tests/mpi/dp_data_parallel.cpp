@@ -18,6 +18,7 @@
 #include "ddpm/train/ema.hpp"
 #include "ddpm/train/trainer.hpp"
 #include "ddpm/train/training_loop.hpp"
+#include "support/tiny_unet.hpp"
 #include "support/toy_denoiser.hpp"
 
 #ifndef DDPM_TEST_TMP_DIR
@@ -195,17 +196,7 @@ TEST_CASE("W ranks at batch B equal one process at batch W*B with dropout and a 
   using U = nn::UNet2D<double, backend::Reference>;
   const auto world = dist::Communicator::world();
   const index_t W = world.size(), B = 2, steps = 4, G = W * B;
-  nn::UNet2DConfig uc;
-  uc.in_channels = 2;
-  uc.out_channels = 1;
-  uc.condition_channels = 1;
-  uc.block_out_channels = {4, 8};
-  uc.down_block_types = {"DownBlock2D", "AttnDownBlock2D"};
-  uc.up_block_types = {"AttnUpBlock2D", "UpBlock2D"};
-  uc.layers_per_block = 1;
-  uc.norm_num_groups = 2;
-  uc.attention_head_dim = 4;
-  uc.dropout = 0.3;
+  const nn::UNet2DConfig uc = test::tiny_unet_config(1, 1, 0.3);
   const auto make = [&](std::uint64_t seed) {
     U m(uc);
     Rng rng(seed);

@@ -12,6 +12,7 @@
 #include "ddpm/io/checkpoint.hpp"
 #include "ddpm/nn/unet2d.hpp"
 #include "ddpm/train/trainer.hpp"
+#include "support/tiny_unet.hpp"
 #include "support/toy_denoiser.hpp"
 
 using namespace ddpm;
@@ -80,22 +81,8 @@ namespace {
 // A tiny U-Net with dropout in its ResNet blocks and a one-channel condition
 // image (in_channels 2 = 1 noise + 1 condition channel).
 using CondUNet = nn::UNet2D<float, backend::Reference>;
-nn::UNet2DConfig cond_unet_config(double dropout = 0.2) {
-  nn::UNet2DConfig c;
-  c.in_channels = 2;
-  c.out_channels = 1;
-  c.condition_channels = 1;
-  c.block_out_channels = {4, 8};
-  c.down_block_types = {"DownBlock2D", "AttnDownBlock2D"};
-  c.up_block_types = {"AttnUpBlock2D", "UpBlock2D"};
-  c.layers_per_block = 1;
-  c.norm_num_groups = 2;
-  c.attention_head_dim = 4;
-  c.dropout = dropout;
-  return c;
-}
 CondUNet cond_unet(std::uint64_t seed, double dropout = 0.2) {
-  CondUNet m(cond_unet_config(dropout));
+  CondUNet m(test::tiny_unet_config(1, 1, dropout));
   Rng rng(seed);
   m.init(rng);
   return m;

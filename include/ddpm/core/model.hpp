@@ -32,7 +32,7 @@ template <Scalar T, class M = Host>
 struct Conditioning {
   std::span<const std::int64_t> class_labels;  // [N] or empty
   ConstTensorView<T, M> vector;                // [N, C] or empty (data() == nullptr)
-  ConstTensorView<T, M> image;                 // [N, C_cond, H, W] (x_t's H, W) or empty
+  ConstTensorView<T, M> image = {};            // [N, C_cond, H, W] (x_t's H, W) or empty
 };
 
 // The memory space a model computes in: Model::memory_space, Host when it

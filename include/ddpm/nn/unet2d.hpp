@@ -106,6 +106,10 @@ class UNet2D {
   // [0, num_class_embeds) when the config has a class embedding, else empty.
   ConstTensorView<T, M> forward(ConstTensorView<T, M> x, std::span<const double> timesteps,
                              std::span<const std::int64_t> class_labels = {}) {
+    require(config_.condition_channels == 0 || x.rank() != 4 || x.dim(1) != config_.noise_channels(),
+            "UNet2D: x_t ", x.shape().str(), " without its condition image: this model takes a condition of ",
+            config_.condition_channels, " channels (Conditioning::image), concatenated to x_t's ",
+            config_.noise_channels(), " channels");
     conditioned_ = false;
     return run_forward(x, timesteps, class_labels);
   }
