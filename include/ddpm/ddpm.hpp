@@ -39,6 +39,7 @@
 #include "ddpm/nn/conv2d.hpp"
 #include "ddpm/nn/diagonal_gaussian.hpp"
 #include "ddpm/nn/downsample.hpp"
+#include "ddpm/nn/dropout.hpp"
 #include "ddpm/nn/embedding.hpp"
 #include "ddpm/nn/group_norm.hpp"
 #include "ddpm/nn/init.hpp"

@@ -489,8 +489,8 @@ TEMPLATE_TEST_CASE("cpu: silu and upsample match reference", "[backend]", float,
   }
 }
 
-// ---- Glue: add, add_channel_bias, channel_sum, transpose, concat -----------------------
-TEMPLATE_TEST_CASE("cpu: add, channel bias, channel sum, transpose and concat match reference", "[backend]", float,
+// ---- Glue: add, mul, add_channel_bias, channel_sum, transpose, concat -----------------------
+TEMPLATE_TEST_CASE("cpu: add, mul, channel bias, channel sum, transpose and concat match reference", "[backend]", float,
                    double) {
   using T = TestType;
   ThreadGuard guard;
@@ -509,6 +509,16 @@ TEMPLATE_TEST_CASE("cpu: add, channel bias, channel sum, transpose and concat ma
         E::run(ops::add, a, {}, T(alpha), ye);
         R::run(ops::add, a, {}, T(alpha), yr);
         CHECK(identical(ye, yr));
+      }
+      {  // mul (dropout's mask): exact in both, also in place
+        auto me = nans<T>(s), mr = nans<T>(s);
+        E::run(ops::mul, a, b, me);
+        R::run(ops::mul, a, b, mr);
+        CHECK(identical(me, mr));
+        CHECK(mr.data()[0] == a.data()[0] * b.data()[0]);
+        auto in_place = a;
+        E::run(ops::mul, in_place, b, in_place);
+        CHECK(identical(in_place, mr));
       }
       auto acc = a;  // in place: y aliases a
       E::run(ops::add, acc, b, T{1}, acc);

@@ -14,6 +14,7 @@
 #include "ddpm/sampling/ddpm.hpp"
 #include "ddpm/sampling/guidance.hpp"
 #include "ddpm/sampling/inpaint.hpp"
+#include "ddpm/sampling/loop.hpp"
 #include "ddpm/sampling/sdedit.hpp"
 
 using namespace ddpm;
@@ -107,6 +108,92 @@ TEST_CASE("label_model adapts an Denoiser", "[sampling][guidance]") {
   const auto y = f(x.cview(), 3.0, labels);
   CHECK(y[0] == 7.0);
   CHECK(y[1] == 8.0);
+}
+
+namespace {
+// A Denoiser conditioned on an image (and labels), non-linear in the image:
+// y = x * (1 + image^2) + label + t / 1000. Records every image it saw.
+struct ImageToy {
+  Parameters<double> p;
+  Tensor<double> y;
+  std::vector<std::vector<double>> images;
+  Parameters<double>& parameters() { return p; }
+  ConstTensorView<double> forward(ConstTensorView<double> x, std::span<const double> t, const Conditioning<double>& c) {
+    require(c.image.data() != nullptr && c.image.shape() == x.shape(), "ImageToy: image ", c.image.shape().str(),
+            " for x ", x.shape().str());
+    images.emplace_back(c.image.begin(), c.image.end());
+    y.resize(x.shape());
+    const index_t n = x.dim(0), per = x.numel() / n;
+    for (index_t i = 0; i < x.numel(); ++i) {
+      const auto k = static_cast<std::size_t>(i / per);
+      const double label = c.class_labels.empty() ? 0.0 : static_cast<double>(c.class_labels[k]);
+      y[i] = x[i] * (1 + c.image[i] * c.image[i]) + label + t[k] / 1000;
+    }
+    return y.cview();
+  }
+  ConstTensorView<double> backward(ConstTensorView<double> d) { return d; }
+};
+}  // namespace
+
+TEST_CASE("guidance with a condition image: the unconditional half sees zeros, as two manual calls",
+          "[sampling][guidance][condition]") {
+  ImageToy toy;
+  static_assert(Denoiser<ImageToy, double>);
+  auto model = conditioned_model<double>(toy);
+  Tensor<double> x({2, 1, 2, 2}), img({2, 1, 2, 2}), zeros({2, 1, 2, 2}, 0.0);
+  Rng rng(4);
+  rng.fill_normal(x.span());
+  rng.fill_normal(img.span());
+  const std::vector<std::int64_t> labels{1, 2}, nulls{9, 9};
+  const double t = 250, w = 2.5;
+  // Manual: the conditional and the unconditional (null label, zero image) calls.
+  const auto call = [&](const std::vector<std::int64_t>& l, const Tensor<double>& im) {
+    Conditioning<double> c;
+    c.class_labels = l;
+    c.image = im.cview();
+    const auto y = model(x.cview(), t, c);
+    return std::vector<double>(y.begin(), y.end());
+  };
+  for (bool with_labels : {true, false}) {
+    const std::vector<std::int64_t> none;
+    const auto cond = call(with_labels ? labels : none, img), uncond = call(with_labels ? nulls : none, zeros);
+    REQUIRE(cond != uncond);
+    auto guided = make_guidance<double>(model, with_labels ? labels : none, {.scale = w, .null_label = 9}, img.cview());
+    toy.images.clear();
+    const auto g = guided(x.cview(), t);
+    REQUIRE(toy.images.size() == 1);  // one forward of 2N: [image; zeros]
+    CHECK(toy.images[0] == [&] {
+      std::vector<double> v(img.begin(), img.end());
+      v.resize(16, 0.0);
+      return v;
+    }());
+    for (std::size_t i = 0; i < cond.size(); ++i) CHECK(g[static_cast<index_t>(i)] == uncond[i] + w * (cond[i] - uncond[i]));
+  }
+  // drop_condition_image = false: only the labels are dropped.
+  {
+    const auto cond = call(labels, img), uncond = call(nulls, img);
+    auto guided = make_guidance<double>(model, labels, {.scale = w, .null_label = 9, .drop_condition_image = false},
+                                        img.cview());
+    const auto g = guided(x.cview(), t);
+    for (std::size_t i = 0; i < cond.size(); ++i) CHECK(g[static_cast<index_t>(i)] == uncond[i] + w * (cond[i] - uncond[i]));
+  }
+  // Scale 1: the conditional model alone, the image fixed through a sampling loop.
+  DDIMSampler<double> sampler;
+  sampler.set_timesteps(4);
+  auto plain = make_guidance<double>(model, {}, {}, img.cview());
+  toy.images.clear();
+  const auto out = sample_loop(sampler, plain, x.cview());
+  CHECK(out.shape() == x.shape());
+  REQUIRE(toy.images.size() == 4);
+  for (const auto& seen : toy.images) CHECK(seen == std::vector<double>(img.begin(), img.end()));
+  // Errors: a condition image for another batch; an image for a labels-only model.
+  Tensor<double> three({3, 1, 2, 2}, 0.5);
+  auto wrong = make_guidance<double>(model, {}, {.scale = 2.0}, three.cview());
+  CHECK_THROWS_WITH(wrong(x.cview(), t), Catch::Contains("condition image [3, 1, 2, 2] for a batch of 2"));
+  std::vector<index_t> batches;
+  std::vector<std::int64_t> seen;
+  CHECK_THROWS_WITH(make_guidance<double>(LabelEcho{&batches, &seen, {}}, {1, 2}, {}, img.cview()),
+                    Catch::Contains("class labels only"));
 }
 
 TEST_CASE("sdedit enters at the matching noise level and recovers the data", "[sampling][sdedit]") {

@@ -3,12 +3,16 @@
 // diverged step is an error that names the step and leaves the weights alone.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <memory>
 
+#include "ddpm/backend/reference.hpp"
 #include "ddpm/io/checkpoint.hpp"
+#include "ddpm/nn/unet2d.hpp"
 #include "ddpm/train/trainer.hpp"
+#include "support/tiny_unet.hpp"
 #include "support/toy_denoiser.hpp"
 
 using namespace ddpm;
@@ -71,6 +75,118 @@ TEST_CASE("N steps equal N/2 steps, save, resume, N/2 steps, bit for bit", "[tra
   const std::vector<float> before(d.parameters().values().begin(), d.parameters().values().end());
   CHECK_THROWS_WITH(td.resume(ckpt), Catch::Contains("seed"));
   for (std::size_t i = 0; i < before.size(); ++i) CHECK(d.parameters().values()[i] == before[i]);
+}
+
+namespace {
+// A tiny U-Net with dropout in its ResNet blocks and a one-channel condition
+// image (in_channels 2 = 1 noise + 1 condition channel).
+using CondUNet = nn::UNet2D<float, backend::Reference>;
+CondUNet cond_unet(std::uint64_t seed, double dropout = 0.2) {
+  CondUNet m(test::tiny_unet_config(1, 1, dropout));
+  Rng rng(seed);
+  m.init(rng);
+  return m;
+}
+train::TrainConfig cond_config() {
+  auto c = config();
+  c.condition_dropout = 0.3;
+  return c;
+}
+// x0 [8, 1, 4, 4] and its condition (a blurred copy) [8, 1, 4, 4].
+std::pair<Tensor<float>, Tensor<float>> cond_data() {
+  Tensor<float> x({8, 1, 4, 4}), c({8, 1, 4, 4});
+  Rng rng(12);
+  rng.fill_normal(x.span());
+  for (index_t i = 0; i < x.numel(); ++i) c[i] = 0.5f * x[i] + 0.1f * static_cast<float>(rng.normal());
+  return {std::move(x), std::move(c)};
+}
+Conditioning<float> with_image(const Tensor<float>& c) {
+  Conditioning<float> cond;
+  cond.image = c.cview();
+  return cond;
+}
+}  // namespace
+
+TEST_CASE("with dropout and a condition image: N steps equal N/2, save, resume, N/2, bit for bit",
+          "[trainer][resume][dropout][condition]") {
+  NoiseSchedule<float> schedule({.num_train_timesteps = 50});
+  const auto [x0, img] = cond_data();
+  CondUNet a = cond_unet(1);
+  train::Trainer<float, CondUNet> ta(a, schedule, cond_config());
+  for (int s = 0; s < 6; ++s) ta.step(x0.cview(), with_image(img));
+
+  const fs::path ckpt = fs::path(DDPM_TEST_TMP_DIR) / "trainer_resume_dropout_condition.safetensors";
+  CondUNet b = cond_unet(1);
+  {
+    train::Trainer<float, CondUNet> tb(b, schedule, cond_config());
+    for (int s = 0; s < 3; ++s) tb.step(x0.cview(), with_image(img));
+    tb.save(ckpt);
+  }
+  CondUNet c = cond_unet(99);  // different initial weights: all must come from the checkpoint
+  train::Trainer<float, CondUNet> tc(c, schedule, cond_config());
+  tc.resume(ckpt);
+  for (int s = 0; s < 3; ++s) tc.step(x0.cview(), with_image(img));
+  const auto pa = a.parameters().values(), pc = c.parameters().values();
+  REQUIRE(pa.size() == pc.size());
+  CHECK(std::equal(pa.begin(), pa.end(), pc.begin()));
+  const auto ea = ta.ema()->weights(), ec = tc.ema()->weights();
+  CHECK(std::equal(ea.begin(), ea.end(), ec.begin()));
+  // Dropout and the condition take part: without them the weights differ.
+  CondUNet d = cond_unet(1, 0.0);
+  train::Trainer<float, CondUNet> td(d, schedule, cond_config());
+  for (int s = 0; s < 6; ++s) td.step(x0.cview(), with_image(img));
+  CHECK(!std::equal(pa.begin(), pa.end(), d.parameters().values().begin()));
+}
+
+TEST_CASE("with dropout and a condition image, a batch split in two gives the full batch's gradients",
+          "[trainer][data-parallel][dropout][condition]") {
+  // Each sample's t, noise, condition dropout and dropout masks come from its
+  // global index: two halves at offsets 0 and 4 are the batch of 8.
+  NoiseSchedule<float> schedule({.num_train_timesteps = 100});
+  const auto [x0, img] = cond_data();
+  CondUNet m = cond_unet(2, 0.3);
+  train::Trainer<float, CondUNet> t(m, schedule, cond_config());
+  const double full_loss = t.compute_gradients(x0.cview(), with_image(img));
+  const std::vector<float> full(m.parameters().grads().begin(), m.parameters().grads().end());
+  Conditioning<float> c0, c1;
+  c0.image = img.cview().slice(0, 4);
+  c1.image = img.cview().slice(4, 4);
+  const double l0 = t.compute_gradients(x0.cview().slice(0, 4), c0, 0);
+  const std::vector<float> half(m.parameters().grads().begin(), m.parameters().grads().end());
+  const double l1 = t.compute_gradients(x0.cview().slice(4, 4), c1, 4);
+  CHECK((l0 + l1) / 2 == Approx(full_loss).epsilon(1e-5));
+  double worst = 0, scale = 0;
+  for (std::size_t i = 0; i < full.size(); ++i) {
+    worst = std::max(worst, std::abs((half[i] + m.parameters().grads()[i]) / 2.0 - full[i]));
+    scale = std::max(scale, std::abs(static_cast<double>(full[i])));
+  }
+  CHECK(worst < 1e-5 * scale);
+}
+
+TEST_CASE("condition_dropout 1 trains on zero images exactly", "[trainer][condition]") {
+  // The dropout draw comes after t and eps in each sample's stream, so it
+  // changes nothing else: dropping every image equals passing zeros.
+  NoiseSchedule<float> schedule({.num_train_timesteps = 100});
+  const auto [x0, img] = cond_data();
+  Tensor<float> zeros(img.shape(), 0.0f);
+  CondUNet m = cond_unet(3);
+  auto all = config();
+  all.condition_dropout = 1.0;
+  train::Trainer<float, CondUNet> t1(m, schedule, all);
+  const double l1 = t1.compute_gradients(x0.cview(), with_image(img));
+  const std::vector<float> g1(m.parameters().grads().begin(), m.parameters().grads().end());
+  train::Trainer<float, CondUNet> t0(m, schedule, config());
+  const double l0 = t0.compute_gradients(x0.cview(), with_image(zeros));
+  CHECK(l0 == l1);
+  CHECK(std::equal(g1.begin(), g1.end(), m.parameters().grads().begin()));
+  const double lk = t0.compute_gradients(x0.cview(), with_image(img));
+  CHECK(lk != l1);
+  // A condition of another batch size is an error.
+  CHECK_THROWS_WITH(t0.compute_gradients(x0.cview(), with_image(zeros), 0) + t0.compute_gradients(x0.cview().slice(0, 4), with_image(img)),
+                    Catch::Contains("condition image [8, 1, 4, 4] for a batch x0 [4, 1, 4, 4]"));
+  auto bad = config();
+  bad.condition_dropout = 1.5;
+  CHECK_THROWS_WITH(bad.validate(), Catch::Contains("condition_dropout"));
 }
 
 TEST_CASE("a batch split in two gives the full batch's gradients", "[trainer][data-parallel]") {

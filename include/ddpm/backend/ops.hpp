@@ -323,6 +323,13 @@ struct affine_t : memory_bound {
   template <class T, class M>
   using signature = void(In<T, M> x, T a, T b, Out<T, M> y);
 };
+// y = a * b, element-wise (dropout: the activations times a mask of 0 and
+// 1 / (1 - p), and the same for the gradient). y may alias a or b.
+struct mul_t : memory_bound {
+  static constexpr std::string_view name = "mul";
+  template <class T, class M>
+  using signature = void(In<T, M> a, In<T, M> b, Out<T, M> y);
+};
 // y = value everywhere (zeroing gradients).
 struct fill_t : memory_bound {
   static constexpr std::string_view name = "fill";
@@ -478,6 +485,7 @@ inline constexpr attention_forward_t attention_forward{};
 inline constexpr attention_backward_t attention_backward{};
 inline constexpr attention_forward_float32_softmax_t attention_forward_float32_softmax{};
 inline constexpr affine_t affine{};
+inline constexpr mul_t mul{};
 inline constexpr fill_t fill{};
 inline constexpr copy_t copy{};
 inline constexpr copy_columns_t copy_columns{};
@@ -505,7 +513,7 @@ using all = list<gemm_t, linear_forward_t, linear_backward_t, conv2d_forward_t, 
                  group_norm_forward_t, group_norm_backward_t, group_norm_silu_forward_t, group_norm_silu_backward_t,
                  silu_forward_t, silu_backward_t, upsample_nearest2x_forward_t, upsample_nearest2x_backward_t, add_t,
                  add_channel_bias_t, channel_sum_t, transpose_t, concat_channels_t, split_channels_t,
-                 attention_forward_t, attention_backward_t, attention_forward_float32_softmax_t, affine_t, fill_t,
+                 attention_forward_t, attention_backward_t, attention_forward_float32_softmax_t, affine_t, mul_t, fill_t,
                  copy_t, copy_columns_t, copy_to_host_t, copy_from_host_t, scale_shift_forward_t,
                  scale_shift_backward_t, embedding_forward_t, embedding_backward_t, timestep_embedding_t,
                  batch_axpby_t, mse_loss_t, sum_squares_t, all_finite_t, adam_update_t, ema_update_t>;

@@ -436,6 +436,10 @@ struct Reference : Forwarding<Reference, Host> {
     for (index_t i = 0; i < x.numel(); ++i) y[i] = a * x[i] + b;
   }
   template <Scalar T>
+  static void invoke(ops::mul_t, ConstTensorView<T> a, ConstTensorView<T> b, TensorView<T> y) {
+    for (index_t i = 0; i < a.numel(); ++i) y[i] = a[i] * b[i];
+  }
+  template <Scalar T>
   static void invoke(ops::fill_t, T value, TensorView<T> y) {
     for (index_t i = 0; i < y.numel(); ++i) y[i] = value;
   }

@@ -8,20 +8,31 @@
 #include <span>
 
 #include "ddpm/core/parameters.hpp"
+#include "ddpm/core/random.hpp"
 #include "ddpm/core/tensor.hpp"
 
 namespace ddpm {
 
 // What a denoiser sees besides (x_t, t): class labels (U-Net class
-// embeddings, classifier-free guidance) and/or a conditioning vector per
-// batch element (the MLP denoiser of the arcsin example). Both optional.
+// embeddings, classifier-free guidance), a conditioning vector per batch
+// element (the MLP denoiser of the arcsin example) and/or a conditioning
+// image per batch element. All optional.
+//
+// The image is concatenated to the model input along the channels (SR3,
+// Saharia et al. 2021; Palette; diffusers' LDMSuperResolutionPipeline):
+// the network sees cat([x_t, image], dim=1), so its in_channels is the noise
+// channels plus the condition channels and its output has the noise
+// channels. It stays fixed through a sampling loop; classifier-free guidance
+// replaces it by zeros for the unconditional prediction, as training does
+// with probability train::TrainConfig::condition_dropout.
 //
 // Class labels are host data whatever the model's memory space M; the
-// vector lives in M.
+// vector and the image live in M.
 template <Scalar T, class M = Host>
 struct Conditioning {
   std::span<const std::int64_t> class_labels;  // [N] or empty
   ConstTensorView<T, M> vector;                // [N, C] or empty (data() == nullptr)
+  ConstTensorView<T, M> image = {};            // [N, C_cond, H, W] (x_t's H, W) or empty
 };
 
 // The memory space a model computes in: Model::memory_space, Host when it
@@ -50,5 +61,14 @@ concept Denoiser =
       { m.forward(x, t, c) } -> std::convertible_to<ConstTensorView<T, M>>;
       { m.backward(x) } -> std::convertible_to<ConstTensorView<T, M>>;
     };
+
+// A denoiser whose training forward is stochastic (dropout) and draws from
+// one random stream per batch element, given before each training forward
+// (the trainer passes train::SampleStreams::dropout_rng of each sample).
+// The streams are used by the next forward only.
+template <class Model>
+concept StochasticDenoiser = requires(Model& m, std::span<const Rng> per_sample) {
+  m.set_dropout_rngs(per_sample);
+};
 
 }  // namespace ddpm

@@ -23,9 +23,11 @@
 // * Construction broadcasts rank 0's parameters, Adam moments and EMA
 //   weights, so ranks may initialise their models from different seeds.
 // * Data and noise: each rank trains on its shard [rank * B, (rank+1) * B)
-//   of every global batch of W * B samples. The Trainer draws t, eps and
-//   label dropout per *global* sample index (Philox stream (seed, step << 32
-//   | index)), so each rank has its own noise, derived from the seed and its
+//   of every global batch of W * B samples (its class labels, conditioning
+//   vector and condition image sliced alike). The Trainer draws t, eps,
+//   label and condition dropout, and a model's dropout masks, per *global*
+//   sample index (Philox stream (seed, step << 32 | index)), so each rank
+//   has its own noise, derived from the seed and its
 //   position in the batch, and W ranks at batch B give the same result as one
 //   process at batch W * B, up to the rounding of the reduction. That also
 //   makes a run independent of the number of ranks for a fixed global batch.
@@ -219,6 +221,11 @@ class DataParallel {
         require(cond.vector.rank() >= 1 && cond.vector.dim(0) == n, "DataParallel::step: conditioning vector ",
                 cond.vector.shape().str(), " for a global batch of ", n);
         local.vector = cond.vector.slice(s.offset, s.size);
+      }
+      if (cond.image.data() != nullptr) {
+        require(cond.image.rank() >= 1 && cond.image.dim(0) == n, "DataParallel::step: condition image ",
+                cond.image.shape().str(), " for a global batch of ", n);
+        local.image = cond.image.slice(s.offset, s.size);
       }
       return std::pair{trainer_.compute_gradients(x0.slice(s.offset, s.size), local, s.offset), s.size};
     });

@@ -132,6 +132,13 @@ inline const std::vector<std::string>& unet2d_keys() {
   return keys;
 }
 
+// Ours, not diffusers': the channels of an image condition concatenated to
+// the input (nn::UNet2DConfig::condition_channels). Written only when > 0;
+// diffusers' UNet2DModel.from_config ignores it (with a warning), and the
+// folder loads there as an ordinary UNet2DModel with in_channels = noise +
+// condition channels, as the LDM super-resolution UNets.
+inline constexpr const char* condition_channels_key = "ddpm_condition_channels";
+
 }  // namespace unet_json_detail
 
 // Parses a UNet2DModel config object; `origin` (a file name) prefixes errors.
@@ -183,10 +190,11 @@ inline nn::UNet2DConfig parse_unet2d_config(const nlohmann::json& j, const std::
   r.get("class_embed_type", c.class_embed_type);
   r.get("num_class_embeds", c.num_class_embeds);
   r.get("num_train_timesteps", c.num_train_timesteps);
+  r.get(condition_channels_key, c.condition_channels);
   if (ignored) {
     ignored->clear();
     for (auto& [k, v] : j.items())
-      if (!k.empty() && k[0] != '_' && std::find(unet2d_keys().begin(), unet2d_keys().end(), k) == unet2d_keys().end())
+      if (!k.empty() && k[0] != '_' && k != condition_channels_key && std::find(unet2d_keys().begin(), unet2d_keys().end(), k) == unet2d_keys().end())
         ignored->push_back(k);
   }
   try {
@@ -249,6 +257,7 @@ inline nlohmann::json unet2d_config_to_json(const nn::UNet2DConfig& c) {
   j["class_embed_type"] = opt(c.class_embed_type);
   j["num_class_embeds"] = opt(c.num_class_embeds);
   j["num_train_timesteps"] = opt(c.num_train_timesteps);
+  if (c.condition_channels > 0) j[unet_json_detail::condition_channels_key] = c.condition_channels;
   return j;  // nlohmann::json keeps keys sorted, as diffusers' to_json_string does
 }
 

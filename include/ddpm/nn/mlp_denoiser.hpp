@@ -95,6 +95,7 @@ class MLPDenoiser {
   // The Denoiser interface (core/model.hpp).
   ConstTensorView<T, M> forward(ConstTensorView<T, M> x, std::span<const T> t, const Conditioning<T, M>& c) {
     require(c.class_labels.empty(), "MLPDenoiser: class labels are not supported (use a conditioning vector)");
+    require(c.image.data() == nullptr, "MLPDenoiser: a condition image is not supported (use a conditioning vector)");
     t_.assign(t.begin(), t.end());
     return forward(x, std::span<const double>(t_), c.vector);
   }

@@ -1,11 +1,10 @@
 #pragma once
-// diffusers' ResnetBlock2D (act_fn SiLU, eval mode: dropout is the identity
-// and is omitted):
+// diffusers' ResnetBlock2D (act_fn SiLU):
 //   h = conv1(SiLU(norm1(x)))                            (norm and SiLU fused: one pass)
 //   e = time_emb_proj(SiLU(temb))                        [N, C] or [N, 2C]
 //   default:     h = norm2(h + e[:, :, None, None])
 //   scale_shift: h = norm2(h) * (1 + e[:, :C]) + e[:, C:]
-//   h = conv2(SiLU(h))
+//   h = conv2(dropout(SiLU(h)))                          (dropout: nn/dropout.hpp; identity in inference)
 //   y = (shortcut(x) + h) / output_scale_factor           shortcut: 1x1 conv_shortcut or identity
 // Parameters under the prefix: norm1, conv1, time_emb_proj (when
 // temb_channels > 0), norm2, conv2, conv_shortcut (when used).
@@ -19,6 +18,7 @@
 #include "ddpm/nn/activation.hpp"
 #include "ddpm/nn/composite.hpp"
 #include "ddpm/nn/conv2d.hpp"
+#include "ddpm/nn/dropout.hpp"
 #include "ddpm/nn/group_norm.hpp"
 #include "ddpm/nn/layer_base.hpp"
 #include "ddpm/nn/linear.hpp"
@@ -40,6 +40,8 @@ struct ResnetBlock2DOptions {
   double output_scale_factor = 1.0;
   std::optional<bool> use_in_shortcut = std::nullopt;  // default: in_channels != out_channels
   bool conv_shortcut_bias = true;
+  double dropout = 0.0;                      // diffusers' dropout, in [0, 1)
+  DropoutStreams* dropout_streams = nullptr; // the model's per-sample streams (needed when dropout > 0)
 };
 
 template <Scalar T, backend::Backend B>
@@ -61,6 +63,7 @@ class ResnetBlock2D : public LayerBase {
         norm2_(params, join_name(prefix, "norm2"), opt.groups_out > 0 ? opt.groups_out : opt.groups, co_, opt.eps,
                true, scale_shift_ ? PostActivation::None : PostActivation::SiLU),
         conv2_(params, join_name(prefix, "conv2"), co_, co_, 3, 1, 1),
+        dropout_(join_name(prefix, "dropout"), opt.dropout, opt.dropout_streams),
         silu2_(join_name(prefix, "nonlinearity")),
         silu_t_(join_name(prefix, "nonlinearity")) {
     check(opt.output_scale_factor != 0.0, "output_scale_factor must not be 0");
@@ -112,6 +115,7 @@ class ResnetBlock2D : public LayerBase {
       B::run(ops::scale_shift_forward, h, e, mod);
       h = silu2_.forward(mod, slot(0, hs));
     }
+    h = dropout_.forward(h);
     h = conv2_.forward(h, workspace<T, M>(1, hs));
     const ConstTensorView<T, M> sc = conv_shortcut_ ? conv_shortcut_->forward(x, workspace<T, M>(0, hs)) : x;
     x_shape_ = xs;
@@ -136,7 +140,7 @@ class ResnetBlock2D : public LayerBase {
       dh = dh_.view();
     }
     // (One call per statement: a slot is asked for only after its last reader ran.)
-    ConstTensorView<T, M> g = conv2_.backward(dh, workspace<T, M>(0, hs));
+    ConstTensorView<T, M> g = dropout_.backward(conv2_.backward(dh, workspace<T, M>(0, hs)));
     if (scale_shift_) {
       g = silu2_.backward(g, workspace<T, M>(1, hs));
       // g = d mod; d norm2-out = g * (1 + scale); d scale = sum g * n2; d shift = sum g.
@@ -172,7 +176,7 @@ class ResnetBlock2D : public LayerBase {
   // The children (nn/composite.hpp), in init order.
   template <class F>
   void for_each_child(F&& f) {
-    visit_children(f, norm1_, conv1_, time_emb_proj_, norm2_, conv2_, conv_shortcut_, silu2_, silu_t_);
+    visit_children(f, norm1_, conv1_, time_emb_proj_, norm2_, conv2_, conv_shortcut_, silu2_, silu_t_, dropout_);
   }
   void init(Rng& rng) { init_children(*this, rng); }
   void set_mode(Mode m) { set_mode_recursive(*this, m); }
@@ -181,6 +185,7 @@ class ResnetBlock2D : public LayerBase {
   index_t out_channels() const { return co_; }
   bool has_conv_shortcut() const { return conv_shortcut_.has_value(); }
   bool has_time_emb_proj() const { return time_emb_proj_.has_value(); }
+  const Dropout<T, B>& dropout() const { return dropout_; }
 
  private:
   index_t ci_, co_, temb_ch_;
@@ -190,6 +195,7 @@ class ResnetBlock2D : public LayerBase {
   Conv2d<T, B> conv1_;
   GroupNorm<T, B> norm2_;
   Conv2d<T, B> conv2_;
+  Dropout<T, B> dropout_;
   std::optional<Linear<T, B>> time_emb_proj_;
   std::optional<Conv2d<T, B>> conv_shortcut_;
   SiLU<T, B> silu2_, silu_t_;  // silu2_: scale_shift mode only (else fused into norm2_)

@@ -16,8 +16,16 @@
 //   (linear_1, SiLU, linear_2), + class embedding, conv_in, down blocks
 //   pushing skips, mid block, up blocks popping skips and concatenating
 //   [hidden, skip], conv_norm_out, SiLU, conv_out.
-// Dropout is not applied (diffusers' eval mode); backward refuses a config
-// with dropout > 0, since training it would differ from diffusers.
+// Dropout (config.dropout > 0, in every ResNet block, nn/dropout.hpp) is
+// applied by a training-mode forward that set_dropout_rngs armed with one
+// random stream per batch element (the trainer does); any other forward runs
+// as diffusers' eval mode, and backward refuses such a forward when
+// dropout > 0, since its gradient would not be dropout's.
+//
+// Image conditioning (SR3 / LDM super-resolution): forward with a condition
+// image runs the network on cat([x, image], dim=1); in_channels covers both
+// (config.condition_channels says how many are the condition's). backward
+// then returns dL/dx for the x channels only.
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -32,6 +40,7 @@
 #include "ddpm/core/model.hpp"
 #include "ddpm/nn/composite.hpp"
 #include "ddpm/nn/conv2d.hpp"
+#include "ddpm/nn/dropout.hpp"
 #include "ddpm/nn/embedding.hpp"
 #include "ddpm/nn/group_norm.hpp"
 #include "ddpm/nn/linear.hpp"
@@ -97,7 +106,28 @@ class UNet2D {
   // [0, num_class_embeds) when the config has a class embedding, else empty.
   ConstTensorView<T, M> forward(ConstTensorView<T, M> x, std::span<const double> timesteps,
                              std::span<const std::int64_t> class_labels = {}) {
-    return net_->forward(x, timesteps, class_labels, config_);
+    require(config_.condition_channels == 0 || x.rank() != 4 || x.dim(1) != config_.noise_channels(),
+            "UNet2D: x_t ", x.shape().str(), " without its condition image: this model takes a condition of ",
+            config_.condition_channels, " channels (Conditioning::image), concatenated to x_t's ",
+            config_.noise_channels(), " channels");
+    conditioned_ = false;
+    return run_forward(x, timesteps, class_labels);
+  }
+  // With a condition image [N, C_cond, H, W] (x's N, H, W): the network sees
+  // cat([x, image], dim=1), which must have in_channels channels (and C_cond
+  // = config.condition_channels when that is set).
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> x, std::span<const double> timesteps,
+                             std::span<const std::int64_t> class_labels, ConstTensorView<T, M> image) {
+    if (image.data() == nullptr) return forward(x, timesteps, class_labels);
+    check_condition(x, image);
+    Shape s = x.shape();
+    s[1] = config_.in_channels;
+    ensure_shape(x_cond_, s);
+    B::run(ops::concat_channels, x, image, x_cond_.view());
+    const ConstTensorView<T, M> y = run_forward(x_cond_.cview(), timesteps, class_labels);
+    conditioned_ = true;
+    x_channels_ = x.dim(1);
+    return y;
   }
   ConstTensorView<T, M> forward(ConstTensorView<T, M> x, double timestep, std::span<const std::int64_t> class_labels = {}) {
     return forward(x, std::span<const double>(&timestep, 1), class_labels);
@@ -105,22 +135,38 @@ class UNet2D {
   // The Denoiser interface (core/model.hpp): timesteps in T.
   ConstTensorView<T, M> forward(ConstTensorView<T, M> x, std::span<const T> timesteps, const Conditioning<T, M>& cond) {
     require(cond.vector.data() == nullptr,
-            "UNet2D: a conditioning vector was given, but UNet2DModel takes only class labels");
+            "UNet2D: a conditioning vector was given, but UNet2DModel takes class labels and a condition image only");
     if constexpr (std::is_same_v<T, double>) {
-      return forward(x, timesteps, cond.class_labels);
+      return forward(x, timesteps, cond.class_labels, cond.image);
     } else {
       t_double_.assign(timesteps.begin(), timesteps.end());
-      return forward(x, std::span<const double>(t_double_), cond.class_labels);
+      return forward(x, std::span<const double>(t_double_), cond.class_labels, cond.image);
     }
   }
+
+  // Arms dropout for the next forward (StochasticDenoiser, core/model.hpp):
+  // one stream per batch element, from which every ResNet block's dropout
+  // draws that element's mask in forward order (nn/dropout.hpp). Without
+  // dropout (config.dropout == 0) or in inference mode the streams are unused.
+  void set_dropout_rngs(std::span<const Rng> per_sample) { net_->dropout_streams.arm(per_sample); }
 
   // dL/doutput for the last forward -> dL/dx. ACCUMULATES the parameter
   // gradients into parameters().grads() (zero them first with zero_grad()).
   ConstTensorView<T, M> backward(ConstTensorView<T, M> dout) {
-    require(config_.dropout == 0.0, "UNet2D: dropout = ", config_.dropout,
-            " is not implemented for training (forward runs as diffusers' eval mode)");
     require(mode_ == Mode::Training, "UNet2D: backward needs a forward in training mode (set_mode(Mode::Training))");
-    return net_->backward(dout, config_);
+    require(config_.dropout == 0.0 || dropout_applied_, "UNet2D: dropout = ", config_.dropout,
+            ": the last forward applied no dropout mask (call set_dropout_rngs before a training forward; the",
+            " trainer does)");
+    const ConstTensorView<T, M> g = net_->backward(dout, config_);
+    if (!conditioned_) return g;
+    // dL/dx is the x channels of dL/d cat([x, image]); the condition's gradient is dropped.
+    Shape sx = g.shape(), sc = g.shape();
+    sx[1] = x_channels_;
+    sc[1] = g.dim(1) - x_channels_;
+    ensure_shape(dx_, sx);
+    ensure_shape(dcond_, sc);
+    B::run(ops::split_channels, g, dx_.view(), dcond_.view());
+    return dx_.cview();
   }
 
   // Intermediates: the outputs of the named stages of a forward (as
@@ -157,6 +203,7 @@ class UNet2D {
     SiLU<T, B> act_out{"conv_act"};
     std::unique_ptr<Conv2d<T, B>> conv_out;
 
+    DropoutStreams dropout_streams;  // shared by every ResNet block's dropout
     SkipStack<T, M> skips;
     Buffer centered, emb_sum, demb, dconv_in, dx;
     std::vector<double> t_batch;
@@ -168,7 +215,7 @@ class UNet2D {
     Net(Parameters<T, M>& p, const UNet2DConfig& c, Numerics numerics) {
       const auto& ch = c.block_out_channels;
       const index_t c0 = ch[0], temb = c.time_embed_dim();
-      const UNetBlockContext ctx{c, temb, numerics};
+      const UNetBlockContext ctx{c, temb, numerics, &dropout_streams};
       conv_in = std::make_unique<Conv2d<T, B>>(p, "conv_in", c.in_channels, c0, 3, 1, 1);
       TimestepEmbeddingOptions te;
       te.dim = c0;
@@ -283,9 +330,34 @@ class UNet2D {
     }
   };
 
+  ConstTensorView<T, M> run_forward(ConstTensorView<T, M> x, std::span<const double> timesteps,
+                                    std::span<const std::int64_t> class_labels) {
+    DropoutStreams& streams = net_->dropout_streams;
+    dropout_applied_ = config_.dropout > 0 && mode_ == Mode::Training && streams.armed;
+    struct Disarm {  // the streams serve one forward, even one that throws
+      DropoutStreams& s;
+      ~Disarm() { s.disarm(); }
+    } disarm{streams};
+    return net_->forward(x, timesteps, class_labels, config_);
+  }
+
+  // One line naming both shapes when the condition image does not fit x.
+  void check_condition(ConstTensorView<T, M> x, ConstTensorView<T, M> image) const {
+    const int cc = config_.condition_channels;
+    const bool fits = x.rank() == 4 && image.rank() == 4 && image.dim(0) == x.dim(0) && image.dim(2) == x.dim(2) &&
+                      image.dim(3) == x.dim(3) && x.dim(1) + image.dim(1) == config_.in_channels &&
+                      (cc == 0 || image.dim(1) == cc);
+    require(fits, "UNet2D: condition image ", image.shape().str(), " does not fit x_t ", x.shape().str(),
+            ": expected [N, C_cond, H, W] with x_t's N, H, W and x_t channels + C_cond = in_channels = ",
+            config_.in_channels, " (out_channels = ", config_.out_channels, ", condition_channels = ", cc, ")");
+  }
+
   UNet2DConfig config_;
   Numerics numerics_;
   Mode mode_ = Mode::Training;
+  bool dropout_applied_ = false, conditioned_ = false;
+  index_t x_channels_ = 0;
+  Buffer x_cond_, dx_, dcond_;
   std::unique_ptr<Parameters<T, M>> params_;
   std::unique_ptr<Net> net_;
   std::vector<double> t_double_;

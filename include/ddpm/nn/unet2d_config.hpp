@@ -45,8 +45,9 @@ struct UNet2DConfig {
   int downsample_padding = 1;
   std::string downsample_type = "conv";
   std::string upsample_type = "conv";
-  // Dropout in the ResNet blocks. Inference ignores it (eval mode); training
-  // with dropout > 0 is refused by UNet2D (not implemented).
+  // Dropout in the ResNet blocks (nn/dropout.hpp): applied in a training
+  // forward given per-sample streams (UNet2D::set_dropout_rngs, which the
+  // trainer calls); the identity in inference.
   double dropout = 0.0;
   std::string act_fn = "silu";
   std::optional<int> attention_head_dim = 8;  // null: one head of size C
@@ -58,6 +59,14 @@ struct UNet2DConfig {
   std::optional<std::string> class_embed_type;
   std::optional<int> num_class_embeds;
   std::optional<int> num_train_timesteps;  // used only by "learned" time embeddings
+  // Not a diffusers key: the channels of a conditioning image concatenated to
+  // the noisy input (Conditioning::image; SR3 / LDM super-resolution), so the
+  // network sees cat([x_t, image], dim=1): in_channels = noise channels +
+  // condition_channels, out_channels = the noise channels (or twice them for
+  // a learned variance). 0: no image condition. Saved as
+  // "ddpm_condition_channels" (io/unet_config_json.hpp) when > 0.
+  int condition_channels = 0;
+  int noise_channels() const { return in_channels - condition_channels; }
 
   // Derived quantities.
   int levels() const { return static_cast<int>(block_out_channels.size()); }
@@ -118,6 +127,9 @@ struct UNet2DConfig {
             "\" is not supported (supported: null, with num_class_embeds for a class embedding table)");
     if (num_class_embeds) positive("num_class_embeds", *num_class_embeds);
     if (num_train_timesteps) positive("num_train_timesteps", *num_train_timesteps);
+    require(condition_channels >= 0 && condition_channels < in_channels, "UNet2DConfig: condition_channels = ",
+            condition_channels, " must be in [0, in_channels = ", in_channels,
+            ") (in_channels = noise channels + condition channels)");
     const int half = block_out_channels[0] / 2;
     require(half - freq_shift != 0 && half > 0, "UNet2DConfig: freq_shift = ", freq_shift,
             " with block_out_channels[0] = ", block_out_channels[0],

@@ -116,6 +116,7 @@ struct UNetBlockContext {
   const UNet2DConfig& config;
   index_t temb_channels;
   Numerics numerics;
+  DropoutStreams* dropout_streams = nullptr;  // the model's, shared by every ResNet block's dropout
 
   ResnetBlock2DOptions resnet(index_t in, index_t out, double output_scale = 1.0) const {
     ResnetBlock2DOptions o;
@@ -126,6 +127,8 @@ struct UNetBlockContext {
     o.eps = config.norm_eps;
     o.time_embedding_norm = config.scale_shift() ? TimeEmbeddingNorm::ScaleShift : TimeEmbeddingNorm::Default;
     o.output_scale_factor = output_scale;
+    o.dropout = config.dropout;
+    o.dropout_streams = dropout_streams;
     return o;
   }
   AttentionOptions attention(index_t channels, int groups, double rescale = 1.0) const {

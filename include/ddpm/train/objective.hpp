@@ -42,6 +42,14 @@ struct SampleStreams {
   Rng rng(index_t i) const {
     return Rng(seed, (static_cast<std::uint64_t>(step) << 32) | static_cast<std::uint64_t>(global_offset + i));
   }
+  // The dropout stream of local sample i (a StochasticDenoiser's masks): the
+  // same Philox stream from block 2^62 on, so it never meets the objective's
+  // draws from rng(i), which start at block 0.
+  Rng dropout_rng(index_t i) const {
+    Rng::State s = rng(i).state();
+    s.counter = std::uint64_t{1} << 62;
+    return Rng(s);
+  }
 };
 
 // loss_and_gradients: forward on the local batch x0 [N, ...] (and its

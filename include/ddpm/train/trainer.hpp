@@ -26,6 +26,7 @@
 //
 // train/ needs only the core: checkpoints (save, resume) are written by
 // io/checkpoint.hpp, which a program that calls them includes.
+#include <algorithm>
 #include <cmath>
 #include <concepts>
 #include <cstdint>
@@ -69,6 +70,10 @@ struct TrainConfig {
   // is replaced by `null_label` with this probability.
   double label_dropout = 0.0;
   std::int64_t null_label = -1;
+  // The same for a condition image (Conditioning::image): each sample's is
+  // replaced by zeros with this probability, which classifier-free guidance
+  // then uses as "no condition" (sampling/guidance.hpp).
+  double condition_dropout = 0.0;
   std::uint64_t seed = 0;
 
   void validate() const {
@@ -77,6 +82,8 @@ struct TrainConfig {
             label_dropout);
     require(label_dropout == 0 || null_label >= 0,
             "TrainConfig: label_dropout > 0 needs null_label (the extra class index meaning 'no label')");
+    require(condition_dropout >= 0 && condition_dropout <= 1, "TrainConfig: condition_dropout must be in [0, 1], got ",
+            condition_dropout);
     require(!use_ema || (ema_decay >= 0 && ema_decay <= 1), "TrainConfig: ema_decay must be in [0, 1], got ",
             ema_decay);
     adam.validate();
@@ -105,9 +112,16 @@ struct StepStats {
   double lr = 0;
 };
 
-// DDPM's denoising loss on a Denoiser: draws t, eps and label dropout per
-// sample, forms x_t (q_sample) and the target (eps, v or x_0), and returns
-// the (min-SNR-weighted) mean squared error, back-propagated into the model.
+// DDPM's denoising loss on a Denoiser: draws t, eps, label dropout and
+// condition-image dropout per sample, forms x_t (q_sample) and the target
+// (eps, v or x_0), and returns the (min-SNR-weighted) mean squared error,
+// back-propagated into the model. A StochasticDenoiser (dropout) gets each
+// sample's SampleStreams::dropout_rng before the forward, so its masks too
+// depend only on (seed, step, global sample index).
+//
+// Draw order in sample i's stream rng(i): t, eps, then (with labels and
+// label_dropout > 0) the label's uniform, then (with an image condition and
+// condition_dropout > 0) the image's uniform.
 //
 // Every tensor step (q_sample, the target, the loss) runs as an op of the
 // model's backend on its memory space, so it instantiates with any backend;
@@ -118,7 +132,7 @@ class DiffusionObjective {
   using B = backend_of_t<Model>;
   using M = memory_space_of_t<Model>;
 
-  // Reads prediction_type, min_snr_gamma, label_dropout and null_label from `config`.
+  // Reads prediction_type, min_snr_gamma, label_dropout, null_label and condition_dropout from `config`.
   DiffusionObjective(const NoiseSchedule<T>& schedule, const TrainConfig& config)
       : schedule_(&schedule), config_(config) {}
 
@@ -133,6 +147,12 @@ class DiffusionObjective {
            noise_.cview(), x_t_.view());
     target(x0);
     if (!cond.class_labels.empty()) cond.class_labels = labels_;
+    if (cond.image.data() != nullptr) cond.image = condition_image(cond.image);
+    if constexpr (StochasticDenoiser<Model>) {
+      dropout_rngs_.clear();
+      for (index_t i = 0; i < n; ++i) dropout_rngs_.push_back(streams.dropout_rng(i));
+      model.set_dropout_rngs(dropout_rngs_);
+    }
     const ConstTensorView<T, M> pred = model.forward(x_t_.cview(), t_values_, cond);
     dpred_.resize(pred.shape());
     const double loss = weighted_mse<B>(pred, target_.cview(), weights_, dpred_.view());
@@ -153,6 +173,10 @@ class DiffusionObjective {
     sqrt_one_minus_abar_.resize(static_cast<std::size_t>(n));
     weights_.clear();
     labels_.assign(cond.class_labels.begin(), cond.class_labels.end());
+    const bool image = cond.image.data() != nullptr;
+    require(!image || (cond.image.rank() >= 1 && cond.image.dim(0) == n), "Trainer: condition image ",
+            cond.image.shape().str(), " for a batch x0 ", x0.shape().str());
+    drop_image_.assign(static_cast<std::size_t>(n), 0);
     Tensor<T>& drawn = host_noise();
     drawn.resize(x0.shape());
     for (index_t i = 0; i < n; ++i) {
@@ -168,6 +192,7 @@ class DiffusionObjective {
       rng.fill_normal(std::span<T>(drawn.data() + i * per, static_cast<std::size_t>(per)));
       if (!labels_.empty() && config_.label_dropout > 0 && rng.uniform() < config_.label_dropout)
         labels_[k] = config_.null_label;
+      if (image && config_.condition_dropout > 0 && rng.uniform() < config_.condition_dropout) drop_image_[k] = 1;
       if (config_.min_snr_gamma > 0)
         weights_.push_back(min_snr_weight(static_cast<double>(schedule.snr(t)), config_.min_snr_gamma,
                                           config_.prediction_type));
@@ -177,6 +202,17 @@ class DiffusionObjective {
       B::run(ops::copy_from_host, noise_host_.cview(), noise_.view());
     }
     x_t_.resize(x0.shape());
+  }
+
+  // The condition the model sees: `image` itself, or a copy with the dropped
+  // samples' images replaced by zeros.
+  ConstTensorView<T, M> condition_image(ConstTensorView<T, M> image) {
+    if (std::find(drop_image_.begin(), drop_image_.end(), 1) == drop_image_.end()) return image;
+    image_.resize(image.shape());
+    B::run(ops::copy, image, image_.view());
+    for (std::size_t i = 0; i < drop_image_.size(); ++i)
+      if (drop_image_[i]) B::run(ops::fill, T{}, image_.view().slice(static_cast<index_t>(i), 1));
+    return image_.cview();
   }
 
   void target(ConstTensorView<T, M> x0) {
@@ -210,8 +246,10 @@ class DiffusionObjective {
   std::vector<std::int64_t> timesteps_, labels_;
   std::vector<T> t_values_, sqrt_abar_, sqrt_one_minus_abar_, neg_sqrt_one_minus_abar_;
   std::vector<double> weights_;
+  std::vector<char> drop_image_;
+  std::vector<Rng> dropout_rngs_;
   Tensor<T> noise_host_;  // device models only
-  Tensor<T, M> noise_, x_t_, target_, dpred_;
+  Tensor<T, M> noise_, x_t_, target_, dpred_, image_;
 };
 
 template <class Model, class T>

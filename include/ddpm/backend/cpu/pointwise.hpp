@@ -411,6 +411,15 @@ void run(ops::affine_t, ConstTensorView<T> xv, T a, T b, TensorView<T> yv) {
 }
 
 template <class T>
+void run(ops::mul_t, ConstTensorView<T> av, ConstTensorView<T> bv, TensorView<T> yv) {
+  const T *a = av.data(), *b = bv.data();
+  T* y = yv.data();
+  for_ranges<T>(av.numel(), 3.0 * static_cast<double>(av.numel()), [&](index_t i0, index_t i1) {
+    for (index_t i = i0; i < i1; ++i) y[i] = a[i] * b[i];
+  });
+}
+
+template <class T>
 void run(ops::fill_t, T value, TensorView<T> yv) {
   T* y = yv.data();
   for_ranges<T>(yv.numel(), static_cast<double>(yv.numel()), [&](index_t i0, index_t i1) {

@@ -1,0 +1,25 @@
+#pragma once
+// The tiny U-Net config the dropout / image-conditioning tests train: two
+// levels [4, 8] (attention at the second), one layer per block, 2 groups,
+// sized for 4x4 inputs. in_channels = noise_channels + condition_channels.
+#include "ddpm/nn/unet2d_config.hpp"
+
+namespace ddpm::test {
+
+inline nn::UNet2DConfig tiny_unet_config(int noise_channels, int condition_channels, double dropout) {
+  nn::UNet2DConfig c;
+  c.in_channels = noise_channels + condition_channels;
+  c.out_channels = noise_channels;
+  c.condition_channels = condition_channels;
+  c.block_out_channels = {4, 8};
+  c.down_block_types = {"DownBlock2D", "AttnDownBlock2D"};
+  c.up_block_types = {"AttnUpBlock2D", "UpBlock2D"};
+  c.layers_per_block = 1;
+  c.norm_num_groups = 2;
+  c.attention_head_dim = 4;
+  c.dropout = dropout;
+  c.sample_size = {4};
+  return c;
+}
+
+}  // namespace ddpm::test
