@@ -3,7 +3,11 @@
 // examples/bench/bench_torch.py, for side-by-side comparison.
 //
 //   ddpm_bench examples/bench/configs/mnist.json --threads 2 [--repeat 5] [--batch 32]
-//              [--sample-batch 16] [--ddim-steps 20] [--only fwd1,fwdS,train,ddim] [--profile]
+//              [--sample-batch 16] [--ddim-steps 20] [--only fwd1,fwdS,train,ddim,samplers] [--profile]
+//
+// `samplers` (not in the default list) times one step of every registered
+// sampler on a batch of --sample-batch images, 50 steps, the model replaced by
+// a fixed output, against one forward of that batch.
 //
 // --profile runs the model on backend::Profiled<Cpu> and prints, per phase on
 // stderr, the wall time of every backend op kind and the time outside them
@@ -39,6 +43,7 @@
 #include <cstdlib>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "ddpm/backend/cpu.hpp"
@@ -49,6 +54,7 @@
 #include "ddpm/nn/unet2d.hpp"
 #include "ddpm/sampling/ddim.hpp"
 #include "ddpm/sampling/loop.hpp"
+#include "ddpm/sampling/registry.hpp"
 #include "ddpm/train/adam.hpp"
 #include "ddpm/train/loss.hpp"
 #include "../common/range.hpp"
@@ -107,7 +113,7 @@ void print_profile(const std::string& phase, double total_s, const std::vector<d
 [[noreturn]] void usage(const char* argv0, int code) {
   std::fprintf(code ? stderr : stdout,
                "usage: %s CONFIG.json [--threads N] [--repeat R] [--batch B] [--sample-batch S] [--ddim-steps K]\n"
-               "       [--only fwd1,fwdS,train,ddim] [--profile]\n",
+               "       [--only fwd1,fwdS,train,ddim,samplers] [--profile]\n",
                argv0);
   std::exit(code);
 }
@@ -209,6 +215,33 @@ int run(const Options& o) {
         std::max(1, o.repeat / 2));
   }
 
+  // Sampler overhead: every registered sampler's step on a batch of S images
+  // (the model replaced by a fixed output), against one batch-S forward.
+  double worst_step_us = NAN, worst_pct = NAN;
+  if (want("samplers")) {
+    if (std::isnan(fs)) fs = forward_ms(S);
+    const auto out = randn(S), x_T = randn(S);
+    const auto fixed = [&](ddpm::ConstTensorView<float>, double) { return out.cview(); };
+    worst_step_us = 0;
+    ddpm::Samplers::for_each_sampler<float>([&]<class Traits, class Smp>(std::type_identity<Traits>, std::type_identity<Smp>) {
+      Smp sampler{typename Traits::config_type{}};
+      sampler.set_timesteps(50);
+      const double steps = static_cast<double>(sampler.timesteps().size());
+      const double ms = median_ms(
+          [&] {
+            sampler.set_timesteps(50);
+            (void)ddpm::sample_loop(sampler, fixed, x_T.cview(), ddpm::NoiseSource<float>(rng));
+          },
+          o.repeat);
+      const double us = ms * 1e3 / steps;
+      std::fprintf(stderr, "sampler %-13.*s %8.1f us a step (batch %lld): %.3f%% of a batch-%lld forward\n",
+                   static_cast<int>(Traits::name.size()), Traits::name.data(), us, static_cast<long long>(S),
+                   100.0 * us / (fs * 1e3), static_cast<long long>(S));
+      worst_step_us = std::max(worst_step_us, us);
+    });
+    worst_pct = 100.0 * worst_step_us / (fs * 1e3);
+  }
+
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   auto num = [](double v) -> std::string {
@@ -238,6 +271,8 @@ int run(const Options& o) {
   kv("gflops_forward_b" + std::to_string(S), num(gf * double(S) / fs * 1e3));
   kv("gflops_train", num(3 * gf * double(o.batch) / train * 1e3));
   kv("gflops_ddim", num(gf * double(S) * o.ddim_steps / ddim * 1e3));
+  kv("sampler_step_us_max", num(worst_step_us));
+  kv("sampler_step_pct_of_forward", num(worst_pct));
   kv("peak_rss_mb", num(double(ru.ru_maxrss) / 1024.0));
   j += "}";
   std::printf("%s\n", j.c_str());
@@ -264,8 +299,9 @@ int main(int argc, char** argv) try {
       for (std::size_t p = 0; p <= o.only.size();) {
         const auto q = std::min(o.only.find(',', p), o.only.size());
         const std::string k = o.only.substr(p, q - p);
-        ddpm::require(k == "fwd1" || k == "fwdS" || k == "train" || k == "ddim",
-                      "--only: expected a comma-separated list of fwd1, fwdS, train, ddim, got '", o.only, "'");
+        ddpm::require(k == "fwd1" || k == "fwdS" || k == "train" || k == "ddim" || k == "samplers",
+                      "--only: expected a comma-separated list of fwd1, fwdS, train, ddim, samplers, got '", o.only,
+                      "'");
         p = q + 1;
       }
     }
