@@ -9,6 +9,7 @@
 // scaling_factor (1 / std of the latents) and shift_factor (their mean) are
 // measured on the training digits after the autoencoder is trained and
 // stored in the autoencoder's config.json, as diffusers keeps them.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <numeric>
