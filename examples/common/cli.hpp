@@ -59,6 +59,12 @@ inline ddpm::SamplerConfig sampler_config(const std::string& name, const ddpm::S
             c.clipping.thresholding = true;
             c.clipping.sample_max_value = 1.0;
           }
+        // DDIM: the noise the step re-adds is re-derived from the clipped x_0
+        // (Glide's choice; diffusers' use_clipped_model_output). With the
+        // model's own eps beside a clipped x_0, the deterministic step keeps
+        // re-adding noise its x_0 no longer explains, and more steps give
+        // noisier digits.
+        if constexpr (requires { c.use_clipped_model_output; }) c.use_clipped_model_output = true;
         if constexpr (requires { c.sigma_spacing; }) {
           if (spacing) c.sigma_spacing = *spacing;
         } else {
