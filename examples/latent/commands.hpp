@@ -11,6 +11,7 @@
 
 #include "ddpm/io/idx.hpp"
 #include "../common/cli.hpp"
+#include "../common/train_options.hpp"
 #include "../mnist/classifier.hpp"
 #include "../mnist/commands.hpp"
 #include "generate.hpp"
@@ -22,7 +23,6 @@ using examples::Ends;
 using examples::option_in;
 using mnist::Command;
 
-inline constexpr std::int64_t kMaxSteps = 10'000'000;
 
 // --model: a folder with vae/ and unet/ (default: the shipped models).
 inline void add_model(cxxopts::Options& opts) {
@@ -40,33 +40,18 @@ inline fs::path model_option(const cxxopts::ParseResult& r) {
 
 inline int cmd_train_autoencoder(int argc, char** argv) {
   cxxopts::Options opts(argv[0], "Train the AutoencoderKL (28x28 digits <-> 14x14 latents); writes <out>/vae.");
-  AutoencoderTrainOptions d;
+  const AutoencoderTrainOptions d;
+  examples::add_recipe_options(opts, d, {.out = "output folder: the model goes to <out>/vae"});
   opts.add_options()
-      ("data", "folder with the train and t10k IDX files", cxxopts::value<std::string>()->default_value(d.data.string()))
-      ("out", "output folder: the model goes to <out>/vae", cxxopts::value<std::string>()->default_value(d.out.string()))
-      ("steps", "training steps, 1 to 10^7", examples::number(std::to_string(d.steps)))
-      ("batch", "batch size, 1 to 4096", examples::number(std::to_string(d.batch)))
-      ("lr", "peak learning rate in (0, 1] (warm-up, then cosine decay to 5%)", examples::number("0.002"))
-      ("width", "channels of the first level (then 2x): a multiple of 8 in [8, 256]", examples::number("16"))
-      ("latent-channels", "latent channels, 1 to 16", examples::number("2"))
-      ("kl-weight", "weight of the KL term in [0, 1]", examples::number("1e-6"))
-      ("ema-decay", "EMA decay in [0, 1)", examples::number("0.995"))
-      ("seed", "random seed", examples::number("0"));
+      ("latent-channels", "latent channels, 1 to 16", examples::number(std::to_string(d.latent_channels)))
+      ("kl-weight", "weight of the KL term in [0, 1]", examples::number(examples::number_text(d.kl_weight)));
   examples::add_threads_help(opts);
   const auto r = examples::parse_options(opts, argc, argv);
   if (!r) return 0;
   AutoencoderTrainOptions o;
-  o.data = (*r)["data"].as<std::string>();
-  o.out = (*r)["out"].as<std::string>();
-  o.steps = option_in<std::int64_t>(*r, "steps", 1, kMaxSteps);
-  o.batch = option_in<ddpm::index_t>(*r, "batch", 1, 4096);
-  o.lr = option_in<double>(*r, "lr", 0, 1, Ends::open_low);
-  o.width = option_in<int>(*r, "width", 8, 256);
-  ddpm::require(o.width % 8 == 0, "--width: expected a multiple of 8 in [8, 256], got ", o.width);
+  examples::read_recipe_options(*r, o);
   o.latent_channels = option_in<int>(*r, "latent-channels", 1, 16);
   o.kl_weight = option_in<double>(*r, "kl-weight", 0, 1);
-  o.ema_decay = option_in<double>(*r, "ema-decay", 0, 1, Ends::open_high);
-  o.seed = examples::seed_option(*r);
   return train_autoencoder(o);
 }
 
@@ -74,36 +59,23 @@ inline int cmd_train(int argc, char** argv) {
   cxxopts::Options opts(argv[0],
                         "Train the class-conditional U-Net on the autoencoder's scaled latents; writes <out>/unet and\n"
                         "<out>/scheduler.");
-  LatentTrainOptions d;
+  const LatentTrainOptions d;
+  examples::add_recipe_options(
+      opts, d,
+      {.data = "folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]",
+       .out = "output folder: <out>/unet (EMA weights), <out>/scheduler",
+       .width = "channels of the first U-Net level (then 2x): a multiple of 8 in [8, 256]"});
   opts.add_options()
-      ("data", "folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]",
-       cxxopts::value<std::string>()->default_value(d.data.string()))
       ("autoencoder", "the autoencoder: a model folder, or a folder with vae/",
        cxxopts::value<std::string>()->default_value(d.autoencoder.string()))
-      ("out", "output folder: <out>/unet (EMA weights), <out>/scheduler",
-       cxxopts::value<std::string>()->default_value(d.out.string()))
-      ("steps", "training steps, 1 to 10^7", examples::number(std::to_string(d.steps)))
-      ("batch", "batch size, 1 to 4096", examples::number(std::to_string(d.batch)))
-      ("lr", "peak learning rate in (0, 1] (warm-up, then cosine decay to 5%)", examples::number("0.002"))
-      ("width", "channels of the first U-Net level (then 2x): a multiple of 8 in [8, 256]", examples::number("16"))
-      ("ema-decay", "EMA decay in [0, 1)", examples::number("0.999"))
-      ("label-dropout", "probability in [0, 1] of training with the null label (for guidance)", examples::number("0.1"))
-      ("seed", "random seed", examples::number("0"));
+      ("label-dropout", "probability in [0, 1] of training with the null label (for guidance)", examples::number("0.1"));
   examples::add_threads_help(opts);
   const auto r = examples::parse_options(opts, argc, argv);
   if (!r) return 0;
   LatentTrainOptions o;
-  o.data = (*r)["data"].as<std::string>();
+  examples::read_recipe_options(*r, o);
   o.autoencoder = (*r)["autoencoder"].as<std::string>();
-  o.out = (*r)["out"].as<std::string>();
-  o.steps = option_in<std::int64_t>(*r, "steps", 1, kMaxSteps);
-  o.batch = option_in<ddpm::index_t>(*r, "batch", 1, 4096);
-  o.lr = option_in<double>(*r, "lr", 0, 1, Ends::open_low);
-  o.width = option_in<int>(*r, "width", 8, 256);
-  ddpm::require(o.width % 8 == 0, "--width: expected a multiple of 8 in [8, 256], got ", o.width);
-  o.ema_decay = option_in<double>(*r, "ema-decay", 0, 1, Ends::open_high);
   o.label_dropout = option_in<double>(*r, "label-dropout", 0, 1);
-  o.seed = examples::seed_option(*r);
   return train_latent(o);
 }
 

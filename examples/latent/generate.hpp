@@ -17,6 +17,7 @@
 #include "ddpm/sampling/loop.hpp"
 #include "../common/cli.hpp"
 #include "../common/progress.hpp"
+#include "../common/trajectory.hpp"
 #include "../mnist/generate.hpp"
 #include "model.hpp"
 
@@ -95,29 +96,15 @@ inline ddpm::Tensor<float> trajectory(UNet& unet, VAE& vae, std::span<const std:
                                       const GenerateOptions& o) {
   unet.set_mode(ddpm::nn::Mode::Inference);
   const auto n = static_cast<ddpm::index_t>(labels.size());
-  const ddpm::index_t side = latent_side(vae), per = unet.config().in_channels * side * side;
   auto model = ddpm::make_guidance<float>(mnist::label_fn(unet), std::vector<std::int64_t>(labels.begin(), labels.end()),
                                           {.scale = o.guidance, .null_label = kNullLabel});
-  const auto noise = start_noise(unet, n, side, o.seed, 0);
+  const auto noise = start_noise(unet, n, latent_side(vae), o.seed, 0);
   ddpm::Rng rng(o.seed, std::uint64_t{1} << 32);
-  ddpm::Tensor<float> latents({n * snapshots, unet.config().in_channels, side, side});
-  const auto keep = [&](int column, ddpm::ConstTensorView<float> x) {
-    for (ddpm::index_t i = 0; i < n; ++i)
-      std::copy(x.data() + i * per, x.data() + (i + 1) * per, latents.data() + (i * snapshots + column) * per);
-  };
-  keep(0, noise.cview());
-  int next = 1;
+  examples::TrajectoryStrip strip(noise.cview(), snapshots);
   auto s = ddpm::make_sampler<float>(latent_sampler_config(o.sampler, o.sigmas));
   ddpm::set_timesteps(s, o.steps);
-  ddpm::sample_loop(s, model, noise.cview(), ddpm::NoiseSource<float>(rng),
-                    [&](ddpm::index_t i, ddpm::index_t total, double, ddpm::ConstTensorView<float> x) {
-                      // Snapshot k (1 .. snapshots - 1) after step round(k * total / (snapshots - 1)).
-                      while (next < snapshots && i + 1 >= (next * total + (snapshots - 2)) / (snapshots - 1)) {
-                        keep(next, x);
-                        ++next;
-                      }
-                    });
-  return decode(vae, latents.cview());
+  ddpm::sample_loop(s, model, noise.cview(), ddpm::NoiseSource<float>(rng), strip);
+  return decode(vae, strip.strip().cview());
 }
 
 // Flops of one network evaluation (batch 1) of a U-Net with `config` on

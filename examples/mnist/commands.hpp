@@ -13,6 +13,8 @@
 #include "ddpm/io/idx.hpp"
 #include "ddpm/io/image.hpp"
 #include "../common/cli.hpp"
+#include "../common/subcommands.hpp"
+#include "../common/train_options.hpp"
 #include "generate.hpp"
 #include "quality.hpp"
 #include "classifier.hpp"
@@ -25,10 +27,7 @@
 
 namespace mnist {
 
-struct Command {
-  const char* name;
-  int (*run)(int argc, char** argv);
-};
+using examples::Command;
 
 using examples::Ends;
 using examples::option_in;
@@ -75,38 +74,25 @@ inline fs::path out_option(const cxxopts::ParseResult& r) {
 
 inline int cmd_train(int argc, char** argv) {
   cxxopts::Options opts(argv[0], "Train the class-conditional U-Net on MNIST-style IDX data.");
-  TrainOptions d;
+  const TrainOptions d;
+  examples::add_recipe_options(
+      opts, d,
+      {.data = "folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]",
+       .out = "output folder: checkpoint.safetensors, model/ (EMA weights), samples_*.png",
+       .width = "channels of the first U-Net level (then 2x, 4x): a multiple of 8 in [8, 256]"});
   opts.add_options()
-      ("data", "folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]",
-       cxxopts::value<std::string>()->default_value(d.data.string()))
-      ("out", "output folder: checkpoint.safetensors, model/ (EMA weights), samples_*.png",
-       cxxopts::value<std::string>()->default_value(d.out.string()))
-      ("steps", "training steps, 1 to 10^7", examples::number(std::to_string(d.steps)))
-      ("batch", "batch size, 1 to 4096", examples::number(std::to_string(d.batch)))
-      ("lr", "peak learning rate in (0, 1] (warm-up, then cosine decay to 5%)", examples::number("0.0015"))
-      ("width", "channels of the first U-Net level (then 2x, 4x): a multiple of 8 in [8, 256]", examples::number("16"))
-      ("ema-decay", "EMA decay in [0, 1)", examples::number("0.999"))
       ("label-dropout", "probability in [0, 1] of training with the null label (for guidance)", examples::number("0.1"))
       ("checkpoint-every", "steps between checkpoints (>= 1)", examples::number("200"))
       ("sample-every", "steps between sample grids (0: never)", examples::number("500"))
-      ("seed", "random seed", examples::number("0"))
       ("resume", "continue from <out>/checkpoint.safetensors");
   examples::add_threads_help(opts);
   const auto r = examples::parse_options(opts, argc, argv);
   if (!r) return 0;
   TrainOptions o;
-  o.data = (*r)["data"].as<std::string>();
-  o.out = (*r)["out"].as<std::string>();
-  o.steps = option_in<std::int64_t>(*r, "steps", 1, 10'000'000);
-  o.batch = option_in<ddpm::index_t>(*r, "batch", 1, 4096);
-  o.lr = option_in<double>(*r, "lr", 0, 1, Ends::open_low);
-  o.width = option_in<int>(*r, "width", 8, 256);
-  ddpm::require(o.width % 8 == 0, "--width: expected a multiple of 8 in [8, 256], got ", o.width);
-  o.ema_decay = option_in<double>(*r, "ema-decay", 0, 1, Ends::open_high);
+  examples::read_recipe_options(*r, o);
   o.label_dropout = option_in<double>(*r, "label-dropout", 0, 1);
   o.checkpoint_every = option_in<std::int64_t>(*r, "checkpoint-every", 1, kMaxEvery);
   o.sample_every = option_in<std::int64_t>(*r, "sample-every", 0, kMaxEvery);
-  o.seed = examples::seed_option(*r);
   o.resume = r->count("resume") > 0;
   return train(o);
 }

@@ -15,13 +15,7 @@
 //
 // Every subcommand has --help. Without --model, sample/denoise/inpaint/
 // trajectory/evaluate use the model shipped in examples/models/mnist_cond.
-#include <cstdio>
-#include <string>
-#include <vector>
-
-#include <cxxopts.hpp>
-
-#include "../common/cli.hpp"
+#include "../common/subcommands.hpp"
 #include "commands.hpp"
 
 namespace {
@@ -45,20 +39,5 @@ const char* kUsage =
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    std::fputs(kUsage, argc < 2 ? stderr : stdout);
-    return argc < 2 ? 2 : 0;
-  }
-  const std::string command = argv[1];
-  const std::string program = "mnist_diffusion " + command;
-  // cxxopts sees "mnist_diffusion <command>" as the program name.
-  std::vector<char*> args{const_cast<char*>(program.c_str())};
-  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
-  const int n = static_cast<int>(args.size());
-  return examples::run_main(program.c_str(), [&] {
-    for (const auto& c : mnist::commands())
-      if (command == c.name) return c.run(n, args.data());
-    std::fprintf(stderr, "mnist_diffusion: unknown command '%s'\n\n%s", command.c_str(), kUsage);
-    return 2;
-  });
+  return examples::run_subcommands("mnist_diffusion", kUsage, mnist::commands(), argc, argv);
 }

@@ -22,6 +22,7 @@
 #include "ddpm/sampling/sdedit.hpp"
 #include "ddpm/sampling/translation.hpp"
 #include "../common/cli.hpp"
+#include "../common/trajectory.hpp"
 #include "generate.hpp"
 #include "mnist_data.hpp"
 
@@ -116,24 +117,11 @@ inline ddpm::Tensor<float> trajectory(UNet& unet, std::span<const std::int64_t> 
   ddpm::Rng rng(o.seed);
   ddpm::Tensor<float> noise({n, 1, kImageSide, kImageSide});
   rng.fill_normal(noise.span());
-  ddpm::Tensor<float> out({n * snapshots, 1, kImageSide, kImageSide});
-  const auto keep = [&](int column, ddpm::ConstTensorView<float> x) {
-    for (ddpm::index_t i = 0; i < n; ++i)
-      std::copy(x.data() + i * kPixels, x.data() + (i + 1) * kPixels, out.data() + (i * snapshots + column) * kPixels);
-  };
-  keep(0, noise.cview());
-  int next = 1;
+  examples::TrajectoryStrip strip(noise.cview(), snapshots);
   auto s = ddpm::make_sampler<float>(examples::sampler_config(o.sampler, {}, o.sigmas));
   ddpm::set_timesteps(s, o.steps);
-  ddpm::sample_loop(s, model, noise.cview(), ddpm::NoiseSource<float>(rng),
-                    [&](ddpm::index_t i, ddpm::index_t total, double, ddpm::ConstTensorView<float> x) {
-                      // Snapshot k (1 .. snapshots - 1) after step round(k * total / (snapshots - 1)).
-                      while (next < snapshots && i + 1 >= (next * total + (snapshots - 2)) / (snapshots - 1)) {
-                        keep(next, x);
-                        ++next;
-                      }
-                    });
-  return out;
+  ddpm::sample_loop(s, model, noise.cview(), ddpm::NoiseSource<float>(rng), strip);
+  return std::move(strip).take();
 }
 
 // A mask for kImageSide x kImageSide images: 1 (known) everywhere but the rectangle

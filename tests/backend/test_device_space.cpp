@@ -25,6 +25,7 @@
 #include "ddpm/nn/mlp_denoiser.hpp"
 #include "ddpm/nn/unet2d.hpp"
 #include "ddpm/train/trainer.hpp"
+#include "support/tiny_unet.hpp"
 
 namespace ddpm {
 
@@ -134,15 +135,7 @@ Tensor<T> random_tensor(Shape s, std::uint64_t seed) {
 }
 
 nn::UNet2DConfig tiny_unet(bool scale_shift) {
-  nn::UNet2DConfig c;
-  c.in_channels = 2;
-  c.out_channels = 2;
-  c.block_out_channels = {4, 8};
-  c.down_block_types = {"DownBlock2D", "AttnDownBlock2D"};
-  c.up_block_types = {"AttnUpBlock2D", "UpBlock2D"};
-  c.layers_per_block = 1;
-  c.norm_num_groups = 2;
-  c.attention_head_dim = 4;
+  nn::UNet2DConfig c = ddpm::test::tiny_unet_layout();
   c.center_input_sample = scale_shift;
   c.resnet_time_scale_shift = scale_shift ? "scale_shift" : "default";
   c.num_class_embeds = 3;

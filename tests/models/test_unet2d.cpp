@@ -10,6 +10,7 @@
 #include "ddpm/io/diffusers.hpp"
 #include "ddpm/nn/unet2d.hpp"
 #include "support/gradcheck.hpp"
+#include "support/tiny_unet.hpp"
 
 using namespace ddpm;
 using UNet = nn::UNet2D<double, backend::Reference>;
@@ -18,15 +19,7 @@ namespace fs = std::filesystem;
 namespace {
 
 nn::UNet2DConfig tiny(bool scale_shift, bool classes) {
-  nn::UNet2DConfig c;
-  c.in_channels = 2;
-  c.out_channels = 2;
-  c.block_out_channels = {4, 8};
-  c.down_block_types = {"DownBlock2D", "AttnDownBlock2D"};
-  c.up_block_types = {"AttnUpBlock2D", "UpBlock2D"};
-  c.layers_per_block = 1;
-  c.norm_num_groups = 2;
-  c.attention_head_dim = 4;
+  nn::UNet2DConfig c = ddpm::test::tiny_unet_layout();
   c.center_input_sample = scale_shift;
   c.resnet_time_scale_shift = scale_shift ? "scale_shift" : "default";
   c.mid_block_scale_factor = scale_shift ? 1.0 : 0.7;
