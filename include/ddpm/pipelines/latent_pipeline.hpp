@@ -218,7 +218,7 @@ class LatentPipeline {
   // sqrt((1 - abar) / abar) at t = T - 1, or sqrt(sigma_max^2 + 1) for leading spacing.
   template <class S>
   static T init_noise_sigma_before_set_timesteps(const S& s) {
-    if constexpr (requires { S::variance_exploding; }) {
+    if constexpr (variance_exploding<S>) {
       T m = 0;
       for (const T a : s.schedule().alphas_cumprod()) m = std::max(m, std::sqrt((T(1) - a) / a));
       bool leading = true;

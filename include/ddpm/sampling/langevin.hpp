@@ -131,9 +131,7 @@ class LangevinCorrector {
   void correct(const S& sampler, Model& model, TensorView<T> x, double t, const NoiseSource<T>& noise) {
     if (config_.correct_steps == 0) return;
     const T abar = alpha_cumprod_at(sampler.schedule(), t);
-    bool ve = false;
-    if constexpr (requires { S::variance_exploding; }) ve = S::variance_exploding;
-    const T c = ve ? T(1) / std::sqrt(abar) : T(1);
+    const T c = variance_exploding<S> ? T(1) / std::sqrt(abar) : T(1);
     PredictionType type = PredictionType::epsilon;
     if constexpr (requires { sampler.config().prediction_type; }) type = sampler.config().prediction_type;
     TensorView<T> u = detail::buffer_like(u_, x.shape()), g = detail::buffer_like(score_, x.shape()),

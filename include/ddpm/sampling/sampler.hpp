@@ -141,6 +141,13 @@ void sigma_spacing_keys(Keys& k, SigmaSpacing& spacing) {
   spacing = karras ? SigmaSpacing::karras : exponential ? SigmaSpacing::exponential : SigmaSpacing::interpolated;
 }
 
+// Whether S's samples are x_0 + sigma_t n (variance exploding, as Euler's:
+// S::variance_exploding) rather than sqrt(abar_t) x_0 + sqrt(1 - abar_t) n.
+template <class S>
+constexpr bool variance_exploding = requires {
+  requires S::variance_exploding;
+};
+
 namespace detail {
 
 // Sizes a step buffer like `like` (no allocation once it has been that large).

@@ -32,13 +32,6 @@
 
 namespace ddpm {
 
-// Whether S's samples are x_0 + sigma_t n (variance exploding, as Euler's:
-// S::variance_exploding) rather than sqrt(abar_t) x_0 + sqrt(1 - abar_t) n.
-template <class S>
-constexpr bool variance_exploding = requires {
-  requires S::variance_exploding;
-};
-
 // sigma_t = sqrt((1 - abar_t) / abar_t): the noise level of x_t / sqrt(abar_t).
 template <Scalar T>
 double noise_level(const NoiseSchedule<T>& schedule, index_t t) {
