@@ -66,9 +66,7 @@ Tensor<typename S::scalar_type> repaint(S& sampler, Model&& model, ConstTensorVi
   const NoiseSource<T> noise(rng);
   const auto mask_at = [&](index_t i) { return mask.numel() == known.numel() ? mask[i] : mask[i % per]; };
 
-  Tensor<T> x(known.shape()), z(known.shape());
-  const T sigma0 = sampler.init_noise_sigma();
-  for (index_t i = 0; i < x.numel(); ++i) x[i] = sigma0 * initial_noise[i];
+  Tensor<T> x = detail::initial_sample(sampler, initial_noise), z(known.shape());
   const auto n = static_cast<index_t>(timesteps.size());
   for (index_t k = 0; k < n; ++k) {
     const double t = timesteps[static_cast<std::size_t>(k)];

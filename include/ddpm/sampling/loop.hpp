@@ -107,6 +107,15 @@ void check_model_output_finite(ConstTensorView<T> m, const char* who, index_t st
        " is ", p[k]);
 }
 
+// x_T = initial_noise * init_noise_sigma, the start every loop shares.
+template <class S, Scalar T>
+Tensor<T> initial_sample(const S& sampler, ConstTensorView<T> initial_noise) {
+  Tensor<T> x(initial_noise.shape());
+  const T sigma0 = sampler.init_noise_sigma();
+  for (index_t i = 0; i < x.numel(); ++i) x[i] = initial_noise[i] * sigma0;
+  return x;
+}
+
 // One reverse step at timesteps[step] = t, the body every loop shares: the
 // model sees scale_model_input(x, t); its output must have x's shape and be
 // finite; the sampler steps. The result's views are the sampler's buffers.
@@ -150,9 +159,7 @@ Tensor<typename S::scalar_type> sample_loop(S& sampler, Model&& model,
                                             Progress&& progress = {}) {
   using T = typename S::scalar_type;
   require(!sampler.timesteps().empty(), "sample_loop: the sampler has no timesteps; call set_timesteps(n) first");
-  Tensor<T> x(initial_noise.shape());
-  const T sigma0 = sampler.init_noise_sigma();
-  for (index_t i = 0; i < x.numel(); ++i) x[i] = initial_noise[i] * sigma0;
+  Tensor<T> x = detail::initial_sample(sampler, initial_noise);
   detail::run_steps(sampler, model, x, 0, noise, progress, "sample_loop");
   return x;
 }

@@ -73,9 +73,7 @@ Tensor<T> score_sde_ve_sample(ScoreSdeVeScheduler<T>& scheduler, Model&& model, 
   require(initial_noise.rank() >= 1 && initial_noise.dim(0) > 0, "score_sde_ve_sample: expected a batch [B, ...], got ",
           initial_noise.shape().str());
   const index_t n = static_cast<index_t>(timesteps.size()), batch = initial_noise.dim(0);
-  Tensor<T> x(initial_noise.shape()), mean(initial_noise.shape());
-  const T sigma_max = scheduler.init_noise_sigma();
-  for (index_t k = 0; k < x.numel(); ++k) x[k] = initial_noise[k] * sigma_max;
+  Tensor<T> x = detail::initial_sample(scheduler, initial_noise), mean(initial_noise.shape());
   std::vector<T> sigma_b(static_cast<std::size_t>(batch));
   const auto call_model = [&](index_t i) {
     const auto out = model(x.cview(), std::span<const T>(sigma_b));
@@ -122,9 +120,7 @@ Tensor<typename S::scalar_type> sample_loop_pc(S& sampler, Model&& model,
   using T = typename S::scalar_type;
   require(!sampler.timesteps().empty(), "sample_loop_pc: the sampler has no timesteps; call set_timesteps(n) first");
   LangevinCorrector<T> langevin(corrector);
-  Tensor<T> x(initial_noise.shape());
-  const T sigma0 = sampler.init_noise_sigma();
-  for (index_t i = 0; i < x.numel(); ++i) x[i] = initial_noise[i] * sigma0;
+  Tensor<T> x = detail::initial_sample(sampler, initial_noise);
   const std::vector<double> timesteps(sampler.timesteps().begin(), sampler.timesteps().end());
   const auto n = static_cast<index_t>(timesteps.size());
   for (index_t k = 0; k < n; ++k) {
