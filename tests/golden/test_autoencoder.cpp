@@ -46,8 +46,7 @@ std::vector<AECase> load_cases() {
   const auto g = load_kind("autoencoder");
   if (!g) return out;
   for (const auto& c : g->cases()) {
-    const std::string rel = c.at("dir").get<std::string>();
-    const fs::path dir = fs::exists(g->root / rel) ? g->root / rel : g->dir / fs::path(rel).filename();
+    const fs::path dir = g->case_dir(c);
     AECase a{c.at("name").get<std::string>(), c.at("model").get<std::string>(), dir, load_json(dir / "case.json"),
              io::SafeTensors::load(dir / "io.safetensors"), std::nullopt};
     if (fs::exists(dir / "grad.safetensors")) a.grad = io::SafeTensors::load(dir / "grad.safetensors");

@@ -39,8 +39,7 @@ std::vector<UNetCase> load_cases() {
   if (!g) return out;
   for (const auto& c : g->cases()) {
     const std::string name = c.at("name").get<std::string>();
-    const std::string rel = c.at("dir").get<std::string>();
-    const fs::path dir = fs::exists(golden_dir() / rel) ? golden_dir() / rel : g->dir / fs::path(rel).filename();
+    const fs::path dir = g->case_dir(c);
     UNetCase u{name, dir, load_json(dir / "case.json"), io::SafeTensors::load(dir / "io.safetensors"), {}, {}};
     const auto t = u.io.get<double>("timestep");
     u.timesteps.assign(t.begin(), t.end());
