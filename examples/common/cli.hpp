@@ -39,12 +39,17 @@ inline std::string spaced_sigma_sampler_names() {
 // sampling/registry.hpp, or an alias) with diffusers' defaults, on `schedule`
 // (default: diffusers' linear betas, 1000 steps, epsilon prediction), with
 // Karras or exponential sigmas when `sigmas` says so ("" or "default": the
-// sampler's own spacing). Samplers with clipping keep x_0 in [-1, 1]:
-// DDPM and DDIM clip by default; those without static clipping (DPM-Solver)
-// get dynamic thresholding with sample_max_value 1 (at t near T, x_0 =
-// (x_t - sqrt(1 - abar) eps) / sqrt(abar) multiplies any error of eps by ~150).
+// sampler's own spacing). For images in [-1, 1] (DataRange::pixels),
+// samplers with clipping keep x_0 there: DDPM and DDIM clip by default;
+// those without static clipping (DPM-Solver) get dynamic thresholding with
+// sample_max_value 1 (at t near T, x_0 = (x_t - sqrt(1 - abar) eps) /
+// sqrt(abar) multiplies any error of eps by ~150). Latents, of unit standard
+// deviation and no fixed range (DataRange::unbounded), are neither clipped
+// nor thresholded, as in diffusers' latent pipelines.
+enum class DataRange { pixels, unbounded };
+
 inline ddpm::SamplerConfig sampler_config(const std::string& name, const ddpm::ScheduleConfig& schedule = {},
-                                          const std::string& sigmas = "") {
+                                          const std::string& sigmas = "", DataRange range = DataRange::pixels) {
   ddpm::SamplerConfig config = ddpm::sampler_config_named(name, "--sampler");
   std::optional<ddpm::SigmaSpacing> spacing;
   if (sigmas == "karras") spacing = ddpm::SigmaSpacing::karras;
@@ -54,11 +59,15 @@ inline ddpm::SamplerConfig sampler_config(const std::string& name, const ddpm::S
   std::visit(
       [&](auto& c) {
         c.schedule = schedule;
-        if constexpr (requires { c.clipping; })
-          if (!c.clipping.clip_sample) {
+        if constexpr (requires { c.clipping; }) {
+          if (range == DataRange::unbounded) {
+            c.clipping.clip_sample = false;
+            c.clipping.thresholding = false;
+          } else if (!c.clipping.clip_sample) {
             c.clipping.thresholding = true;
             c.clipping.sample_max_value = 1.0;
           }
+        }
         // DDIM: the noise the step re-adds is re-derived from the clipped x_0
         // (Glide's choice; diffusers' use_clipped_model_output). With the
         // model's own eps beside a clipped x_0, the deterministic step keeps

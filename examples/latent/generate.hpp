@@ -25,22 +25,10 @@ namespace latent {
 
 using mnist::GenerateOptions;
 
-// The sampler `name` for latents: as examples::sampler_config but with no
-// clipping or thresholding of x_0 (the latents have unit standard deviation,
-// not the [-1, 1] range of pixels; diffusers' LDM pipelines use
-// clip_sample = false likewise).
+// The sampler `name` for latents (no clipping: examples::DataRange).
 inline ddpm::SamplerConfig latent_sampler_config(const std::string& name, const std::string& sigmas = "",
                                                  const ddpm::ScheduleConfig& schedule = {}) {
-  auto config = examples::sampler_config(name, schedule, sigmas);
-  std::visit(
-      [](auto& c) {
-        if constexpr (requires { c.clipping; }) {
-          c.clipping.clip_sample = false;
-          c.clipping.thresholding = false;
-        }
-      },
-      config);
-  return config;
+  return examples::sampler_config(name, schedule, sigmas, examples::DataRange::unbounded);
 }
 
 // The noise a batch starts from: [count, C, s, s] from Rng(seed, b).
