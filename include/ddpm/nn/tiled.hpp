@@ -171,7 +171,7 @@ void tiled_map(ConstTensorView<T> in, const TileGeometry& g, TileFn&& fn, Tensor
           const T wa = static_cast<T>(1 - w), wb = static_cast<T>(w);
           for (index_t n = 0; n < N; ++n)
             for (index_t c = 0; c < Cout; ++c)
-              for (index_t y = 0; y < oh; ++y) 
+              for (index_t y = 0; y < oh; ++y)
                 cur.at(n, c, y, x) = blend_value(left.at(n, c, y, aw - eh + x), wa, cur.at(n, c, y, x), wb);
         }
       }
