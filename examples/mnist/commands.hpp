@@ -485,8 +485,8 @@ inline int cmd_quality(int argc, char** argv) {
       ("data", "folder with the train and t10k IDX files", cxxopts::value<std::string>()->default_value("data/mnist"))
       ("classifier", "classifier weights (from `classifier`)",
        cxxopts::value<std::string>()->default_value("out/mnist_classifier.safetensors"))
-      ("samplers", "comma-separated name or name:karras|exponential (default: every generating sampler, then the "
-                   "Karras variants)", cxxopts::value<std::string>()->default_value(""))
+      ("samplers", "comma-separated name[:karras|exponential][+langevin] or sde-ve (default: every generating "
+                   "sampler, the Karras variants, ddim+langevin and sde-ve)", cxxopts::value<std::string>()->default_value(""))
       ("evals", "budgets of model evaluations, comma-separated, each in [1, 1000]",
        cxxopts::value<std::string>()->default_value("5,10,20,50"))
       ("per-class", "samples per digit and cell, 2 to 10000", examples::number("20"))

@@ -13,6 +13,7 @@
 #include "ddpm/nn/composite.hpp"
 #include "ddpm/nn/mlp_denoiser.hpp"
 #include "ddpm/nn/unet2d.hpp"
+#include "support/tiny_unet.hpp"
 
 using namespace ddpm;
 
@@ -73,15 +74,7 @@ TEST_CASE("visit_children visits children in order and skips absent ones", "[nn]
 }
 
 TEST_CASE("for_each_child reaches every layer of a UNet2D and an MLPDenoiser", "[nn]") {
-  nn::UNet2DConfig c;
-  c.in_channels = 2;
-  c.out_channels = 2;
-  c.block_out_channels = {4, 8};
-  c.down_block_types = {"DownBlock2D", "AttnDownBlock2D"};
-  c.up_block_types = {"AttnUpBlock2D", "UpBlock2D"};
-  c.layers_per_block = 1;
-  c.norm_num_groups = 2;
-  c.attention_head_dim = 4;
+  nn::UNet2DConfig c = ddpm::test::tiny_unet_layout();
   c.resnet_time_scale_shift = "scale_shift";
   c.num_class_embeds = 3;
   nn::UNet2D<float, backend::Reference> unet(c);
