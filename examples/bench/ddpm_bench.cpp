@@ -223,6 +223,7 @@ int run(const Options& o) {
     const auto out = randn(S), x_T = randn(S);
     const auto fixed = [&](ddpm::ConstTensorView<float>, double) { return out.cview(); };
     worst_step_us = 0;
+    const auto pool = ddpm::backend::Cpu::thread_pool();
     ddpm::Samplers::for_each_sampler<float>([&]<class Traits, class Smp>(std::type_identity<Traits>, std::type_identity<Smp>) {
       Smp sampler{typename Traits::config_type{}};
       sampler.set_timesteps(50);
@@ -230,7 +231,7 @@ int run(const Options& o) {
       const double ms = median_ms(
           [&] {
             sampler.set_timesteps(50);
-            (void)ddpm::sample_loop(sampler, fixed, x_T.cview(), ddpm::NoiseSource<float>(rng));
+            (void)ddpm::sample_loop(sampler, fixed, x_T.cview(), ddpm::NoiseSource<float>(rng, *pool));
           },
           o.repeat);
       const double us = ms * 1e3 / steps;

@@ -60,7 +60,7 @@ inline ddpm::Tensor<float> generate_latents(UNet& unet, ddpm::index_t side, std:
     ddpm::Rng rng(o.seed, static_cast<std::uint64_t>(b) + (std::uint64_t{1} << 32));
     auto sampler = ddpm::make_sampler<float>(latent_sampler_config(o.sampler, o.sigmas));
     ddpm::set_timesteps(sampler, o.steps);
-    const auto x = ddpm::sample_loop(sampler, guided, noise.cview(), ddpm::NoiseSource<float>(rng),
+    const auto x = ddpm::sample_loop(sampler, guided, noise.cview(), ddpm::NoiseSource<float>(rng, *ddpm::backend::Cpu::thread_pool()),
                                      [&](ddpm::index_t i, ddpm::index_t, double) {
                                        if (o.progress) bar.update(b * o.steps + i + 1);
                                      });
@@ -91,7 +91,7 @@ inline ddpm::Tensor<float> trajectory(UNet& unet, VAE& vae, std::span<const std:
   examples::TrajectoryStrip strip(noise.cview(), snapshots);
   auto s = ddpm::make_sampler<float>(latent_sampler_config(o.sampler, o.sigmas));
   ddpm::set_timesteps(s, o.steps);
-  ddpm::sample_loop(s, model, noise.cview(), ddpm::NoiseSource<float>(rng), strip);
+  ddpm::sample_loop(s, model, noise.cview(), ddpm::NoiseSource<float>(rng, *ddpm::backend::Cpu::thread_pool()), strip);
   return decode(vae, strip.strip().cview());
 }
 

@@ -64,6 +64,7 @@ inline ddpm::Tensor<float> generate(UNet& unet, std::span<const std::int64_t> la
   ddpm::Tensor<float> out({n, 1, 28, 28});
   const ddpm::index_t batches = (n + o.batch - 1) / o.batch;
   examples::Progress bar("sample", batches * o.steps);
+  const auto pool = ddpm::backend::Cpu::thread_pool();
   for (ddpm::index_t b = 0; b < batches; ++b) {
     const ddpm::index_t first = b * o.batch, count = std::min(o.batch, n - first);
     std::vector<std::int64_t> batch_labels(labels.begin() + first, labels.begin() + first + count);
@@ -71,6 +72,7 @@ inline ddpm::Tensor<float> generate(UNet& unet, std::span<const std::int64_t> la
     ddpm::Rng rng(o.seed, static_cast<std::uint64_t>(b));
     ddpm::Tensor<float> noise({count, 1, 28, 28});
     rng.fill_normal(noise.span());
+    const ddpm::NoiseSource<float> step_noise(rng, *pool);
     const auto tick = [&](ddpm::index_t i) {
       if (o.progress) bar.update(b * o.steps + i + 1);
     };
@@ -85,14 +87,14 @@ inline ddpm::Tensor<float> generate(UNet& unet, std::span<const std::int64_t> la
       ddpm::ScoreSdeVeConfig c{.snr = o.corrector.snr, .correct_steps = o.langevin ? o.corrector.correct_steps : 0};
       ddpm::ScoreSdeVeScheduler<float> sde(ddpm::ve_score_config(schedule, c));
       sde.set_sigmas(o.steps);
-      x = ddpm::score_sde_ve_sample(sde, score, noise.cview(), ddpm::NoiseSource<float>(rng), on_call);
+      x = ddpm::score_sde_ve_sample(sde, score, noise.cview(), step_noise, on_call);
     } else {
       auto sampler = ddpm::make_sampler<float>(examples::sampler_config(o.sampler, {}, o.sigmas));
       ddpm::set_timesteps(sampler, o.steps);
       if (o.langevin)
-        x = ddpm::sample_loop_pc(sampler, guided, noise.cview(), ddpm::NoiseSource<float>(rng), o.corrector, on_call);
+        x = ddpm::sample_loop_pc(sampler, guided, noise.cview(), step_noise, o.corrector, on_call);
       else
-        x = ddpm::sample_loop(sampler, guided, noise.cview(), ddpm::NoiseSource<float>(rng),
+        x = ddpm::sample_loop(sampler, guided, noise.cview(), step_noise,
                               [&](ddpm::index_t i, ddpm::index_t, double) { tick(i); });
     }
     // Images in [-1, 1], as a pipeline returns them: a sampler without

@@ -5,7 +5,9 @@
 #include <cmath>
 #include <vector>
 
+#include "ddpm/core/parallel_random.hpp"
 #include "ddpm/core/random.hpp"
+#include "ddpm/core/thread_pool.hpp"
 
 using ddpm::Rng;
 
@@ -79,4 +81,63 @@ TEST_CASE("regression fixture: the first normals of seed 0 never change", "[rand
   const double u2 = static_cast<double>(((std::uint64_t{b[3]} << 32) | b[2]) >> 11) * 0x1.0p-53;
   CHECK(z0 == std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2));
   CHECK(z1 == std::sqrt(-2 * std::log(u1)) * std::sin(2 * M_PI * u2));
+}
+
+namespace {
+// Box-Muller on the scalar Philox function, pair by pair: the definition that
+// the chunked, lane-parallel fill_normal must reproduce bit for bit.
+std::vector<double> normals_by_definition(std::uint64_t seed, std::uint64_t stream, std::uint64_t counter,
+                                          std::size_t pairs) {
+  std::vector<double> z;
+  for (std::size_t k = 0; k < pairs; ++k) {
+    const std::uint64_t c = counter + k;
+    const auto b = ddpm::philox4x32_10(
+        {static_cast<std::uint32_t>(c), static_cast<std::uint32_t>(c >> 32), static_cast<std::uint32_t>(stream),
+         static_cast<std::uint32_t>(stream >> 32)},
+        {static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32)});
+    const double u1 = (static_cast<double>(((std::uint64_t{b[1]} << 32) | b[0]) >> 11) + 1.0) * 0x1.0p-53;
+    const double u2 = static_cast<double>(((std::uint64_t{b[3]} << 32) | b[2]) >> 11) * 0x1.0p-53;
+    z.push_back(std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2));
+    z.push_back(std::sqrt(-2 * std::log(u1)) * std::sin(2 * M_PI * u2));
+  }
+  return z;
+}
+}  // namespace
+
+TEST_CASE("fill_normal equals Box-Muller on consecutive Philox blocks, chunk edges and odd lengths included",
+          "[random]") {
+  // A counter just below 2^32 checks the carry into the counter's high word.
+  const std::uint64_t seed = 0x0123456789abcdefULL, stream = 0xfedcba9876543210ULL, counter = 0xffffffffULL - 70;
+  const auto z = normals_by_definition(seed, stream, counter, 600);
+  std::size_t used = 0;
+  Rng rng(Rng::State{seed, stream, counter, false, 0.0});
+  // Odd lengths leave a spare for the next call; lengths cross the 64-pair chunk.
+  for (const std::size_t n : {1u, 2u, 3u, 128u, 129u, 127u, 1u, 300u, 1u}) {
+    std::vector<double> out(n);
+    rng.fill_normal(std::span<double>(out), 0.5, 2.0);
+    for (std::size_t i = 0; i < n; ++i) REQUIRE(out[i] == 0.5 + 2.0 * z[used + i]);
+    used += n;
+  }
+  CHECK(rng.normal() == z[used]);
+  CHECK(rng.state().counter == counter + (used + 2) / 2);
+}
+
+TEST_CASE("fill_normal on a thread pool equals the serial draw for every thread count", "[random]") {
+  for (const std::size_t n : {std::size_t{1}, std::size_t{4097}, 2 * ddpm::kParallelNormalMinPairs + 7, std::size_t{12544}}) {
+    for (const bool spare : {false, true}) {
+      Rng serial(42, 3);
+      if (spare) (void)serial.normal();
+      Rng start = serial;
+      std::vector<float> expected(n);
+      serial.fill_normal(std::span<float>(expected));
+      for (const int threads : {1, 2, 3}) {
+        ddpm::ThreadPool pool(threads);
+        Rng rng = start;
+        std::vector<float> got(n);
+        ddpm::fill_normal(rng, std::span<float>(got), pool);
+        CHECK(got == expected);
+        CHECK(rng.state() == serial.state());
+      }
+    }
+  }
 }

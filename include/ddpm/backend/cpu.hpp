@@ -28,6 +28,7 @@
 //
 // Scratch (packed panels, partial gradients, attention rows) lives in
 // per-thread buffers that only grow: steady-state calls do not allocate.
+#include <memory>
 #include <string_view>
 
 #include "ddpm/backend/backend.hpp"
@@ -45,6 +46,9 @@ struct Cpu : Forwarding<Cpu, Host> {
   static constexpr std::string_view name() { return "cpu"; }
   static void set_num_threads(int n) { cpu_detail::set_num_threads(n); }
   static int num_threads() { return cpu_detail::num_threads(); }
+  // The pool the ops run on, for host work beside them (a sampler's noise:
+  // NoiseSource(rng, *Cpu::thread_pool())). Holding it keeps it alive.
+  static std::shared_ptr<ThreadPool> thread_pool() { return cpu_detail::pool(); }
 
   // The tuning knobs (cpu/tuning.hpp), process-wide.
   using Tuning = cpu_detail::Tuning;

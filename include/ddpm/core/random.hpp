@@ -11,6 +11,7 @@
 // Normals use the Box-Muller transform on 53-bit uniforms, evaluated in
 // double with only std::log, std::sqrt, std::sin and std::cos, never
 // std::normal_distribution (whose algorithm differs between libraries).
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -92,19 +93,32 @@ class Rng {
       state_.has_spare = false;
       return state_.spare;
     }
-    const auto b = next_block();
-    const double u1 = (static_cast<double>(((std::uint64_t{b[1]} << 32) | b[0]) >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
-    const double u2 = static_cast<double>(((std::uint64_t{b[3]} << 32) | b[2]) >> 11) * 0x1.0p-53;          // [0, 1)
-    const double r = std::sqrt(-2.0 * std::log(u1));
-    const double theta = 2.0 * std::numbers::pi * u2;
-    state_.spare = r * std::sin(theta);
+    double cos_part, sin_part;
+    box_muller_pairs<1>(1, &cos_part, &sin_part);
+    state_.spare = sin_part;
     state_.has_spare = true;
-    return r * std::cos(theta);
+    return cos_part;
   }
 
+  // The same values as `mean + stddev * normal()` called out.size() times, in
+  // that order, and the same state afterwards; computed a chunk of Philox
+  // blocks at a time (the counter makes block k independent of block k - 1),
+  // which lets the compiler vectorise the bit generation.
   template <class T>
   void fill_normal(std::span<T> out, double mean = 0.0, double stddev = 1.0) {
-    for (auto& x : out) x = static_cast<T>(mean + stddev * normal());
+    std::size_t i = 0;
+    if (state_.has_spare && !out.empty()) out[i++] = static_cast<T>(mean + stddev * normal());
+    constexpr std::size_t kChunk = 64;
+    std::array<double, kChunk> cos_part, sin_part;
+    while (out.size() - i >= 2) {
+      const std::size_t pairs = std::min(kChunk, (out.size() - i) / 2);
+      box_muller_pairs<kChunk>(pairs, cos_part.data(), sin_part.data());
+      for (std::size_t p = 0; p < pairs; ++p, i += 2) {
+        out[i] = static_cast<T>(mean + stddev * cos_part[p]);
+        out[i + 1] = static_cast<T>(mean + stddev * sin_part[p]);
+      }
+    }
+    if (i < out.size()) out[i] = static_cast<T>(mean + stddev * normal());
   }
   template <class T>
   void fill_uniform(std::span<T> out, double lo = 0.0, double hi = 1.0) {
@@ -119,6 +133,52 @@ class Rng {
     const std::uint64_t mid = (ll >> 32) + (lh & 0xFFFFFFFFu) + (hl & 0xFFFFFFFFu);
     high = hh + (lh >> 32) + (hl >> 32) + (mid >> 32);
     return (mid << 32) | (ll & 0xFFFFFFFFu);
+  }
+
+  // Box-Muller on the next n Philox blocks (n <= kLanes): block k's two 53-bit
+  // uniforms u1 in (0, 1], u2 in [0, 1) give r cos(2 pi u2) and r sin(2 pi u2),
+  // r = sqrt(-2 ln u1). Advances the counter by n. Philox runs on all kLanes
+  // lanes (a fixed trip count the compiler vectorises); the extra lanes are
+  // discarded.
+  template <std::size_t kLanes>
+  void box_muller_pairs(std::size_t n, double* cos_part, double* sin_part) {
+    constexpr std::uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
+    constexpr std::uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
+    std::array<std::uint32_t, kLanes> c0, c1, c2, c3;
+    for (std::size_t k = 0; k < kLanes; ++k) {
+      const std::uint64_t c = state_.counter + k;
+      c0[k] = static_cast<std::uint32_t>(c), c1[k] = static_cast<std::uint32_t>(c >> 32);
+      c2[k] = static_cast<std::uint32_t>(state_.stream), c3[k] = static_cast<std::uint32_t>(state_.stream >> 32);
+    }
+    state_.counter += n;
+    // philox4x32_10, lane-parallel: the key is the same for every block.
+    std::uint32_t key0 = static_cast<std::uint32_t>(state_.seed), key1 = static_cast<std::uint32_t>(state_.seed >> 32);
+    for (int round = 0; round < 10; ++round) {
+      for (std::size_t k = 0; k < kLanes; ++k) {
+        const std::uint64_t p0 = std::uint64_t{kMul0} * c0[k];
+        const std::uint64_t p1 = std::uint64_t{kMul1} * c2[k];
+        const std::uint32_t n0 = static_cast<std::uint32_t>(p1 >> 32) ^ c1[k] ^ key0;
+        const std::uint32_t n2 = static_cast<std::uint32_t>(p0 >> 32) ^ c3[k] ^ key1;
+        c1[k] = static_cast<std::uint32_t>(p1), c3[k] = static_cast<std::uint32_t>(p0);
+        c0[k] = n0, c2[k] = n2;
+      }
+      key0 += kWeyl0;
+      key1 += kWeyl1;
+    }
+    // In passes, so that the libm calls stand alone and the rest vectorises.
+    std::array<double, kLanes> r;
+    for (std::size_t k = 0; k < n; ++k) {
+      const double u1 = (static_cast<double>(((std::uint64_t{c1[k]} << 32) | c0[k]) >> 11) + 1.0) * 0x1.0p-53;
+      r[k] = -2.0 * std::log(u1);
+    }
+    for (std::size_t k = 0; k < n; ++k) r[k] = std::sqrt(r[k]);
+    for (std::size_t k = 0; k < n; ++k) {
+      const double u2 = static_cast<double>(((std::uint64_t{c3[k]} << 32) | c2[k]) >> 11) * 0x1.0p-53;
+      const double theta = 2.0 * std::numbers::pi * u2;
+      cos_part[k] = std::cos(theta);
+      sin_part[k] = std::sin(theta);
+    }
+    for (std::size_t k = 0; k < n; ++k) cos_part[k] *= r[k], sin_part[k] *= r[k];
   }
 
   State state_;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ddpm/core/error.hpp"
+#include "ddpm/core/parallel_random.hpp"
 #include "ddpm/core/random.hpp"
 #include "ddpm/core/tensor.hpp"
 #include "ddpm/diffusion/prediction.hpp"
@@ -45,6 +46,8 @@ class NoiseSource {
 
   NoiseSource() = default;  // none: a step that needs noise throws
   NoiseSource(Rng& rng) : rng_(&rng) {}
+  // Draws on `pool` (core/parallel_random.hpp): the same numbers, sooner.
+  NoiseSource(Rng& rng, ThreadPool& pool) : rng_(&rng), pool_(&pool) {}
   NoiseSource(ConstTensorView<T> noise) : given_(noise), has_given_(true) {}
   explicit NoiseSource(Fill fill) : fill_(std::move(fill)) {}
 
@@ -52,7 +55,9 @@ class NoiseSource {
 
   // Fills `out` with N(0, 1) values.
   void draw(TensorView<T> out) const {
-    if (rng_) {
+    if (rng_ && pool_) {
+      fill_normal(*rng_, out.span(), *pool_);
+    } else if (rng_) {
       rng_->fill_normal(out.span());
     } else if (has_given_) {
       require_same_shape(given_.shape(), out.shape(), "variance noise vs sample");
@@ -66,6 +71,7 @@ class NoiseSource {
 
  private:
   Rng* rng_ = nullptr;
+  ThreadPool* pool_ = nullptr;
   ConstTensorView<T> given_;
   bool has_given_ = false;
   Fill fill_;
