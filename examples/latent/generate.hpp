@@ -10,6 +10,7 @@
 #include <variant>
 #include <vector>
 
+#include "ddpm/backend/cpu.hpp"
 #include "ddpm/backend/flop_counter.hpp"
 #include "ddpm/core/random.hpp"
 #include "ddpm/sampling/any_sampler.hpp"
