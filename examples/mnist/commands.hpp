@@ -558,7 +558,8 @@ inline Dataset load_digits(const cxxopts::ParseResult& r, ddpm::index_t count) {
 
 // Options invert, translate and evaluate-edit share: 50 DDIM steps (eta 0)
 // each way, the conditional model (guidance 1) while inverting.
-inline void add_edit(cxxopts::Options& opts, const char* generation_guidance, const char* fixed_point) {
+inline void add_edit(cxxopts::Options& opts, const char* generation_guidance, const char* fixed_point,
+                     const char* strength = "1") {
   opts.add_options("DDIM inversion")
       ("steps", "DDIM steps each way, 1 to 1000", examples::number("50"))
       ("inversion-guidance", "classifier-free guidance scale while inverting under the digit's label, in [0, 100]"
@@ -567,7 +568,9 @@ inline void add_edit(cxxopts::Options& opts, const char* generation_guidance, co
       ("guidance-rescale", "rescale of the guided prediction toward the conditional one's spread, in [0, 1]"
        " (0: off)", examples::number("0"))
       ("fixed-point", "fixed-point refinements per inverse step, 0 to 20 (each one more model call; 0: plain DDIM"
-       " inversion)", examples::number(fixed_point));
+       " inversion)", examples::number(fixed_point))
+      ("strength", "how far toward noise to invert, in (0, 1]: the fraction of the steps run each way (1: to pure"
+       " noise; less keeps more of the input)", examples::number(strength));
 }
 
 inline EditOptions edit_options(const cxxopts::ParseResult& r) {
@@ -577,6 +580,9 @@ inline EditOptions edit_options(const cxxopts::ParseResult& r) {
   o.generation_guidance = option_in<double>(r, "guidance", 0, kMaxGuidance);
   o.guidance_rescale = option_in<double>(r, "guidance-rescale", 0, 1);
   o.fixed_point = option_in<ddpm::index_t>(r, "fixed-point", 0, 20);
+  o.strength = option_in<double>(r, "strength", 0, 1, Ends::open_low);
+  ddpm::require(o.strength * static_cast<double>(o.steps) >= 1, "--strength: ", o.strength, " of ", o.steps,
+                " steps runs no step; expected strength * steps >= 1");
   return o;
 }
 

@@ -178,6 +178,7 @@ struct EditOptions {
   double generation_guidance = 1.0;  // scale while regenerating (invert: own label; translate: target)
   double guidance_rescale = 0.0;     // GuidanceConfig::guidance_rescale, both directions
   ddpm::index_t fixed_point = 0;     // fixed-point refinements per inverse step (sampling/inversion.hpp)
+  double strength = 1.0;             // DDIMInversionConfig::strength: how far toward noise the bridge goes
   ddpm::index_t batch = 100;         // digits per network call (x2 with guidance)
   bool progress = true;
 };
@@ -185,6 +186,7 @@ struct EditOptions {
 inline ddpm::DDIMInversionConfig inversion_config(const EditOptions& o) {
   ddpm::DDIMInversionConfig c;
   c.fixed_point_iterations = o.fixed_point;
+  c.strength = o.strength;
   return c;
 }
 
@@ -213,7 +215,7 @@ inline InvertResult invert_digits(UNet& unet, ddpm::ConstTensorView<float> image
   unet.set_mode(ddpm::nn::Mode::Inference);
   const ddpm::index_t n = images.dim(0);
   InvertResult r{ddpm::Tensor<float>(images.shape()), ddpm::Tensor<float>(images.shape())};
-  const ddpm::index_t per_batch = 2 * o.steps;  // progress: the steps of both directions
+  const ddpm::index_t per_batch = 2 * inversion_config(o).steps_run(o.steps);  // progress: both directions
   examples::Progress bar("invert", ((n + o.batch - 1) / o.batch) * per_batch);
   const auto cfg = inversion_config(o);
   for (ddpm::index_t first = 0, b = 0; first < n; first += o.batch, ++b) {
@@ -230,7 +232,7 @@ inline InvertResult invert_digits(UNet& unet, ddpm::ConstTensorView<float> image
       if (o.progress) bar.update(++done);
     };
     const auto z = ddpm::ddim_invert(encoder, images.slice(first, count), o.steps, cfg, tick);
-    done = b * per_batch + o.steps;
+    done = b * per_batch + per_batch / 2;
     const auto x = ddpm::ddim_regenerate(decoder, z.cview(), o.steps, cfg, tick);
     std::copy(z.begin(), z.end(), r.latent.data() + first * kPixels);
     std::copy(x.begin(), x.end(), r.reconstructed.data() + first * kPixels);
@@ -252,7 +254,7 @@ inline ddpm::Tensor<float> translate_digits(UNet& unet, ddpm::ConstTensorView<fl
   unet.set_mode(ddpm::nn::Mode::Inference);
   const ddpm::index_t n = images.dim(0);
   ddpm::Tensor<float> out(images.shape());
-  const ddpm::index_t per_batch = 2 * o.steps;  // progress: the steps of both directions
+  const ddpm::index_t per_batch = 2 * inversion_config(o).steps_run(o.steps);  // progress: both directions
   examples::Progress bar("translate", ((n + o.batch - 1) / o.batch) * per_batch);
   ddpm::TranslationConfig cfg{.inversion = inversion_config(o),
                               .inversion_guidance = o.inversion_guidance,

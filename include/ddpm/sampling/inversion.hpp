@@ -64,6 +64,18 @@ struct DDIMInversionConfig {
   DDIMConfig ddim = unclipped_ddim_config();  // the forward DDIM run the inversion mirrors
 
   index_t fixed_point_iterations = 0;          // extra model calls per inverse step; 0: diffusers' inversion
+  // How far toward noise the pair of runs goes, as diffusers' img2img and
+  // DiffEdit `strength`: of n steps, the inversion runs the first
+  // m = floor(strength * n) and stops at level t_{n-m}; the regeneration
+  // runs the forward steps n - m .. n - 1 from there. 1: the whole way.
+  double strength = 1.0;
+
+  // The m of `strength` for n steps.
+  index_t steps_run(index_t n) const {
+    const auto m = static_cast<index_t>(strength * static_cast<double>(n));
+    require(m >= 1, "DDIM inversion: strength ", strength, " of ", n, " steps runs no step; expected strength * steps >= 1");
+    return std::min(m, n);
+  }
 
   void validate() const {
     require(ddim.eta == 0, "DDIM inversion: eta must be 0 (the deterministic sampler), got ", ddim.eta);
@@ -74,6 +86,7 @@ struct DDIMInversionConfig {
             "DDIM inversion: use_clipped_model_output with clip_sample has no inverse step");
     require(fixed_point_iterations >= 0 && fixed_point_iterations <= 100,
             "DDIM inversion: fixed_point_iterations must be in [0, 100], got ", fixed_point_iterations);
+    require(strength > 0 && strength <= 1, "DDIM inversion: strength must be in (0, 1], got ", strength);
     ddim.clipping.validate();
   }
 };
@@ -90,7 +103,8 @@ inline DDIMInverseConfig mirrored_inverse_config(const DDIMConfig& ddim) {
 
 // The noise x_{t_0} that ddim_regenerate(model, ., steps, config) turns back
 // into (nearly) x0; x0 in the model's data space, any shape the model takes.
-// `progress` is as for sample_loop: (k, steps, t[, x]) after inverse step k.
+// With strength < 1, the partly noised x_{t_{n-m}} instead. `progress` is as
+// for sample_loop: (k, m, t[, x]) after inverse step k.
 template <Scalar T, class Model, class Progress = NoProgress>
   requires ModelFor<Model, T>
 Tensor<T> ddim_invert(Model&& model, ConstTensorView<T> x0, index_t steps, const DDIMInversionConfig& config = {},
@@ -98,19 +112,16 @@ Tensor<T> ddim_invert(Model&& model, ConstTensorView<T> x0, index_t steps, const
   config.validate();
   DDIMInverseSampler<T> inverse(mirrored_inverse_config(config.ddim));
   inverse.set_timesteps(steps);
+  const index_t m = config.steps_run(steps);
   Tensor<T> x = Tensor<T>::copy_of(x0);
-  if (config.fixed_point_iterations == 0) {
-    detail::run_steps(inverse, model, x, 0, NoiseSource<T>{}, progress, "ddim_invert");
-    return x;
-  }
   const auto timesteps = std::span<const double>(inverse.timesteps());
   Tensor<T> y(x.shape());
-  for (index_t k = 0; k < steps; ++k) {
+  for (index_t k = 0; k < m; ++k) {
     const double t = timesteps[static_cast<std::size_t>(k)];
     // y = x_{t_k}: first from eps(x_{t_k - r}, t_k), then from eps(y, t_k).
     const StepOutput<T> first = detail::model_step(inverse, model, x.cview(), k, t, NoiseSource<T>{}, "ddim_invert");
     std::copy(first.prev_sample.begin(), first.prev_sample.end(), y.begin());
-    for (index_t m = 0; m < config.fixed_point_iterations; ++m) {
+    for (index_t i = 0; i < config.fixed_point_iterations; ++i) {
       const auto out = model(inverse.scale_model_input(y.cview(), t), t);
       const ConstTensorView<T> eps = detail::as_const_view<T>(out);
       require(eps.shape() == y.shape(), "ddim_invert: model output ", eps.shape().str(), " vs sample ",
@@ -120,13 +131,14 @@ Tensor<T> ddim_invert(Model&& model, ConstTensorView<T> x0, index_t steps, const
       std::copy(r.prev_sample.begin(), r.prev_sample.end(), y.begin());
     }
     std::swap(x, y);
-    detail::report_progress<T>(progress, k, steps, t, x.cview());
+    detail::report_progress<T>(progress, k, m, t, x.cview());
   }
   return x;
 }
 
-// The forward DDIM run (eta 0) from `noise` = x_{t_0}, as ddim_invert's
-// contract pairs it: sample_loop with DDIMSampler(config.ddim), `steps` steps.
+// The forward DDIM run (eta 0) from `noise` = x_{t_{n-m}} (x_{t_0} at
+// strength 1), as ddim_invert's contract pairs it: DDIMSampler(config.ddim)
+// with `steps` timesteps, run from step n - m on.
 template <Scalar T, class Model, class Progress = NoProgress>
   requires ModelFor<Model, T>
 Tensor<T> ddim_regenerate(Model&& model, ConstTensorView<T> noise, index_t steps,
@@ -134,7 +146,11 @@ Tensor<T> ddim_regenerate(Model&& model, ConstTensorView<T> noise, index_t steps
   config.validate();
   DDIMSampler<T> sampler(config.ddim);
   sampler.set_timesteps(steps);
-  return sample_loop(sampler, model, noise, NoiseSource<T>{}, progress);
+  const index_t m = config.steps_run(steps);
+  if (m == steps) return sample_loop(sampler, model, noise, NoiseSource<T>{}, progress);
+  Tensor<T> x = Tensor<T>::copy_of(noise);
+  detail::run_steps(sampler, model, x, steps - m, NoiseSource<T>{}, progress, "ddim_regenerate");
+  return x;
 }
 
 }  // namespace ddpm

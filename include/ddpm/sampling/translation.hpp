@@ -54,8 +54,9 @@ auto offset_progress(Progress& inner, index_t offset, index_t total) {
 
 // Each x[i] (of class source[i]) redrawn as class target[i]: ddim_invert
 // under the source labels, then ddim_regenerate under the target labels,
-// `steps` DDIM steps each. `progress` sees (k, 2 * steps, t[, x]) over both
-// halves. `model` is a LabelModel, e.g. label_model<T>(denoiser).
+// `steps` DDIM steps each (m = floor(config.inversion.strength * steps) of
+// them run: a bridge through a partly noised level keeps more of the
+// source). `progress` sees (k, 2 * m, t[, x]) over both halves. `model` is a LabelModel, e.g. label_model<T>(denoiser).
 template <Scalar T, LabelModel<T> Model, class Progress = NoProgress>
 Tensor<T> ddib_translate(Model model, ConstTensorView<T> x, std::span<const std::int64_t> source,
                          std::span<const std::int64_t> target, index_t steps, const TranslationConfig& config = {},
@@ -70,10 +71,12 @@ Tensor<T> ddib_translate(Model model, ConstTensorView<T> x, std::span<const std:
                                   guidance(config.inversion_guidance));
   auto decoder = make_guidance<T>(model, std::vector<std::int64_t>(target.begin(), target.end()),
                                   guidance(config.generation_guidance));
+  config.inversion.validate();
+  const index_t m = config.inversion.steps_run(steps);
   const Tensor<T> latent =
-      ddim_invert(encoder, x, steps, config.inversion, detail::offset_progress<T>(progress, 0, 2 * steps));
+      ddim_invert(encoder, x, steps, config.inversion, detail::offset_progress<T>(progress, 0, 2 * m));
   return ddim_regenerate(decoder, latent.cview(), steps, config.inversion,
-                         detail::offset_progress<T>(progress, steps, 2 * steps));
+                         detail::offset_progress<T>(progress, m, 2 * m));
 }
 
 }  // namespace ddpm
