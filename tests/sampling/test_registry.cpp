@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ddpm/core/random.hpp"
+#include "ddpm/core/thread_pool.hpp"
 #include "ddpm/io/json.hpp"
 #include "ddpm/io/scheduler_config.hpp"
 #include "ddpm/sampling/any_sampler.hpp"
@@ -415,5 +416,28 @@ TEST_CASE("sdedit: whatever the sampler, the model first sees sqrt(abar_t) y at 
     for (index_t i = 0; i < y.numel(); ++i)
       CHECK(first_input[static_cast<std::size_t>(i)] == Approx(a * y[i]).epsilon(1e-6));
     CHECK(1 - a > 0.1);
+  }
+}
+
+TEST_CASE("noise drawn on a thread pool gives every sampler the same samples", "[sampling][registry]") {
+  // 91 x 91 = 8281 values a draw: over the pool's threshold, and odd, so the
+  // draws alternate between starting with and without Box-Muller's spare.
+  const Tensor<double> noise = randn({1, 1, 91, 91}, 23);
+  const auto model = [](ConstTensorView<double> x, double t) {
+    Tensor<double> out(x.shape());
+    for (index_t i = 0; i < x.numel(); ++i) out[i] = 0.3 * x[i] + 1e-4 * t;
+    return out;
+  };
+  ThreadPool pool(3);
+  for (std::string_view name : Samplers::names) {
+    INFO(name);
+    AnySampler<double> a = make_sampler<double>(sampler_config_named(name)), b = a;
+    std::visit([](auto& s) { s.set_timesteps(4); }, a);
+    std::visit([](auto& s) { s.set_timesteps(4); }, b);
+    Rng r1(5), r2(5);
+    const Tensor<double> x1 = sample_loop(a, model, noise.cview(), NoiseSource<double>(r1));
+    const Tensor<double> x2 = sample_loop(b, model, noise.cview(), NoiseSource<double>(r2, pool));
+    CHECK(std::equal(x1.begin(), x1.end(), x2.begin()));
+    CHECK(r1.state() == r2.state());
   }
 }
