@@ -611,14 +611,13 @@ inline void write_pairs(const fs::path& png, ddpm::ConstTensorView<float> a, ddp
   write_images(png, pair_rows(a, b, columns).cview(), static_cast<int>(columns));
 }
 
-// Defaults measured with evaluate-edit on 200 held-out digits: invert
-// refines each inverse step once (mean PSNR 46.5 dB at 50 steps; plain DDIM
-// inversion 22-25 dB on smaller sets); translate regenerates under the target
-// label with guidance 1.5: 95.9% / 97.2% classified as 3 / 7, mean relative
-// ink change 26.6% / 26.0% (signed +7.2% / -2.7%). Guidance 1 left a third
-// of the 7s unrecognised; 2 and more add ink (3: +160% for 0s).
+// Defaults chosen with evaluate-edit (README, "Inversion and translation"):
+// invert refines each inverse step once (fixed-point inversion); translate
+// bridges through the level 60% of the way to noise and regenerates with
+// guidance 2, the pair that keeps both the class (>= 90%) and the ink mass.
 inline constexpr const char* kInvertFixedPoint = "1";
-inline constexpr const char* kTranslateGuidance = "1.5";
+inline constexpr const char* kTranslateGuidance = "2";
+inline constexpr const char* kTranslateStrength = "0.6";
 
 inline int cmd_invert(int argc, char** argv) {
   cxxopts::Options opts(argv[0],
@@ -652,7 +651,7 @@ inline int cmd_translate(int argc, char** argv) {
                         "of ink mass; --png writes rows of inputs over their translations.");
   opts.add_options()("to", "target digit, 0-9", examples::number("8"));
   add_digit_files(opts, "translated.idx");
-  add_edit(opts, kTranslateGuidance, "0");
+  add_edit(opts, kTranslateGuidance, "0", kTranslateStrength);
   add_common(opts);
   const auto r = examples::parse_options(opts, argc, argv);
   if (!r) return 0;
@@ -690,7 +689,7 @@ inline int cmd_evaluate_edit(int argc, char** argv) {
        cxxopts::value<std::string>()->default_value("0,3,7"))
       ("inversion-guidance-own", "guidance while inverting for the PSNR part, in [0, 100]", examples::number("1"))
       ("guidance-own", "guidance while regenerating for the PSNR part, in [0, 100]", examples::number("1"));
-  add_edit(opts, kTranslateGuidance, "0");
+  add_edit(opts, kTranslateGuidance, "0", kTranslateStrength);
   opts.add_options()("fixed-point-own", "fixed-point refinements for the PSNR part, 0 to 20",
                      examples::number(kInvertFixedPoint));
   add_common(opts);
@@ -704,6 +703,7 @@ inline int cmd_evaluate_edit(int argc, char** argv) {
   own.generation_guidance = option_in<double>(*r, "guidance-own", 0, kMaxGuidance);
   own.guidance_rescale = 0;
   own.fixed_point = option_in<ddpm::index_t>(*r, "fixed-point-own", 0, 20);
+  own.strength = 1.0;  // the round trip through pure noise; --strength is the translation's
   auto unet = load_model((*r)["model"].as<std::string>());
   Classifier net;
   net.load((*r)["classifier"].as<std::string>());
