@@ -31,8 +31,10 @@
 // stream, Rng(seed, anomaly_stream(first_index + i, d)) (core/random.hpp).
 // It draws the forward noise eps first, then whatever a stochastic sampler
 // (DDPM) asks for that image. So an image's map depends only on the seed,
-// its index and the model: not on the batch it is in nor the thread count
-// (given a model whose per-image output does not depend on them either).
+// its index and the model: not on the batch it is in nor the thread count,
+// given a model whose per-image output does not depend on them either (the
+// Cpu backend's U-Net is bit-identical on any thread count, but its last
+// bits may change with the batch size: keep the batch fixed).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
