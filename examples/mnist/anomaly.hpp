@@ -31,14 +31,14 @@ namespace mnist {
 
 // The defaults of `anomaly` (README: the measured AUROC table): noise to
 // t = 250 (sigma_t ~ 0.36 in [-1, 1] units), reconstruct with 25 of 100
-// DDIM steps, 4 draws, score the mean of the 16 largest map pixels.
+// DDIM steps, 4 draws, score the mean of the 8 largest map pixels.
 struct AnomalyRun {
   ddpm::index_t t = 250;
   ddpm::index_t draws = 4;
   ddpm::index_t steps = 100;
   std::string sampler = "ddim";
   ddpm::AnomalyScore score = ddpm::AnomalyScore::top_k_mean;
-  ddpm::index_t top_k = 16;
+  ddpm::index_t top_k = 8;
   std::uint64_t seed = 0;
   ddpm::index_t batch = 50;  // images per network call
   bool progress = true;

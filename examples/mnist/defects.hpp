@@ -64,8 +64,8 @@ inline void draw_defect(DefectKind k, float* img, ddpm::Rng& rng) {
           if (segment_distance(x, y, ax, ay, bx, by) <= 0.8) at(x, y) = 1.0f;
       break;
     }
-    case DefectKind::blob: {  // an ellipse with radii 2.5-4.5 px
-      const double cx = rng.uniform(5, 23), cy = rng.uniform(5, 23), rx = rng.uniform(2.5, 4.5), ry = rng.uniform(2.5, 4.5);
+    case DefectKind::blob: {  // an ellipse with radii 3-5 px
+      const double cx = rng.uniform(5, 23), cy = rng.uniform(5, 23), rx = rng.uniform(3, 5), ry = rng.uniform(3, 5);
       for (int y = 0; y < kImageSide; ++y)
         for (int x = 0; x < kImageSide; ++x) {
           const double u = (x - cx) / rx, v = (y - cy) / ry;
@@ -73,13 +73,13 @@ inline void draw_defect(DefectKind k, float* img, ddpm::Rng& rng) {
         }
       break;
     }
-    case DefectKind::missing_stroke: {  // a disc of radius 3.5-5 px around an ink pixel, erased
+    case DefectKind::missing_stroke: {  // a disc of radius 4-5.5 px around an ink pixel, erased
       std::vector<int> ink;
       for (int p = 0; p < kPixels; ++p)
         if (img[p] > 0) ink.push_back(p);
       if (ink.empty()) return;
       const int c = ink[static_cast<std::size_t>(rng.uniform_int(ink.size()))];
-      const double cx = c % kImageSide, cy = c / kImageSide, r = rng.uniform(3.5, 5);
+      const double cx = c % kImageSide, cy = c / kImageSide, r = rng.uniform(4, 5.5);
       for (int y = 0; y < kImageSide; ++y)
         for (int x = 0; x < kImageSide; ++x)
           if ((x - cx) * (x - cx) + (y - cy) * (y - cy) <= r * r) at(x, y) = -1.0f;
