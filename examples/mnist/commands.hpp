@@ -746,7 +746,8 @@ inline int cmd_anomaly(int argc, char** argv) {
       ("out", "output text file: one score per line", cxxopts::value<std::string>()->default_value("scores.txt"))
       ("maps", "PNG with rows input / reconstruction / anomaly map (the first 32 images; with --evaluate: 8 of each"
                " set)", cxxopts::value<std::string>()->default_value(""))
-      ("t", "timestep to noise to, 1 to 999", examples::number(std::to_string(d.t)))
+      ("t,timestep", "timestep to noise to, 1 to 999 (--t T is accepted too)",
+       examples::number(std::to_string(d.t)))
       ("draws", "independent noise draws averaged, 1 to 1000", examples::number(std::to_string(d.draws)))
       ("steps", "sampler steps over the whole schedule, 1 to 1000 (those at or below t run)",
        examples::number(std::to_string(d.steps)))
@@ -762,7 +763,13 @@ inline int cmd_anomaly(int argc, char** argv) {
        cxxopts::value<std::string>()->default_value("data/fashion-mnist"))
       ("count", "with --evaluate: images per set, 1 to 5000", examples::number("100"));
   add_common(opts);
-  const auto r = examples::parse_options(opts, argc, argv);
+  // cxxopts takes no one-letter long option: --t T is read as --timestep T.
+  std::vector<std::string> args(argv, argv + argc);
+  for (auto& a : args)
+    if (a == "--t" || a.starts_with("--t=")) a.replace(0, 3, "--timestep");
+  std::vector<char*> argp;
+  for (auto& a : args) argp.push_back(a.data());
+  const auto r = examples::parse_options(opts, argc, argp.data());
   if (!r) return 0;
   AnomalyRun o;
   o.t = option_in<ddpm::index_t>(*r, "t", 1, kMaxSamplingSteps - 1);
