@@ -15,6 +15,7 @@
 #include "../common/cli.hpp"
 #include "../common/subcommands.hpp"
 #include "../common/train_options.hpp"
+#include "anomaly.hpp"
 #include "generate.hpp"
 #include "quality.hpp"
 #include "classifier.hpp"
@@ -736,13 +737,104 @@ inline int cmd_evaluate_edit(int argc, char** argv) {
   return 0;
 }
 
+inline constexpr ddpm::index_t kMaxMapColumns = 32;  // anomaly --maps: images drawn
+
+inline int cmd_anomaly(int argc, char** argv) {
+  cxxopts::Options opts(argv[0],
+                        "Score images by how much the model changes them when it reconstructs them from noise at\n"
+                        "timestep t (AnoDDPM): the score is the mean of the top-k pixels of the anomaly map, the\n"
+                        "squared reconstruction error averaged over draws; higher is more anomalous. Writes one score\n"
+                        "per image per line. --evaluate measures image-level AUROC of held-out digits against\n"
+                        "synthetic defects and Fashion-MNIST, and pixel-level AUROC against the defect masks.");
+  const AnomalyRun d;
+  opts.add_options()
+      ("input", "IDX3 file of 28x28 images", cxxopts::value<std::string>()->default_value(""))
+      ("out", "output text file: one score per line", cxxopts::value<std::string>()->default_value("scores.txt"))
+      ("maps", "PNG with rows input / reconstruction / anomaly map (the first 32 images; with --evaluate: 8 of each"
+               " set)", cxxopts::value<std::string>()->default_value(""))
+      ("t,timestep", "timestep to noise to, 1 to 999 (--t T is accepted too)",
+       examples::number(std::to_string(d.t)))
+      ("draws", "independent noise draws averaged, 1 to 1000", examples::number(std::to_string(d.draws)))
+      ("steps", "sampler steps over the whole schedule, 1 to 1000 (those at or below t run)",
+       examples::number(std::to_string(d.steps)))
+      ("sampler", examples::sampler_help(), cxxopts::value<std::string>()->default_value(d.sampler))
+      ("score", "statistic of the map: mean, max or top-k-mean",
+       cxxopts::value<std::string>()->default_value(std::string(ddpm::to_string(d.score))))
+      ("top-k", "pixels averaged by top-k-mean, 1 to 784", examples::number(std::to_string(d.top_k)))
+      ("seed", "random seed (noise draws; defects with --evaluate)", examples::number("0"))
+      ("evaluate", "measure AUROC instead of scoring --input")
+      ("data", "with --evaluate: folder with the t10k MNIST IDX files",
+       cxxopts::value<std::string>()->default_value("data/mnist"))
+      ("fashion", "with --evaluate: folder with the t10k Fashion-MNIST IDX files",
+       cxxopts::value<std::string>()->default_value("data/fashion-mnist"))
+      ("count", "with --evaluate: images per set, 1 to 5000", examples::number("100"));
+  add_common(opts);
+  // cxxopts takes no one-letter long option: --t T is read as --timestep T.
+  std::vector<std::string> args(argv, argv + argc);
+  for (auto& a : args)
+    if (a == "--t" || a.starts_with("--t=")) a.replace(0, 3, "--timestep");
+  std::vector<char*> argp;
+  for (auto& a : args) argp.push_back(a.data());
+  const auto r = examples::parse_options(opts, argc, argp.data());
+  if (!r) return 0;
+  AnomalyRun o;
+  o.t = option_in<ddpm::index_t>(*r, "t", 1, kMaxSamplingSteps - 1);
+  o.draws = option_in<ddpm::index_t>(*r, "draws", 1, ddpm::kMaxAnomalyDraws);
+  o.steps = option_in<ddpm::index_t>(*r, "steps", 1, kMaxSamplingSteps);
+  o.sampler = examples::sampler_option(*r);
+  const auto score = (*r)["score"].as<std::string>();
+  ddpm::require(score == "mean" || score == "max" || score == "top-k-mean",
+                "--score: expected mean, max or top-k-mean, got '", score, "'");
+  o.score = ddpm::parse_anomaly_score(score);
+  o.top_k = option_in<ddpm::index_t>(*r, "top-k", 1, kPixels);
+  o.seed = examples::seed_option(*r);
+  const fs::path maps = (*r)["maps"].as<std::string>();
+  ddpm::require(maps.empty() || maps.extension() == ".png", "--maps: expected a .png file name, got '", maps.string(),
+                "'");
+  if (r->count("evaluate")) {
+    const auto count = option_in<ddpm::index_t>(*r, "count", 1, 5000);
+    auto unet = load_model((*r)["model"].as<std::string>());
+    const auto digits = load_split((*r)["data"].as<std::string>(), "t10k");
+    const auto fashion = load_images_28(find_idx((*r)["fashion"].as<std::string>(), "t10k", "images-idx3-ubyte"),
+                                        "--fashion");
+    const auto e = evaluate_anomaly(unet, digits.images.cview(), fashion.cview(), count, o, maps);
+    std::printf("anomaly: t %lld, %lld of %lld %s steps, %lld draws, score %s (k %lld), %lld images per set, %.0fs\n",
+                static_cast<long long>(e.t), static_cast<long long>(e.t * o.steps / kMaxSamplingSteps),
+                static_cast<long long>(o.steps), o.sampler.c_str(), static_cast<long long>(o.draws),
+                std::string(ddpm::to_string(o.score)).c_str(), static_cast<long long>(o.top_k),
+                static_cast<long long>(count), e.seconds);
+    std::printf("image AUROC, digits vs synthetic defects: %.4f (scratch %.4f, blob %.4f, missing stroke %.4f)\n",
+                e.auroc_defects, e.auroc_kind[0], e.auroc_kind[1], e.auroc_kind[2]);
+    std::printf("image AUROC, digits vs Fashion-MNIST:     %.4f\n", e.auroc_fashion);
+    std::printf("pixel AUROC, maps vs defect masks:        %.4f\n", e.auroc_pixels);
+    if (!maps.empty()) std::printf("wrote %s\n", maps.string().c_str());
+    return 0;
+  }
+  const fs::path input = (*r)["input"].as<std::string>(), out = (*r)["out"].as<std::string>();
+  ddpm::require(!input.empty(), "--input: expected an IDX3 file of 28x28 images (or --evaluate)");
+  const auto images = load_images_28(input, "--input");
+  auto unet = load_model((*r)["model"].as<std::string>());
+  const auto res = score_images(unet, images.cview(), o);
+  write_scores(out, res.scores);
+  if (!maps.empty()) {
+    const ddpm::index_t shown = std::min(images.dim(0), kMaxMapColumns);
+    const auto grid = maps_grid({{images.cview(), &res}}, shown);
+    ddpm::io::write_png(maps, ddpm::io::make_grid(grid.cview(), static_cast<int>(shown)));
+  }
+  std::printf("scored %lld images (t %lld, %lld draws): wrote %s%s%s\n", static_cast<long long>(images.dim(0)),
+              static_cast<long long>(res.t), static_cast<long long>(o.draws), out.string().c_str(),
+              maps.empty() ? "" : " and ", maps.string().c_str());
+  return 0;
+}
+
 inline const std::vector<Command>& commands() {
   static const std::vector<Command> list{{"train", cmd_train},           {"sample", cmd_sample},
                                          {"denoise", cmd_denoise},       {"inpaint", cmd_inpaint},
                                          {"trajectory", cmd_trajectory}, {"classifier", cmd_classifier},
                                          {"evaluate", cmd_evaluate},     {"quality", cmd_quality},
                                          {"invert", cmd_invert},         {"translate", cmd_translate},
-                                         {"evaluate-edit", cmd_evaluate_edit}};
+                                         {"evaluate-edit", cmd_evaluate_edit},
+                                         {"anomaly", cmd_anomaly}};
   return list;
 }
 

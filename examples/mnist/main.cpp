@@ -12,6 +12,7 @@
 //   invert      DDIM-invert digits under their labels and regenerate them (PSNR)
 //   translate   redraw digits as another class (DDIM inversion, DDIB)
 //   evaluate-edit  invert and translate measured on held-out digits
+//   anomaly     score images by reconstruction error (AnoDDPM); --evaluate: AUROC
 //
 // Every subcommand has --help. Without --model, sample/denoise/inpaint/
 // trajectory/evaluate use the model shipped in examples/models/mnist_cond.
@@ -34,7 +35,8 @@ const char* kUsage =
     "  quality     the sampler quality table: accuracy, Frechet distance and time per sampler and budget\n"
     "  invert      invert digits under their labels with DDIM and regenerate them, print PSNR\n"
     "  translate   redraw digits as class K keeping their style (DDIM inversion)\n"
-    "  evaluate-edit  measure invert (PSNR) and translate (classifier, ink mass) on held-out digits\n";
+    "  evaluate-edit  measure invert (PSNR) and translate (classifier, ink mass) on held-out digits\n"
+    "  anomaly     score images by how much the model changes them (AnoDDPM); --evaluate: AUROC\n";
 
 }  // namespace
 
