@@ -772,7 +772,7 @@ inline int cmd_superres(int argc, char** argv) {
       ("evaluate", "measure on held-out digits at 2x and 4x: PSNR and SSIM against the originals for bicubic"
                    " upsampling and ours, and the classifier's accuracy on the originals, bicubic and ours");
   opts.add_options("sampling")
-      ("sampler", examples::sampler_help(), cxxopts::value<std::string>()->default_value("ddim"))
+      ("sampler", examples::sampler_help(), cxxopts::value<std::string>()->default_value("ddpm"))
       ("steps", "sampling steps, 1 to 1000", examples::number("20"))
       ("seed", "random seed", examples::number("0"));
   opts.add_options("held-out digits")

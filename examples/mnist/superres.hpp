@@ -138,8 +138,11 @@ inline void check_superres_model(const UNet& unet, const std::string& dir) {
                 " from `train --superres-scales`)");
 }
 
+// Defaults: ancestral DDPM sampling, 20 steps (on 200 held-out digits with
+// a partly trained model, DDPM at 10, 20 and 50 steps were within 0.5 dB of
+// each other at 4x, and 2 dB above DDIM at 20 steps).
 struct SuperresOptions {
-  std::string sampler = "ddim";
+  std::string sampler = "ddpm";
   ddpm::index_t steps = 20;
   std::uint64_t seed = 0;
   ddpm::index_t batch = 50;  // images per network call
