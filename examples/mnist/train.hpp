@@ -2,7 +2,9 @@
 // `mnist_diffusion train`: the library's training step (train/trainer.hpp)
 // on MNIST-style digits, class-conditional with label dropout for
 // classifier-free guidance, EMA weights, periodic checkpoints (resumable
-// bit for bit) and sample grids.
+// bit for bit) and sample grids. With --superres-scales the same loop trains
+// the super-resolution model (superres.hpp): each batch's condition image is
+// the bicubic upsampling of its degraded digits (superres_condition).
 #include <cstdint>
 #include <filesystem>
 #include <string>

@@ -136,7 +136,7 @@ TEST_CASE("degrade / bicubic on digits in [-1, 1]; the training condition", "[ex
                     "--input x.idx: expected 7x7 images for --scale 4, got 14x14");
 }
 
-TEST_CASE("superres: untrained tiny model, same output on 1 and 2 threads; model checks", "[examples][superres]") {
+TEST_CASE("superres: untrained model, same output on 1 and 2 threads; model checks", "[examples][superres]") {
   mnist::UNet unet(mnist::superres_unet_config(16));
   ddpm::Rng init(1);
   unet.init(init);
