@@ -19,6 +19,7 @@
 #include "generate.hpp"
 #include "quality.hpp"
 #include "classifier.hpp"
+#include "superres.hpp"
 #include "tasks.hpp"
 #include "train.hpp"
 
@@ -42,15 +43,15 @@ inline constexpr ddpm::index_t kMaxFirst = 10'000'000;  // --first: the data's s
 inline constexpr ddpm::index_t kMaxRowDigits = 1000;    // --count of denoise/inpaint: PNG columns
 inline constexpr std::int64_t kMaxEvery = 1'000'000'000;
 
-// The shipped model unless --model is given.
-inline fs::path default_model_dir() {
-  const fs::path built_in = fs::path(DDPM_EXAMPLES_DIR) / "models" / "mnist_cond";
+// The shipped model `name` (in examples/models) unless --model is given.
+inline fs::path default_model_dir(const std::string& name = "mnist_cond") {
+  const fs::path built_in = fs::path(DDPM_EXAMPLES_DIR) / "models" / name;
   if (fs::exists(built_in / "config.json")) return built_in;
-  return fs::path("examples") / "models" / "mnist_cond";
+  return fs::path("examples") / "models" / name;
 }
 
-inline UNet load_model(const std::string& dir) {
-  const fs::path d = dir.empty() ? default_model_dir() : fs::path(dir);
+inline UNet load_model(const std::string& dir, const std::string& shipped = "mnist_cond") {
+  const fs::path d = dir.empty() ? default_model_dir(shipped) : fs::path(dir);
   auto unet = ddpm::io::load_unet2d<float, ddpm::backend::Cpu>(d);
   unet.set_mode(ddpm::nn::Mode::Inference);
   return unet;
@@ -85,7 +86,11 @@ inline int cmd_train(int argc, char** argv) {
       ("label-dropout", "probability in [0, 1] of training with the null label (for guidance)", examples::number("0.1"))
       ("checkpoint-every", "steps between checkpoints (>= 1)", examples::number("200"))
       ("sample-every", "steps between sample grids (0: never)", examples::number("500"))
-      ("resume", "continue from <out>/checkpoint.safetensors");
+      ("resume", "continue from <out>/checkpoint.safetensors")
+      ("superres-scales", "train the super-resolution model instead (see `superres`), each sample at one of these "
+                          "scales, comma-separated, each 2 or 4 (e.g. 2,4)", cxxopts::value<std::string>()->default_value(""))
+      ("condition-dropout", "probability in [0, 1] of training the super-resolution model without its condition "
+                            "image (for guidance)", examples::number("0"));
   examples::add_threads_help(opts);
   const auto r = examples::parse_options(opts, argc, argv);
   if (!r) return 0;
@@ -95,6 +100,12 @@ inline int cmd_train(int argc, char** argv) {
   o.checkpoint_every = option_in<std::int64_t>(*r, "checkpoint-every", 1, kMaxEvery);
   o.sample_every = option_in<std::int64_t>(*r, "sample-every", 0, kMaxEvery);
   o.resume = r->count("resume") > 0;
+  if (const auto scales = (*r)["superres-scales"].as<std::string>(); !scales.empty())
+    o.superres_scales = examples::parse_list_in<int>("--superres-scales", scales, 2, 4);
+  for (int k : o.superres_scales) check_superres_scale(k, "--superres-scales");
+  o.condition_dropout = option_in<double>(*r, "condition-dropout", 0, 1);
+  ddpm::require(o.condition_dropout == 0 || !o.superres_scales.empty(),
+                "--condition-dropout: only with --superres-scales (the class-conditional model has --label-dropout)");
   return train(o);
 }
 
@@ -824,6 +835,139 @@ inline int cmd_anomaly(int argc, char** argv) {
   std::printf("scored %lld images (t %lld, %lld draws): wrote %s%s%s\n", static_cast<long long>(images.dim(0)),
               static_cast<long long>(res.t), static_cast<long long>(o.draws), out.string().c_str(),
               maps.empty() ? "" : " and ", maps.string().c_str());
+
+// --input of superres: IDX3 images, the first `count` (all when count is 0
+// or the file holds fewer).
+inline ddpm::Tensor<float> load_images(const fs::path& file, ddpm::index_t count) {
+  auto x = ddpm::io::load_idx_images<float>(file);
+  if (count > 0 && count < x.dim(0)) x = ddpm::Tensor<float>::copy_of(x.cview().slice(0, count));
+  return x;
+}
+
+inline int cmd_superres(int argc, char** argv) {
+  cxxopts::Options opts(argv[0],
+                        "Super-resolve digits: 7x7 (--scale 4) or 14x14 (--scale 2) to 28x28 with the image-conditioned\n"
+                        "model (SR3: the noisy digit concatenated with the bicubic upsampling of the low-resolution\n"
+                        "one). The degradation the model knows: a k x k box average of the 28x28 digit, rounded to\n"
+                        "8 bits (--degrade makes such images). --evaluate measures it against bicubic upsampling.");
+  opts.add_options()
+      ("scale", "upsampling factor: 2 (14x14 -> 28x28) or 4 (7x7 -> 28x28)", examples::number("4"))
+      ("input", "low-resolution images, IDX3 unsigned bytes, N x 7 x 7 (--scale 4) or N x 14 x 14 (--scale 2); with"
+                " --degrade 28x28 digits (default: the first --count held-out digits of --data, degraded)",
+       cxxopts::value<std::string>()->default_value(""))
+      ("out", "output IDX3 file: the 28x28 digits (with --degrade: the low-resolution images)",
+       cxxopts::value<std::string>()->default_value("superres.idx"))
+      ("count", "use the first N images (default: all of --input; 16 held-out digits without --input; 1000 with"
+                " --evaluate), 1 to 100000", examples::number())
+      ("png", "also write a PNG: rows low-res (nearest-upscaled) / bicubic / ours / original (with --reference or"
+              " without --input), 16 digits a row", cxxopts::value<std::string>()->default_value(""))
+      ("reference", "the original 28x28 digits of --input (IDX3): a PNG row, and PSNR/SSIM printed",
+       cxxopts::value<std::string>()->default_value(""))
+      ("degrade", "only degrade: the 28x28 digits of --input to --out at --scale (no model)")
+      ("evaluate", "measure on held-out digits at 2x and 4x: PSNR and SSIM against the originals for bicubic"
+                   " upsampling and ours, and the classifier's accuracy on the originals, bicubic and ours");
+  opts.add_options("sampling")
+      ("sampler", examples::sampler_help(), cxxopts::value<std::string>()->default_value("ddpm"))
+      ("steps", "sampling steps, 1 to 1000", examples::number("20"))
+      ("seed", "random seed", examples::number("0"));
+  opts.add_options("held-out digits")
+      ("data", "folder with t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]",
+       cxxopts::value<std::string>()->default_value("data/mnist"))
+      ("first", "index of the first test digit (>= 0)", examples::number("0"))
+      ("classifier", "classifier weights for --evaluate (from `classifier`)",
+       cxxopts::value<std::string>()->default_value("out/mnist_classifier.safetensors"));
+  opts.add_options("common")
+      ("model", "diffusers model folder (default: the shipped examples/models/mnist_superres)",
+       cxxopts::value<std::string>()->default_value(""));
+  examples::add_threads_help(opts, "common");
+  const auto r = examples::parse_options(opts, argc, argv);
+  if (!r) return 0;
+  const int scale = option_in<int>(*r, "scale", 2, 4);
+  check_superres_scale(scale);
+  SuperresOptions o;
+  o.sampler = examples::sampler_option(*r);
+  o.steps = option_in<ddpm::index_t>(*r, "steps", 1, kMaxSamplingSteps);
+  o.seed = examples::seed_option(*r);
+  const bool evaluate = r->count("evaluate") > 0, degrade_only = r->count("degrade") > 0;
+  ddpm::require(!(evaluate && degrade_only), "--evaluate and --degrade: choose one");
+  const ddpm::index_t count = r->count("count") ? option_in<ddpm::index_t>(*r, "count", 1, 100'000) : 0;
+  const auto first = option_in<ddpm::index_t>(*r, "first", 0, kMaxFirst);
+  const auto data = (*r)["data"].as<std::string>(), model_dir = (*r)["model"].as<std::string>();
+  const fs::path input = (*r)["input"].as<std::string>(), reference = (*r)["reference"].as<std::string>();
+  const fs::path png = png_option(*r);
+
+  if (evaluate) {
+    auto unet = load_model(model_dir, "mnist_superres");
+    check_superres_model(unet, model_dir.empty() ? default_model_dir("mnist_superres").string() : model_dir);
+    Classifier net;
+    net.load((*r)["classifier"].as<std::string>());
+    const Dataset test = test_digits(data, first, count > 0 ? count : 1000);
+    std::printf("super-resolution of %lld held-out digits (%s, %lld steps, seed %llu); %d threads\n",
+                static_cast<long long>(test.size()), o.sampler.c_str(), static_cast<long long>(o.steps),
+                static_cast<unsigned long long>(o.seed), ddpm::backend::Cpu::num_threads());
+    std::vector<SuperresScore> rows;
+    for (int k : kSuperresScales) rows.push_back(evaluate_superres(unet, net, test, k, o));
+    std::printf("\n%s", superres_table(rows).c_str());
+    return 0;
+  }
+
+  const fs::path out = (*r)["out"].as<std::string>();
+  ddpm::require(out.extension() == ".idx" || out.extension() == ".idx3", "--out: expected a .idx file name, got '",
+                out.string(), "'");
+  // The 28x28 digits to degrade: --input, or held-out ones.
+  const auto digits = [&](ddpm::index_t default_count) {
+    if (input.empty()) return test_digits(data, first, count > 0 ? count : default_count).images;
+    auto x = load_images(input, count);
+    ddpm::require(x.dim(2) == kImageSide && x.dim(3) == kImageSide, "--input: expected 28x28 digits to degrade, got ",
+                  x.dim(2), "x", x.dim(3), " (", input.string(), ")");
+    return x;
+  };
+  if (degrade_only) {
+    const auto lr = degrade(digits(16).cview(), scale);
+    write_images(out, lr.cview(), 16);
+    std::printf("degraded %lld digits to %lldx%lld (%dx%d box average); wrote %s\n", static_cast<long long>(lr.dim(0)),
+                static_cast<long long>(lr.dim(2)), static_cast<long long>(lr.dim(3)), scale, scale,
+                out.string().c_str());
+    return 0;
+  }
+
+  // The low-resolution images and, when known, their originals.
+  ddpm::Tensor<float> lr, original;
+  if (input.empty()) {
+    original = digits(16);
+    lr = degrade(original.cview(), scale);
+  } else {
+    lr = load_images(input, count);
+    check_low_res(lr.cview(), scale, "--input " + input.string());
+    if (!reference.empty()) {
+      original = load_images(reference, lr.dim(0));
+      ddpm::require(original.dim(0) == lr.dim(0) && original.dim(2) == kImageSide && original.dim(3) == kImageSide,
+                    "--reference: expected ", lr.dim(0), " digits of 28x28 (one per input image), got ",
+                    original.shape().str(), " (", reference.string(), ")");
+    }
+  }
+  auto unet = load_model(model_dir, "mnist_superres");
+  check_superres_model(unet, model_dir.empty() ? default_model_dir("mnist_superres").string() : model_dir);
+  const auto ours = superres(unet, lr.cview(), scale, o);
+  const auto bic = bicubic(lr.cview(), scale);
+  write_images(out, ours.cview(), 16);
+  std::printf("super-resolved %lld digits %lldx%lld -> 28x28 (%s, %lld steps, seed %llu); wrote %s\n",
+              static_cast<long long>(lr.dim(0)), static_cast<long long>(lr.dim(2)), static_cast<long long>(lr.dim(3)),
+              o.sampler.c_str(), static_cast<long long>(o.steps), static_cast<unsigned long long>(o.seed),
+              out.string().c_str());
+  if (!original.empty()) {
+    const auto fb = fidelity(bic.cview(), original.cview()), fo = fidelity(ours.cview(), original.cview());
+    std::printf("against the originals: bicubic PSNR %.2f dB, SSIM %.4f; ours PSNR %.2f dB, SSIM %.4f\n", fb.psnr,
+                fb.ssim, fo.psnr, fo.ssim);
+  }
+  if (!png.empty()) {
+    const ddpm::index_t columns = std::min<ddpm::index_t>(lr.dim(0), 16);
+    const auto low = nearest(lr.cview(), scale);
+    const auto grid = original.empty() ? interleaved_rows({low.cview(), bic.cview(), ours.cview()}, columns)
+                                       : interleaved_rows({low.cview(), bic.cview(), ours.cview(), original.cview()}, columns);
+    write_images(png, grid.cview(), static_cast<int>(columns));
+    std::printf("wrote %s\n", png.string().c_str());
+  }
   return 0;
 }
 
@@ -834,7 +978,8 @@ inline const std::vector<Command>& commands() {
                                          {"evaluate", cmd_evaluate},     {"quality", cmd_quality},
                                          {"invert", cmd_invert},         {"translate", cmd_translate},
                                          {"evaluate-edit", cmd_evaluate_edit},
-                                         {"anomaly", cmd_anomaly}};
+                                         {"anomaly", cmd_anomaly},
+                                         {"superres", cmd_superres}};
   return list;
 }
 

@@ -1,7 +1,8 @@
 // mnist_diffusion: class-conditional diffusion on MNIST-style digits with
 // ddpm. Subcommands:
 //
-//   train       train the U-Net (label dropout for guidance, EMA, checkpoints, --resume)
+//   train       train the U-Net (label dropout for guidance, EMA, checkpoints, --resume;
+//               --superres-scales: the super-resolution model)
 //   sample      a PNG grid (.png) or IDX3 bytes (.idx) of generated digits
 //   denoise     add Gaussian noise to test digits and remove it (SDEdit-style)
 //   inpaint     mask a region of test digits and fill it (RePaint-style)
@@ -13,9 +14,11 @@
 //   translate   redraw digits as another class (DDIM inversion, DDIB)
 //   evaluate-edit  invert and translate measured on held-out digits
 //   anomaly     score images by reconstruction error (AnoDDPM); --evaluate: AUROC
+//   superres    super-resolve 7x7 / 14x14 digits to 28x28 (image-conditioned model), --degrade, --evaluate
 //
 // Every subcommand has --help. Without --model, sample/denoise/inpaint/
-// trajectory/evaluate use the model shipped in examples/models/mnist_cond.
+// trajectory/evaluate use the model shipped in examples/models/mnist_cond,
+// superres the one in examples/models/mnist_superres.
 #include "../common/subcommands.hpp"
 #include "commands.hpp"
 
@@ -36,7 +39,8 @@ const char* kUsage =
     "  invert      invert digits under their labels with DDIM and regenerate them, print PSNR\n"
     "  translate   redraw digits as class K keeping their style (DDIM inversion)\n"
     "  evaluate-edit  measure invert (PSNR) and translate (classifier, ink mass) on held-out digits\n"
-    "  anomaly     score images by how much the model changes them (AnoDDPM); --evaluate: AUROC\n";
+    "  anomaly     score images by how much the model changes them (AnoDDPM); --evaluate: AUROC\n"
+    "  superres    super-resolve 7x7 or 14x14 digits to 28x28 (--degrade makes them, --evaluate measures)\n";
 
 }  // namespace
 

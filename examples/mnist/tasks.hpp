@@ -156,18 +156,28 @@ inline double mean_relative_ink_change(ddpm::ConstTensorView<float> a, ddpm::Con
   return a.dim(0) > 0 ? sum / static_cast<double>(a.dim(0)) : 0.0;
 }
 
-// Pairs of rows for a PNG grid of `columns` columns: `columns` images of `a`,
-// the same of `b` below them, the next `columns` of `a`, ...; the last row
-// pair is filled with paper (-1).
-inline ddpm::Tensor<float> pair_rows(ddpm::ConstTensorView<float> a, ddpm::ConstTensorView<float> b, ddpm::index_t columns) {
-  const ddpm::index_t n = a.dim(0), rows = (n + columns - 1) / columns;
-  ddpm::Tensor<float> out({2 * rows * columns, 1, kImageSide, kImageSide}, -1.f);
-  for (ddpm::index_t i = 0; i < n; ++i) {
-    const ddpm::index_t r = i / columns, c = i % columns;
-    std::copy(a.data() + i * kPixels, a.data() + (i + 1) * kPixels, out.data() + ((2 * r) * columns + c) * kPixels);
-    std::copy(b.data() + i * kPixels, b.data() + (i + 1) * kPixels, out.data() + ((2 * r + 1) * columns + c) * kPixels);
+// Groups of rows for a PNG grid of `columns` columns: `columns` images of
+// sets[0], the same of sets[1] below them, ..., then the next `columns` of
+// each; the last group is filled with paper (-1). All sets hold N images.
+inline ddpm::Tensor<float> interleaved_rows(std::initializer_list<ddpm::ConstTensorView<float>> sets,
+                                            ddpm::index_t columns) {
+  const auto k = static_cast<ddpm::index_t>(sets.size());
+  const ddpm::index_t n = sets.begin()->dim(0), rows = (n + columns - 1) / columns;
+  ddpm::Tensor<float> out({k * rows * columns, 1, kImageSide, kImageSide}, -1.f);
+  ddpm::index_t s = 0;
+  for (const auto& a : sets) {
+    for (ddpm::index_t i = 0; i < n; ++i) {
+      const ddpm::index_t r = i / columns, c = i % columns;
+      std::copy(a.data() + i * kPixels, a.data() + (i + 1) * kPixels, out.data() + ((k * r + s) * columns + c) * kPixels);
+    }
+    ++s;
   }
   return out;
+}
+
+// Pairs of rows: `columns` images of `a` over the same of `b`, and so on.
+inline ddpm::Tensor<float> pair_rows(ddpm::ConstTensorView<float> a, ddpm::ConstTensorView<float> b, ddpm::index_t columns) {
+  return interleaved_rows({a, b}, columns);
 }
 
 // The DDIM run of invert and translate. Defaults: what the README's

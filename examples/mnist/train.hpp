@@ -2,7 +2,9 @@
 // `mnist_diffusion train`: the library's training step (train/trainer.hpp)
 // on MNIST-style digits, class-conditional with label dropout for
 // classifier-free guidance, EMA weights, periodic checkpoints (resumable
-// bit for bit) and sample grids.
+// bit for bit) and sample grids. With --superres-scales the same loop trains
+// the super-resolution model (superres.hpp): each batch's condition image is
+// the bicubic upsampling of its degraded digits (superres_condition).
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -19,6 +21,7 @@
 #include "../common/progress.hpp"
 #include "generate.hpp"
 #include "mnist_data.hpp"
+#include "superres.hpp"
 #ifdef DDPM_EXAMPLES_MPI
 #include <cstdlib>
 
@@ -41,6 +44,10 @@ struct TrainOptions {
   std::int64_t sample_every = 500;
   std::uint64_t seed = 0;
   bool resume = false;
+  // Non-empty: train the super-resolution model (superres.hpp) instead of
+  // the class-conditional one, each sample at one of these scales.
+  std::vector<int> superres_scales;
+  double condition_dropout = 0.0;  // of the super-resolution condition image (for guidance)
 };
 
 // Data order: epoch e visits the training set in the order of a
@@ -107,8 +114,9 @@ int run_training(Loop& loop, const Dataset& data, const TrainOptions& o) {
 
   EpochOrder order(data.size(), o.seed);
   std::vector<ddpm::index_t> idx;
-  ddpm::Tensor<float> x0;
+  ddpm::Tensor<float> x0, cond;
   std::vector<std::int64_t> labels;
+  const bool superres = !o.superres_scales.empty();
   GenerateOptions preview{.sampler = "dpm++", .steps = 20, .guidance = 3.0, .seed = 1, .progress = false};
   examples::Progress bar("train", o.steps, loop.steps_done(), 30.0);
   double smooth = -1;
@@ -117,7 +125,8 @@ int run_training(Loop& loop, const Dataset& data, const TrainOptions& o) {
     order.batch(loop.steps_done(), o.batch, idx);
     gather(data, idx, x0, labels);
     unet.set_mode(ddpm::nn::Mode::Training);
-    const auto st = loop.step(x0.cview(), {labels, {}});
+    if (superres) superres_condition(x0.cview(), o.superres_scales, o.seed, loop.steps_done(), cond);
+    const auto st = superres ? loop.step(x0.cview(), {{}, {}, cond.cview()}) : loop.step(x0.cview(), {labels, {}});
     smooth = smooth < 0 ? st.loss : 0.98 * smooth + 0.02 * st.loss;
     const std::int64_t done = st.step + 1;
     if (root) bar.update(done, smooth);
@@ -128,7 +137,7 @@ int run_training(Loop& loop, const Dataset& data, const TrainOptions& o) {
       if (root) export_ema(unet, loop.ema(), o.out / "model");
     }
     // 5. A sample grid from the EMA weights now and then.
-    if (root && o.sample_every > 0 && (done % o.sample_every == 0 || done == o.steps)) {
+    if (root && !superres && o.sample_every > 0 && (done % o.sample_every == 0 || done == o.steps)) {
       const ddpm::train::EmaScope<float> use_ema(loop.ema(), unet.parameters().values());
       char name[64];
       std::snprintf(name, sizeof name, "samples_%06lld.png", static_cast<long long>(done));
@@ -148,7 +157,8 @@ inline int train(const TrainOptions& o) {
 
   // 1. The network (PyTorch's default initialisation) and the noise schedule
   //    (diffusers' defaults: 1000 steps, linear betas 1e-4 .. 0.02).
-  UNet unet(unet_config(o.width));
+  const bool superres = !o.superres_scales.empty();
+  UNet unet(superres ? superres_unet_config(o.width) : unet_config(o.width));
   ddpm::Rng init_rng(o.seed, 0xC0FFEE);
   unet.init(init_rng);
   std::fprintf(stderr, "U-Net: %lld parameters\n", static_cast<long long>(unet.num_parameters()));
@@ -160,7 +170,8 @@ inline int train(const TrainOptions& o) {
   tc.lr = {.base_lr = o.lr, .warmup_steps = std::min(o.warmup, o.steps / 10), .total_steps = o.steps,
            .min_lr = o.lr * 0.05};
   tc.ema_decay = o.ema_decay;
-  tc.label_dropout = o.label_dropout;
+  tc.label_dropout = superres ? 0.0 : o.label_dropout;
+  tc.condition_dropout = o.condition_dropout;
   tc.null_label = kNullLabel;
   tc.seed = o.seed;
   ddpm::train::Trainer<float, UNet> trainer(unet, schedule, tc);
