@@ -835,6 +835,8 @@ inline int cmd_anomaly(int argc, char** argv) {
   std::printf("scored %lld images (t %lld, %lld draws): wrote %s%s%s\n", static_cast<long long>(images.dim(0)),
               static_cast<long long>(res.t), static_cast<long long>(o.draws), out.string().c_str(),
               maps.empty() ? "" : " and ", maps.string().c_str());
+  return 0;
+}
 
 // --input of superres: IDX3 images, the first `count` (all when count is 0
 // or the file holds fewer).
