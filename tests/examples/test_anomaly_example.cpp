@@ -108,7 +108,7 @@ TEST_CASE("anomaly example: scores are reproducible run to run, and across threa
   // Cpu backend is deterministic per thread count and equal within rounding
   // across counts (backend/cpu.hpp), and its kernels block a batch
   // differently by size; an image keeps its noise streams either way.
-  auto unet = mnist::load_model("");
+  auto unet = mnist::load_model((std::filesystem::path(DDPM_SOURCE_DIR) / "examples" / "models" / "mnist_cond").string());
   const auto x = bars(3);
   mnist::AnomalyRun o;
   o.steps = 20;  // 5 steps from t = 250
