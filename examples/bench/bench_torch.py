@@ -138,32 +138,25 @@ class MidBlock(nn.Module):
         return self.resnets[1](x)
 
 
-class DownBlock(nn.Module):
-    """DownEncoderBlock2D: resnets, then Downsample2D (pad right/bottom by one, 3x3 stride-2 conv)."""
+class CoderBlock(nn.Module):
+    """DownEncoderBlock2D (resample "down": resnets, then Downsample2D: pad right/bottom by one, 3x3 stride-2
+    conv) or UpDecoderBlock2D (resample "up": resnets, then Upsample2D: nearest x2, 3x3 conv); None: no resampler."""
 
-    def __init__(self, cin, cout, layers, groups, down):
+    def __init__(self, cin, cout, layers, groups, resample):
         super().__init__()
         self.resnets = nn.ModuleList([Resnet(cin if i == 0 else cout, cout, groups) for i in range(layers)])
-        self.down = nn.Conv2d(cout, cout, 3, stride=2) if down else None
+        self.resample = resample
+        self.conv = None if resample is None else \
+            nn.Conv2d(cout, cout, 3, stride=2) if resample == "down" else nn.Conv2d(cout, cout, 3, padding=1)
 
     def forward(self, x):
         for r in self.resnets:
             x = r(x)
-        return self.down(F.pad(x, (0, 1, 0, 1))) if self.down is not None else x
-
-
-class UpBlock(nn.Module):
-    """UpDecoderBlock2D: resnets, then Upsample2D (nearest x2, 3x3 conv)."""
-
-    def __init__(self, cin, cout, layers, groups, up):
-        super().__init__()
-        self.resnets = nn.ModuleList([Resnet(cin if i == 0 else cout, cout, groups) for i in range(layers)])
-        self.up = nn.Conv2d(cout, cout, 3, padding=1) if up else None
-
-    def forward(self, x):
-        for r in self.resnets:
-            x = r(x)
-        return self.up(F.interpolate(x, scale_factor=2.0, mode="nearest")) if self.up is not None else x
+        if self.resample == "down":
+            return self.conv(F.pad(x, (0, 1, 0, 1)))
+        if self.resample == "up":
+            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return x
 
 
 class Encoder(nn.Module):
@@ -172,7 +165,7 @@ class Encoder(nn.Module):
         ch, g, n = c["block_out_channels"], c["norm_num_groups"], c["layers_per_block"]
         self.conv_in = nn.Conv2d(c["in_channels"], ch[0], 3, padding=1)
         self.down_blocks = nn.ModuleList(
-            [DownBlock(ch[max(i - 1, 0)], ch[i], n, g, i + 1 < len(ch)) for i in range(len(ch))])
+            [CoderBlock(ch[max(i - 1, 0)], ch[i], n, g, "down" if i + 1 < len(ch) else None) for i in range(len(ch))])
         self.mid_block = MidBlock(ch[-1], g, c["mid_block_add_attention"])
         self.conv_norm_out = group_norm(ch[-1], g)
         self.conv_out = nn.Conv2d(ch[-1], out_channels, 3, padding=1)
@@ -191,7 +184,7 @@ class Decoder(nn.Module):
         self.conv_in = nn.Conv2d(c["latent_channels"], ch[0], 3, padding=1)
         self.mid_block = MidBlock(ch[0], g, c["mid_block_add_attention"])
         self.up_blocks = nn.ModuleList(
-            [UpBlock(ch[max(i - 1, 0)], ch[i], n + 1, g, i + 1 < len(ch)) for i in range(len(ch))])
+            [CoderBlock(ch[max(i - 1, 0)], ch[i], n + 1, g, "up" if i + 1 < len(ch) else None) for i in range(len(ch))])
         self.conv_norm_out = group_norm(ch[-1], g)
         self.conv_out = nn.Conv2d(ch[-1], c["out_channels"], 3, padding=1)
 

@@ -367,21 +367,20 @@ int run_autoencoder(const Options& o) {
   vae.set_mode(ddpm::nn::Mode::Inference);
 
   const index_t N = o.size, h = N / f;
-  double enc = NAN, dec = NAN;
-  if (want("encode")) {
-    ddpm::Tensor<float> x({1, config.in_channels, N, N});
-    rng.fill_normal(std::span<float>(x.data(), static_cast<std::size_t>(x.numel())));
-    enc = timed_ms<Backend>(
-        "encode " + std::to_string(N) + "x" + std::to_string(N),
-        [&] { o.tiled ? (void)vae.encode_tiled(x.view(), tiles) : (void)vae.encode(x.view()); }, o.repeat);
-  }
-  if (want("decode")) {
-    ddpm::Tensor<float> z({1, config.latent_channels, h, h});
-    rng.fill_normal(std::span<float>(z.data(), static_cast<std::size_t>(z.numel())));
-    dec = timed_ms<Backend>(
-        "decode " + std::to_string(h) + "x" + std::to_string(h),
-        [&] { o.tiled ? (void)vae.decode_tiled(z.view(), tiles) : (void)vae.decode(z.view()); }, o.repeat);
-  }
+  // The median time of the phase on a standard normal input of `shape`.
+  auto phase = [&](const char* name, ddpm::Shape shape, auto&& fn) {
+    if (!want(name)) return double(NAN);
+    ddpm::Tensor<float> in(shape);
+    rng.fill_normal(std::span<float>(in.data(), static_cast<std::size_t>(in.numel())));
+    const std::string what = std::string(name) + " " + std::to_string(shape[2]) + "x" + std::to_string(shape[3]);
+    return timed_ms<Backend>(what, [&] { fn(in.view()); }, o.repeat);
+  };
+  const double enc = phase("encode", {1, config.in_channels, N, N}, [&](ddpm::ConstTensorView<float> x) {
+    o.tiled ? (void)vae.encode_tiled(x, tiles) : (void)vae.encode(x);
+  });
+  const double dec = phase("decode", {1, config.latent_channels, h, h}, [&](ddpm::ConstTensorView<float> z) {
+    o.tiled ? (void)vae.decode_tiled(z, tiles) : (void)vae.decode(z);
+  });
 
   const auto num = json_num;
   JsonLine j;
