@@ -53,9 +53,9 @@
 // N must be a multiple of f. Medians of --repeat runs after one warm-up, as
 // bench_torch.py --autoencoder does. The last line is one JSON object:
 //   encode_ms, decode_ms, peak_rss_mb (getrusage), threads, size, tiled,
-//   tile_size, params, decode_gflop (2 x multiply-adds of one decode, counted
-//   on backend::FlopCounter), encode_gflop, gflops_decode, gflops_encode
-//   (achieved rates).
+//   tile_size, params, decode_gflop (2 x multiply-adds of one decode, tiled
+//   when timed so, counted on backend::FlopCounter), encode_gflop,
+//   gflops_decode, gflops_encode (achieved rates).
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -103,17 +103,19 @@ double forward_flops_per_image(const ddpm::nn::UNet2DConfig& c, index_t size) {
 }
 
 // 2 x multiply-adds of one AutoencoderKL encode (image N x N) and decode
-// (latent N / f x N / f), counted on the FlopCounter backend.
-std::pair<double, double> autoencoder_flops(const ddpm::nn::AutoencoderKLConfig& c, index_t size) {
+// (latent N / f x N / f), tiled or not as timed, counted on the FlopCounter
+// backend (its buffers are as large as the timed model's: tile-sized when tiled).
+std::pair<double, double> autoencoder_flops(const ddpm::nn::AutoencoderKLConfig& c, index_t size, bool tiled,
+                                            const ddpm::nn::TileOptions& tiles) {
   ddpm::nn::AutoencoderKL<float, FlopCounter> m(c);
   m.set_mode(ddpm::nn::Mode::Inference);
   const index_t h = size / m.factor();
   ddpm::Tensor<float> x({1, c.in_channels, size, size}), z({1, c.latent_channels, h, h});
   FlopCounter::reset();
-  (void)m.encode(x.view());
+  tiled ? (void)m.encode_tiled(x.view(), tiles) : (void)m.encode(x.view());
   const double enc = FlopCounter::flops();
   FlopCounter::reset();
-  (void)m.decode(z.view());
+  tiled ? (void)m.decode_tiled(z.view(), tiles) : (void)m.decode(z.view());
   return {enc, FlopCounter::flops()};
 }
 
@@ -360,7 +362,7 @@ int run_autoencoder(const Options& o) {
     (void)ddpm::nn::detail::tile_geometry(true, tiles, config.sample_size, f, "--tile-size");
   // Counted first: the counting model's parameters are freed before the timed
   // model is built, so they do not add to peak_rss_mb.
-  const auto [enc_flops, dec_flops] = autoencoder_flops(config, o.size);
+  const auto [enc_flops, dec_flops] = autoencoder_flops(config, o.size, o.tiled, tiles);
   ddpm::nn::AutoencoderKL<float, Backend> vae(config);
   ddpm::Rng rng(0);
   vae.init(rng);
