@@ -281,14 +281,19 @@ def count_flops(model, fn):
     return total[0] + FLOPS["total"]
 
 
-def autoencoder_main(args):
-    with open(args.autoencoder) as f:
+def read_config(path, cls, threads):
+    """The diffusers config at `path` (its _class_name, when present, must be cls); sets the threads and seed 0."""
+    with open(path) as f:
         config = json.load(f)
-    if config.get("_class_name", "AutoencoderKL") != "AutoencoderKL":
-        sys.exit(f"bench_torch.py: {args.autoencoder}: expected an AutoencoderKL config, not {config['_class_name']}")
-    torch.set_num_threads(args.threads)
+    if config.get("_class_name", cls) != cls:
+        sys.exit(f"bench_torch.py: {path}: expected a {cls} config, not {config['_class_name']}")
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = AutoencoderKL(config).eval()
+    return config
+
+
+def autoencoder_main(args):
+    model = AutoencoderKL(read_config(args.autoencoder, "AutoencoderKL", args.threads)).eval()
     c, f, n = model.config, model.factor, args.size
     if n is None or n <= 0 or n % f:
         sys.exit(f"bench_torch.py: --size: expected a positive multiple of {f}, got {n}")
@@ -364,13 +369,7 @@ def main():
     if not args.config:
         ap.error("a UNet2DModel config.json, or --autoencoder CONFIG.json --size N, is needed")
 
-    with open(args.config) as f:
-        config = json.load(f)
-    if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
-        sys.exit(f"bench_torch.py: {args.config}: only UNet2DModel configs are timed, not {config['_class_name']}")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = UNet2DModel(config)
+    model = UNet2DModel(read_config(args.config, "UNet2DModel", args.threads))
     channels = model.config["in_channels"]
     size = model.config["sample_size"]
     if size is None:
