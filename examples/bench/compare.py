@@ -14,6 +14,17 @@ programs unchanged (bench_torch.py's own options). bench_torch.py runs with
 Debian's python3-torch (/usr/bin/python3). Each process's peak resident
 memory is taken from the kernel (wait4), the same way for both. Prints a
 markdown table and, last, one JSON object with every round's results.
+
+Autoencoder mode (ddpm_bench --autoencoder / bench_torch.py --autoencoder):
+
+    examples/bench/compare.py --autoencoder sd_vae --size 256 --threads 2 --rounds 3 [--repeat 3] \
+        [--tiled [--tile-size P]]
+
+Every round runs four processes, ours and PyTorch's for encode then for
+decode (--only), so that each phase's peak memory is its own; the table
+gives the medians of encode_ms, decode_ms, the per-round speed-ups, the
+achieved GFLOP/s (of the work as timed: tiled passes redo the overlaps) and
+each phase's peak RSS.
 """
 import argparse
 import datetime
@@ -62,6 +73,67 @@ def run_rss(cmd):
     return res
 
 
+def autoencoder_main(args):
+    args.autoencoder = config_path(args.autoencoder)
+    shared = ["--threads", str(args.threads), "--size", str(args.size)]
+    if args.repeat is not None:
+        shared += ["--repeat", str(args.repeat)]
+    if args.tiled:
+        shared += ["--tiled"] + (["--tile-size", str(args.tile_size)] if args.tile_size else [])
+    tmpdir = tempfile.mkdtemp(prefix="ddpm_compare_")
+    ours_bin = os.path.join(tmpdir, "ddpm_bench")
+    shutil.copy2(args.ours, ours_bin)
+    phases = ("encode", "decode")
+    rounds = []
+    for r in range(args.rounds):
+        rnd = {}
+        for ph in phases:
+            common = ["--autoencoder", args.autoencoder] + shared + ["--only", ph]
+            rnd["ours_" + ph] = run_rss([ours_bin] + common)
+            rnd["torch_" + ph] = run_rss([args.python, args.torch] + common)
+            a, b = rnd["ours_" + ph][ph + "_ms"], rnd["torch_" + ph][ph + "_ms"]
+            print(f"round {r + 1}/{args.rounds} {ph}: ours {a:.0f} ms, torch {b:.0f} ms, x{b / a:.2f}; peak RSS "
+                  f"ours {rnd['ours_' + ph]['proc_peak_rss_mb']:.0f} MiB, torch "
+                  f"{rnd['torch_' + ph]['proc_peak_rss_mb']:.0f} MiB", file=sys.stderr)
+        rounds.append(rnd)
+    shutil.rmtree(tmpdir, ignore_errors=True)
+    med = statistics.median
+    summary = {}
+    for ph in phases:
+        o, t, k = "ours_" + ph, "torch_" + ph, ph + "_ms"
+        gflop = rounds[0][o][ph + "_gflop"]
+        summary[ph] = {
+            "ours_ms": med([x[o][k] for x in rounds]),
+            "torch_ms": med([x[t][k] for x in rounds]),
+            "speedup": med([x[t][k] / x[o][k] for x in rounds]),
+            "gflop": gflop,
+            "ours_gflops": med([gflop / x[o][k] * 1e3 for x in rounds]),
+            "torch_gflops": med([gflop / x[t][k] * 1e3 for x in rounds]),
+            "ours_peak_rss_mb": med([x[o]["proc_peak_rss_mb"] for x in rounds]),
+            "torch_peak_rss_mb": med([x[t]["proc_peak_rss_mb"] for x in rounds]),
+        }
+    cfg = os.path.basename(args.autoencoder)
+    mode = f"tiled ({rounds[0]['ours_decode']['tile_size']}-pixel tiles)" if args.tiled else "untiled"
+    md = [f"`{cfg}` autoencoder, {args.size}x{args.size}, batch 1, {mode}, {args.threads} threads, {args.rounds} "
+          f"alternating rounds, {args.machine} {datetime.date.today().isoformat()}",
+          "",
+          "| phase | GFLOP (as timed; tiles overlap) | ddpm (median ms) | PyTorch (median ms) | speed-up (median of per-round ratios) | "
+          "ddpm GFLOP/s | PyTorch GFLOP/s | ddpm peak RSS (MiB) | PyTorch peak RSS (MiB) |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for ph in phases:
+        s = summary[ph]
+        md.append(f"| {ph} | {s['gflop']:.1f} | {s['ours_ms']:.0f} | {s['torch_ms']:.0f} | {s['speedup']:.2f}x | "
+                  f"{s['ours_gflops']:.1f} | {s['torch_gflops']:.1f} | {s['ours_peak_rss_mb']:.0f} | "
+                  f"{s['torch_peak_rss_mb']:.0f} |")
+    text = "\n".join(md)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text + "\n")
+    print(json.dumps({"config": cfg, "size": args.size, "tiled": args.tiled, "threads": args.threads,
+                      "rounds": rounds, "summary": summary}))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config", nargs="?", default="mnist", help="CONFIG.json, or a name in examples/bench/configs/")
@@ -78,11 +150,18 @@ def main():
                     "figure can be quoted as a fraction of the GEMM rate measured under the same load")
     ap.add_argument("--markdown", help="also write the table here")
     ap.add_argument("--machine", default="")
+    ap.add_argument("--autoencoder", help="an AutoencoderKL CONFIG.json, or a name in examples/bench/configs/: "
+                    "compare encode and decode instead")
+    ap.add_argument("--size", type=int, default=256, help="the image size (autoencoder mode)")
+    ap.add_argument("--tiled", action="store_true", help="tiled encode / decode (autoencoder mode)")
+    ap.add_argument("--tile-size", type=int, help="tile size in image pixels (autoencoder mode)")
     args = ap.parse_args()
-    args.config = config_path(args.config)
     if not os.path.isfile(args.ours):
         sys.exit(f"compare.py: {args.ours} not found: build it with cmake --build build --target ddpm_bench "
                  "(examples on), or pass --ours")
+    if args.autoencoder:
+        return autoencoder_main(args)
+    args.config = config_path(args.config)
 
     shared = ["--threads", str(args.threads)]
     for k in ("repeat", "batch", "sample_batch", "ddim_steps"):

@@ -362,3 +362,35 @@ TEST_CASE("AutoencoderKL and VQModel: Eigen agrees with Reference, forward and b
         std::vector<std::int64_t>(ve.quantizer().indices().begin(), ve.quantizer().indices().end()));
 }
 #endif
+
+// In inference the blocks pass the resnets' results through workspace slots
+// (one output kept per block); training keeps every result. Same ops, same
+// order: identical encode and decode, with 2 and 3 resnets a block (slots 2,
+// 3, 2 in turn), both resamplers, and a second inference pass after training.
+TEST_CASE("Autoencoder: inference through the workspace equals training", "[nn]") {
+  auto c = tiny_kl();
+  c.block_out_channels = {4, 6, 6};
+  c.down_block_types.assign(3, "DownEncoderBlock2D");
+  c.up_block_types.assign(3, "UpDecoderBlock2D");
+  c.layers_per_block = 2;
+  nn::AutoencoderKL<double, R> m(c);
+  Rng rng(11);
+  m.init(rng);
+  Tensor<double> x({1, 2, 8, 12}), z({2, 2, 3, 2});
+  test::randomize(x.view(), rng);
+  test::randomize(z.view(), rng);
+  auto run = [&](nn::Mode mode) {
+    m.set_mode(mode);
+    const auto mean = m.encode(x.view()).mean();
+    std::vector<double> out(mean.begin(), mean.end());
+    const auto y = m.decode(z.view());
+    out.insert(out.end(), y.begin(), y.end());
+    return out;
+  };
+  const auto train = run(nn::Mode::Training);
+  const auto infer = run(nn::Mode::Inference);
+  REQUIRE(infer.size() == train.size());
+  CHECK(infer == train);
+  (void)run(nn::Mode::Training);
+  CHECK(run(nn::Mode::Inference) == train);
+}

@@ -122,6 +122,28 @@ TEST_CASE("ResnetBlock2D: inference through the workspace equals training", "[nn
   CHECK(train2 == train);
 }
 
+// forward's `out`: in inference the result goes there (the same values as
+// the block's own buffer); in training backward needs the block's buffer, so
+// an output view is refused.
+TEST_CASE("ResnetBlock2D: an output view in inference", "[nn]") {
+  Parameters<double> p;
+  Res r(p, "r", {.in_channels = 4, .out_channels = 6, .temb_channels = 0, .groups = 2});
+  Rng rng(5);
+  rng.fill_normal(p.values(), 0.0, 0.5);
+  Tensor<double> x({2, 4, 3, 5}), out({2, 6, 3, 5});
+  test::randomize(x.view(), rng);
+  r.set_mode(nn::Mode::Inference);
+  const auto own = r.forward(x.view());
+  const std::vector<double> expected(own.begin(), own.end());
+  const auto y = r.forward(x.view(), {}, out.view());
+  CHECK(y.data() == out.data());
+  CHECK(std::vector<double>(out.begin(), out.end()) == expected);
+  Tensor<double> wrong({2, 6, 3, 4});
+  CHECK_THROWS_WITH(r.forward(x.view(), {}, wrong.view()), Catch::Contains("output buffer"));
+  r.set_mode(nn::Mode::Training);
+  CHECK_THROWS_WITH(r.forward(x.view(), {}, out.view()), Catch::Contains("inference only"));
+}
+
 TEST_CASE("ResnetBlock2D: shape errors", "[nn]") {
   Parameters<double> p;
   Res r(p, "up_blocks.0.resnets.1", {.in_channels = 4, .temb_channels = 3, .groups = 2});

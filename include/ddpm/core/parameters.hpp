@@ -16,6 +16,12 @@
 // zero-fills the new ones. Element access to the flat buffers (values(),
 // grads() as spans, zero_grad) is for host memory; any space has the flat
 // views (value_buffer(), grad_buffer()) that backend ops take.
+//
+// The gradient buffer is allocated (zero-filled, the size of the values) on
+// the first access to a gradient, so a model only ever run for inference
+// holds no gradients (for a large autoencoder that is as much memory as its
+// weights). The first access is not thread-safe: take gradient views from
+// one thread, as backward passes do.
 #include <algorithm>
 #include <concepts>
 #include <map>
@@ -47,7 +53,6 @@ class Parameters {
     require(!by_name_.count(name), "Parameters: '", name, "' registered twice");
     ParamInfo p{name, shape, values_.numel()};
     values_.resize({values_.numel() + shape.numel()});
-    grads_.resize(values_.shape());
     by_name_[name] = static_cast<ParamId>(infos_.size());
     infos_.push_back(std::move(p));
     return static_cast<ParamId>(infos_.size() - 1);
@@ -55,8 +60,8 @@ class Parameters {
 
   TensorView<T, M> value(ParamId id) { return {values_.data() + info(id).offset, info(id).shape}; }
   ConstTensorView<T, M> value(ParamId id) const { return {values_.data() + info(id).offset, info(id).shape}; }
-  TensorView<T, M> grad(ParamId id) { return {grads_.data() + info(id).offset, info(id).shape}; }
-  ConstTensorView<T, M> grad(ParamId id) const { return {grads_.data() + info(id).offset, info(id).shape}; }
+  TensorView<T, M> grad(ParamId id) { return {gradient_buffer().data() + info(id).offset, info(id).shape}; }
+  ConstTensorView<T, M> grad(ParamId id) const { return {gradient_buffer().data() + info(id).offset, info(id).shape}; }
 
   const ParamInfo& info(ParamId id) const {
     require(id >= 0 && static_cast<std::size_t>(id) < infos_.size(), "Parameters: invalid id ", id);
@@ -74,21 +79,28 @@ class Parameters {
   // The flat buffers: every parameter / gradient, concatenated in registration order.
   std::span<T> values() requires kHost { return values_.span(); }
   std::span<const T> values() const requires kHost { return values_.span(); }
-  std::span<T> grads() requires kHost { return grads_.span(); }
-  std::span<const T> grads() const requires kHost { return grads_.span(); }
+  std::span<T> grads() requires kHost { return gradient_buffer().span(); }
+  std::span<const T> grads() const requires kHost { return gradient_buffer().span(); }
   // The same as flat views [numel] of memory space M.
   TensorView<T, M> value_buffer() { return {values_.data(), {numel()}}; }
   ConstTensorView<T, M> value_buffer() const { return {values_.data(), {numel()}}; }
-  TensorView<T, M> grad_buffer() { return {grads_.data(), {numel()}}; }
-  ConstTensorView<T, M> grad_buffer() const { return {grads_.data(), {numel()}}; }
+  TensorView<T, M> grad_buffer() { return {gradient_buffer().data(), {numel()}}; }
+  ConstTensorView<T, M> grad_buffer() const { return {gradient_buffer().data(), {numel()}}; }
   index_t numel() const { return values_.numel(); }
 
-  void zero_grad() requires kHost { grads_.fill(T{}); }
+  void zero_grad() requires kHost { gradient_buffer().fill(T{}); }
 
  private:
+  // The gradients, allocated (zero) on first use and grown with the values.
+  Tensor<T, M>& gradient_buffer() const {
+    if (grads_.numel() != values_.numel()) grads_.resize(values_.shape());
+    return grads_;
+  }
+
   std::vector<ParamInfo> infos_;
   std::map<std::string, ParamId> by_name_;
-  Tensor<T, M> values_{Shape{0}}, grads_{Shape{0}};
+  Tensor<T, M> values_{Shape{0}};
+  mutable Tensor<T, M> grads_{Shape{0}};
 };
 
 }  // namespace ddpm

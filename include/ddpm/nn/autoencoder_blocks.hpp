@@ -29,6 +29,7 @@
 #include "ddpm/core/parameters.hpp"
 #include "ddpm/nn/resnet_block.hpp"
 #include "ddpm/nn/upsample.hpp"
+#include "ddpm/nn/workspace.hpp"
 
 namespace ddpm::nn {
 
@@ -58,6 +59,24 @@ std::unique_ptr<ResnetBlock2D<T, B>> make_resnet(Parameters<T>& p, const std::st
   check_groups(name + ".norm1", groups, in);
   check_groups(name + ".norm2", groups, out);
   return std::make_unique<ResnetBlock2D<T, B>>(p, name, resnet(in, out, groups));
+}
+
+// The resnets of a down / up block in order. In inference, each result that
+// is consumed at once (by the next resnet, or by the block's resampler when
+// `resampled`) ping-pongs through workspace slots 2 and 3 (the resnets use
+// slots 0 and 1, the resamplers slot 0), so a block keeps one output, not
+// one per resnet; in training every resnet keeps its own (backward reads it).
+template <Scalar T, backend::Backend B>
+ConstTensorView<T> run_resnets(std::vector<std::unique_ptr<ResnetBlock2D<T, B>>>& resnets, ConstTensorView<T> x,
+                               Mode mode, bool resampled) {
+  ConstTensorView<T> h = x;
+  for (std::size_t j = 0; j < resnets.size(); ++j) {
+    TensorView<T> out;
+    if (mode == Mode::Inference && (resampled || j + 1 < resnets.size()))
+      out = workspace<T>(2 + static_cast<int>(j % 2), {h.dim(0), resnets[j]->out_channels(), h.dim(2), h.dim(3)});
+    h = resnets[j]->forward(h, {}, out);
+  }
+  return h;
 }
 
 }  // namespace autoencoder_detail
@@ -121,8 +140,7 @@ class DownEncoderBlock2D {
   }
 
   ConstTensorView<T> forward(ConstTensorView<T> x) {
-    ConstTensorView<T> h = x;
-    for (auto& r : resnets_) h = r->forward(h);
+    const ConstTensorView<T> h = autoencoder_detail::run_resnets(resnets_, x, mode_, down_ != nullptr);
     return down_ ? down_->forward(h) : h;
   }
   ConstTensorView<T> backward(ConstTensorView<T> dy) {
@@ -136,10 +154,14 @@ class DownEncoderBlock2D {
     visit_children(f, resnets_, down_);
   }
   void init(Rng& rng) { init_children(*this, rng); }
-  void set_mode(Mode m) { set_mode_recursive(*this, m); }
+  void set_mode(Mode m) {
+    mode_ = m;
+    set_mode_recursive(*this, m);
+  }
   bool downsamples() const { return down_ != nullptr; }
 
  private:
+  Mode mode_ = Mode::Training;
   std::vector<std::unique_ptr<ResnetBlock2D<T, B>>> resnets_;
   std::unique_ptr<Downsample2D<T, B>> down_;
 };
@@ -156,8 +178,7 @@ class UpDecoderBlock2D {
   }
 
   ConstTensorView<T> forward(ConstTensorView<T> x) {
-    ConstTensorView<T> h = x;
-    for (auto& r : resnets_) h = r->forward(h);
+    const ConstTensorView<T> h = autoencoder_detail::run_resnets(resnets_, x, mode_, up_ != nullptr);
     return up_ ? up_->forward(h) : h;
   }
   ConstTensorView<T> backward(ConstTensorView<T> dy) {
@@ -171,10 +192,14 @@ class UpDecoderBlock2D {
     visit_children(f, resnets_, up_);
   }
   void init(Rng& rng) { init_children(*this, rng); }
-  void set_mode(Mode m) { set_mode_recursive(*this, m); }
+  void set_mode(Mode m) {
+    mode_ = m;
+    set_mode_recursive(*this, m);
+  }
   bool upsamples() const { return up_ != nullptr; }
 
  private:
+  Mode mode_ = Mode::Training;
   std::vector<std::unique_ptr<ResnetBlock2D<T, B>>> resnets_;
   std::unique_ptr<Upsample2D<T, B>> up_;
 };

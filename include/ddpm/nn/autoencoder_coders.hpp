@@ -28,6 +28,7 @@
 #include "ddpm/nn/conv2d.hpp"
 #include "ddpm/nn/group_norm.hpp"
 #include "ddpm/nn/numerics.hpp"
+#include "ddpm/nn/workspace.hpp"
 #include "ddpm/core/parameters.hpp"
 
 namespace ddpm::nn {
@@ -138,7 +139,9 @@ class Decoder {
       h = up_[i]->forward(h);
       if (stages) (*stages)[prefix_ + ".up_blocks." + std::to_string(i)] = h;
     }
-    return conv_out_->forward(norm_out_->forward(h));
+    // In inference conv_norm_out's result (read once, by conv_out) goes to workspace slot 0.
+    return conv_out_->forward(
+        norm_out_->forward(h, mode_ == Mode::Inference ? workspace<T>(0, h.shape()) : TensorView<T>{}));
   }
 
   ConstTensorView<T> backward(ConstTensorView<T> dy) {
@@ -152,9 +155,13 @@ class Decoder {
     visit_children(f, conv_in_, up_, mid_, norm_out_, conv_out_);
   }
   void init(Rng& rng) { init_children(*this, rng); }
-  void set_mode(Mode m) { set_mode_recursive(*this, m); }
+  void set_mode(Mode m) {
+    mode_ = m;
+    set_mode_recursive(*this, m);
+  }
 
  private:
+  Mode mode_ = Mode::Training;
   std::string prefix_;
   index_t in_channels_;
   std::unique_ptr<Conv2d<T, B>> conv_in_;

@@ -78,8 +78,12 @@ class ResnetBlock2D : public LayerBase {
 
   // x: [N, Ci, H, W]; temb: [N, temb_channels] (empty view when temb_channels == 0,
   // or to skip the time embedding in default mode). -> [N, Co, H, W].
-  ConstTensorView<T, M> forward(ConstTensorView<T, M> x, ConstTensorView<T, M> temb = {}) {
+  // `out` (optional, inference only, that shape, not overlapping x): where to
+  // write the result instead of the block's own buffer.
+  ConstTensorView<T, M> forward(ConstTensorView<T, M> x, ConstTensorView<T, M> temb = {},
+                                TensorView<T, M> out = {}) {
     check(x.rank() == 4 && x.dim(1) == ci_, "expected input [N, ", ci_, ", H, W], got ", x.shape().str());
+    check(out.data() == nullptr || mode_ == Mode::Inference, "an output buffer is for inference only");
     const index_t N = x.dim(0);
     has_temb_ = temb.data() != nullptr;
     if (has_temb_) {
@@ -119,10 +123,10 @@ class ResnetBlock2D : public LayerBase {
     h = conv2_.forward(h, workspace<T, M>(1, hs));
     const ConstTensorView<T, M> sc = conv_shortcut_ ? conv_shortcut_->forward(x, workspace<T, M>(0, hs)) : x;
     x_shape_ = xs;
-    ensure_shape(y_, h.shape());
-    B::run(ops::add, sc, h, static_cast<T>(1.0 / osf_), y_.view());
+    const TensorView<T, M> y = output_buffer(y_, h.shape(), out);
+    B::run(ops::add, sc, h, static_cast<T>(1.0 / osf_), y);
     have_forward_ = mode_ == Mode::Training;
-    return y_.view();
+    return y;
   }
 
   // Returns dx; the time embedding's gradient is temb_grad().

@@ -11,6 +11,7 @@
 #include "ddpm/nn/composite.hpp"
 #include "ddpm/nn/conv2d.hpp"
 #include "ddpm/nn/layer_base.hpp"
+#include "ddpm/nn/workspace.hpp"
 #include "ddpm/core/parameters.hpp"
 
 namespace ddpm::nn {
@@ -32,14 +33,17 @@ class Upsample2D : public LayerBase {
     if (use_conv) conv_.emplace(params, join_name(prefix, "conv"), channels, co, 3, 1, 1);
   }
 
-  // x: [N, C, H, W] -> [N, Co, 2H, 2W].
+  // x: [N, C, H, W] -> [N, Co, 2H, 2W]. In inference with the conv, the
+  // upsampled image (consumed at once by the conv) goes to workspace slot 0.
   ConstTensorView<T, M> forward(ConstTensorView<T, M> x) {
     check(x.rank() == 4 && x.dim(1) == c_, "expected input [N, ", c_, ", H, W], got ", x.shape().str());
-    ensure_shape(up_, {x.dim(0), c_, 2 * x.dim(2), 2 * x.dim(3)});
-    B::run(ops::upsample_nearest2x_forward, x, TensorView<T, M>(up_.view()));
+    const Shape us{x.dim(0), c_, 2 * x.dim(2), 2 * x.dim(3)};
+    const TensorView<T, M> up =
+        conv_ && mode_ == Mode::Inference ? workspace<T, M>(0, us) : output_buffer(up_, us, {});
+    B::run(ops::upsample_nearest2x_forward, x, up);
     x_shape_ = x.shape();
     have_forward_ = mode_ == Mode::Training;
-    return conv_ ? conv_->forward(up_.view()) : ConstTensorView<T, M>(up_.view());
+    return conv_ ? conv_->forward(up) : ConstTensorView<T, M>(up);
   }
 
   ConstTensorView<T, M> backward(ConstTensorView<T, M> dy) {

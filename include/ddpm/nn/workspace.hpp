@@ -14,7 +14,10 @@
 // asked of it and is never zero-filled. Contract: a view of slot i is valid
 // until the next workspace() call for slot i on the same thread, so a layer
 // uses a slot only for a value that is dead before it asks for that slot
-// again, and never calls another layer that uses workspace() while it holds one.
+// again, and never calls another layer that uses that slot while it holds one.
+// In forward inference the layers below a block use slots 0 and 1 only, so
+// the autoencoder blocks keep their resnets' results in slots 2 and 3
+// (autoencoder_blocks.hpp).
 #include <array>
 #include <cstddef>
 #include <type_traits>
