@@ -645,6 +645,38 @@ TEST_CASE("cpu: results are identical across runs with the same thread count", "
   }
 }
 
+TEST_CASE("cpu: inference ops give the same bits for every thread count, batch 1 included", "[backend]") {
+  // Sampling one image (batch 1) splits a GEMM or an attention head's rows
+  // over the threads; the fixed chunks keep every element's sums the same.
+  using T = float;
+  ThreadGuard guard;
+  Rng rng(8);
+  for (const index_t L : {49, 196, 7}) {
+    INFO("tokens " << L);
+    auto x = rnd<T>({L, 64}, rng), w = rnd<T>({96, 64}, rng), b = rnd<T>({96}, rng);
+    auto q = rnd<T>({1, L, 64}, rng), k = rnd<T>({1, L, 64}, rng), v = rnd<T>({1, L, 64}, rng);
+    auto wide = rnd<T>({8, 200}, rng), w2 = rnd<T>({300, 200}, rng);
+    auto run = [&] {
+      Tensor<T> y({L, 96}), o(q.shape()), pr({1, 1, L, L}), o32(q.shape()), pr32({1, 1, L, L}), c({8, 300});
+      E::run(ops::linear_forward, x, w, b, y);
+      E::run(ops::attention_forward, q, k, v, 1, 0.125f, o, pr);
+      E::run(ops::attention_forward_float32_softmax, q, k, v, 1, 0.125f, o32, pr32);
+      E::run(ops::gemm, Trans::No, Trans::Yes, 8, 300, 200, 1.0f, wide.data(), 200, w2.data(), 200, 0.0f, c.data(), 300);
+      return std::vector<Tensor<T>>{y, o, pr, o32, c};
+    };
+    E::set_num_threads(1);
+    const auto one = run();
+    for (int th : {2, 3}) {
+      E::set_num_threads(th);
+      const auto many = run();
+      for (std::size_t i = 0; i < one.size(); ++i) {
+        INFO("threads " << th << ", output " << i);
+        CHECK(identical(one[i], many[i]));
+      }
+    }
+  }
+}
+
 // ---- timing (hidden: run with "[.bench]") -------------------------------------------
 // Prints the median wall-clock rate and, because the machine is usually shared,
 // the best rate per second of process CPU time (what the kernels do when they

@@ -214,12 +214,10 @@ TEST_CASE("anomaly: an image's map depends on the seed and its index, not on its
   CHECK_FALSE(bit_equal(anomaly_maps<double>(model, x.cview(), o).maps.cview(), all.maps.cview()));
 }
 
-TEST_CASE("anomaly: a U-Net's maps repeat bit for bit per thread count, and agree across counts",
-          "[sampling][anomaly]") {
+TEST_CASE("anomaly: a U-Net's maps repeat bit for bit, on any thread count", "[sampling][anomaly]") {
   // anomaly_maps itself runs on the calling thread with per-image streams;
-  // what threads change is the model's arithmetic. The Cpu backend is
-  // deterministic per thread count and equal within rounding across counts
-  // (backend/cpu.hpp), so the maps are too.
+  // what threads change is the model's arithmetic, which the Cpu backend
+  // splits in fixed chunks in inference, so the maps keep their bits.
   nn::UNet2DConfig c = test::tiny_unet_layout();
   c.sample_size = {8};
   nn::UNet2D<float, backend::Cpu> net(c);
@@ -249,7 +247,7 @@ TEST_CASE("anomaly: a U-Net's maps repeat bit for bit per thread count, and agre
   for (index_t i = 0; i < maps[0].numel(); ++i) {
     repeat &= maps[0][i] == maps[3][i] && maps[1][i] == maps[2][i];
     nonzero |= maps[0][i] > 0;
-    CHECK(maps[1][i] == Approx(maps[0][i]).epsilon(1e-4).margin(1e-7));
+    CHECK(maps[1][i] == maps[0][i]);  // 2 threads against 1: the same bits
   }
   CHECK(repeat);
   CHECK(nonzero);

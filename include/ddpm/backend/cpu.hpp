@@ -24,7 +24,12 @@
 // participants, set at run time with set_num_threads (default: the hardware
 // concurrency). Work is split statically, and per-thread partial parameter
 // gradients are summed in thread order, so results are deterministic for a
-// given thread count (and equal within rounding across counts).
+// given thread count (and equal within rounding across counts). Inference
+// on the packed-kernel path (AVX2 + FMA builds) gives the same bits for
+// every thread count: GEMMs and attention rows are computed in fixed chunks
+// (cpu/common.hpp, cpu/attention.hpp), and the convolutions' per-pixel sums
+// do not depend on the split. Eigen's im2col path (builds without AVX2)
+// agrees only to rounding across counts.
 //
 // Scratch (packed panels, partial gradients, attention rows) lives in
 // per-thread buffers that only grow: steady-state calls do not allocate.

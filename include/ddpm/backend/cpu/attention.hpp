@@ -31,11 +31,21 @@ struct AttnGeom {
   index_t poff(index_t pair) const { return pair * L * L; }
 };
 
-// Query rows [i0, i1) of one (n, h) pair: probs rows and out rows.
+// The forward computes query rows in fixed chunks of this many, one pair of
+// GEMM calls each, whichever thread runs them: Eigen's order of summation
+// depends on the shape of the call, so fixed chunks give every output the
+// same bits for every thread count. Row splits are multiples of it.
+inline constexpr index_t kAttnRowChunk = 16;
+
+// Query rows [i0, i1) of one (n, h) pair, i0 a multiple of kAttnRowChunk:
+// probs rows and out rows.
 template <class T>
 void attn_fwd_rows(const AttnGeom& g, index_t pair, index_t i0, index_t i1, const T* q, const T* k, const T* v,
-                   T scale, T* out, T* probs) {
-  if (i1 <= i0) return;
+                   T scale, T* out, T* probs);
+
+template <class T>
+void attn_fwd_chunk(const AttnGeom& g, index_t pair, index_t i0, index_t i1, const T* q, const T* k, const T* v,
+                    T scale, T* out, T* probs) {
   const index_t o = g.off(pair), L = g.L;
   T* P = probs + g.poff(pair) + i0 * L;
   gemm_serial(Trans::No, Trans::Yes, i1 - i0, L, g.d, scale, q + o + i0 * g.C, g.C, k + o, g.C, T{0}, P, L);
@@ -46,6 +56,13 @@ void attn_fwd_rows(const AttnGeom& g, index_t pair, index_t i0, index_t i1, cons
     row *= T{1} / row.sum();
   }
   gemm_serial(Trans::No, Trans::No, i1 - i0, g.d, L, T{1}, P, L, v + o, g.C, T{0}, out + o + i0 * g.C, g.C);
+}
+
+template <class T>
+void attn_fwd_rows(const AttnGeom& g, index_t pair, index_t i0, index_t i1, const T* q, const T* k, const T* v,
+                   T scale, T* out, T* probs) {
+  for (index_t c = i0; c < i1; c += kAttnRowChunk)
+    attn_fwd_chunk(g, pair, c, std::min(i1, c + kAttnRowChunk), q, k, v, scale, out, probs);
 }
 
 // Backward, first half, query rows [i0, i1): dS rows into ds (an L x L buffer)
@@ -99,7 +116,7 @@ void run(ops::attention_forward_t, ConstTensorView<T> qv, ConstTensorView<T> kv,
     });
   for (index_t pr = pb; pr < pairs; ++pr)
     parallel(T_, [&](int tid, int parts) {
-      const auto [i0, i1] = split_range(g.L, parts, tid);
+      const auto [i0, i1] = split_range(g.L, parts, tid, kAttnRowChunk);
       attn_fwd_rows(g, pr, i0, i1, q, k, v, scale, out, probs);
     });
 }

@@ -175,26 +175,35 @@ void gemm_serial(Trans ta, Trans tb, index_t m, index_t n, index_t k, T alpha, c
     c.noalias() += alpha * cmat(A, k, m, lda).transpose() * cmat(B, n, k, ldb).transpose();
 }
 
-// A threaded GEMM gives each part at least this many rows (or columns) of C:
-// thinner slices would leave Eigen's kernel on its edge paths.
-inline constexpr index_t kGemmRowGrain = 8;
-inline constexpr index_t kGemmColGrain = 16;
+// A GEMM is computed in fixed chunks of C: kGemmRowChunk rows, or
+// kGemmColChunk columns when C is wider than tall, each one Eigen call; the
+// threads take whole chunks. Eigen's order of summation depends on the shape
+// of the call, so fixing the chunks (not the parts) gives every C element the
+// same bits for every thread count.
+inline constexpr index_t kGemmRowChunk = 64;
+inline constexpr index_t kGemmColChunk = 64;
 
-// Part `tid` of `parts` of a GEMM split over rows of C (m) or columns (n),
-// whichever is larger; every C element is computed by exactly one part.
+// The number of chunks of an m x n C.
+inline index_t gemm_chunks(index_t m, index_t n) {
+  return m >= n ? (m + kGemmRowChunk - 1) / kGemmRowChunk : (n + kGemmColChunk - 1) / kGemmColChunk;
+}
+
+// Part `tid` of `parts`: its share of the chunks; every C element is computed
+// by exactly one part.
 template <class T>
 void gemm_part(int tid, int parts, Trans ta, Trans tb, index_t m, index_t n, index_t k, T alpha, const T* A,
                index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc) {
-  if (m >= n) {
-    const auto [r0, r1] = split_range(m, parts, tid, kGemmRowGrain);
-    if (r1 <= r0) return;
-    const T* a = ta == Trans::No ? A + r0 * lda : A + r0;
-    gemm_serial(ta, tb, r1 - r0, n, k, alpha, a, lda, B, ldb, beta, C + r0 * ldc, ldc);
-  } else {
-    const auto [c0, c1] = split_range(n, parts, tid, kGemmColGrain);
-    if (c1 <= c0) return;
-    const T* b = tb == Trans::No ? B + c0 : B + c0 * ldb;
-    gemm_serial(ta, tb, m, c1 - c0, k, alpha, A, lda, b, ldb, beta, C + c0, ldc);
+  const auto [q0, q1] = split_range(gemm_chunks(m, n), parts, tid);
+  for (index_t q = q0; q < q1; ++q) {
+    if (m >= n) {
+      const index_t r0 = q * kGemmRowChunk, r1 = std::min(m, r0 + kGemmRowChunk);
+      const T* a = ta == Trans::No ? A + r0 * lda : A + r0;
+      gemm_serial(ta, tb, r1 - r0, n, k, alpha, a, lda, B, ldb, beta, C + r0 * ldc, ldc);
+    } else {
+      const index_t c0 = q * kGemmColChunk, c1 = std::min(n, c0 + kGemmColChunk);
+      const T* b = tb == Trans::No ? B + c0 : B + c0 * ldb;
+      gemm_serial(ta, tb, m, c1 - c0, k, alpha, A, lda, b, ldb, beta, C + c0, ldc);
+    }
   }
 }
 
@@ -203,8 +212,8 @@ template <class T>
 void run(ops::gemm_t, Trans ta, Trans tb, index_t m, index_t n, index_t k, T alpha, const T* A, index_t lda, const T* B,
          index_t ldb, T beta, T* C, index_t ldc) {
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  const int want = std::min<index_t>(threads_for(flops, tuning().min_flops_per_thread),
-                                       std::max<index_t>(1, std::max(m / kGemmRowGrain, n / kGemmColGrain)));
+  const int want = static_cast<int>(std::min<index_t>(threads_for(flops, tuning().min_flops_per_thread),
+                                                       std::max<index_t>(1, gemm_chunks(m, n))));
   parallel(want, [&](int tid, int parts) { gemm_part(tid, parts, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); });
 }
 
