@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "ddpm/io/file.hpp"
 #include "ddpm/io/idx.hpp"
 #include "ddpm/io/image.hpp"
 #include "ddpm/sampling/anomaly.hpp"
@@ -84,22 +85,14 @@ inline ddpm::AnomalyResult<float> score_images(UNet& unet, ddpm::ConstTensorView
   return all;
 }
 
-// IDX3 images that must be 28 x 28 (the model's size), in [-1, 1]; `what`
-// names the option in the error.
-inline ddpm::Tensor<float> load_images_28(const fs::path& file, const std::string& what) {
-  auto images = ddpm::io::load_idx_images<float>(file);
-  ddpm::require(images.dim(2) == kImageSide && images.dim(3) == kImageSide, what, ": expected ", kImageSide, "x",
-                kImageSide, " images, got ", images.dim(2), "x", images.dim(3), " (", file.string(), ")");
-  return images;
-}
-
-// One score a line, as many digits as a double needs.
+// One score a line, as many digits as a double needs (written to a
+// temporary name, then renamed: io/file.hpp).
 inline void write_scores(const fs::path& out, const std::vector<double>& scores) {
   if (!out.parent_path().empty()) fs::create_directories(out.parent_path());
-  std::FILE* f = std::fopen(out.string().c_str(), "w");
-  ddpm::require(f != nullptr, out.string(), ": cannot open for writing");
-  for (double s : scores) std::fprintf(f, "%.17g\n", s);
-  ddpm::require(std::fclose(f) == 0, out.string(), ": write failed");
+  std::string text;
+  char line[32];
+  for (double s : scores) text.append(line, static_cast<std::size_t>(std::snprintf(line, sizeof line, "%.17g\n", s)));
+  ddpm::io::write_text_file(out, text);
 }
 
 // A grid [3 * sets * shown] of rows input / reconstruction / map: the first

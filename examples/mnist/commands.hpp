@@ -555,9 +555,7 @@ inline Dataset load_digits(const cxxopts::ParseResult& r, ddpm::index_t count) {
   };
   const fs::path images = existing(r["input"].as<std::string>()), labels = existing(r["labels"].as<std::string>());
   Dataset d;
-  d.images = ddpm::io::load_idx_images<float>(images);
-  ddpm::require(d.images.dim(2) == kImageSide && d.images.dim(3) == kImageSide, "--input: expected 28x28 images, got ",
-                d.images.dim(2), "x", d.images.dim(3), " (", images.string(), ")");
+  d.images = load_images_28(images, "--input");
   d.labels = ddpm::io::load_idx_labels(labels, kNumClasses);
   ddpm::require(static_cast<ddpm::index_t>(d.labels.size()) == d.images.dim(0), "--labels: ", d.labels.size(),
                 " labels in ", labels.string(), " for ", d.images.dim(0), " images in ", images.string());

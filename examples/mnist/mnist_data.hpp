@@ -33,6 +33,15 @@ inline fs::path find_idx(const fs::path& dir, const std::string& split, const st
   ddpm::fail(dir.string(), ": no ", base, "[.gz] (fetch the data with examples/mnist/scripts/fetch_mnist.sh)");
 }
 
+// IDX3 images that must be 28 x 28 (the model's size), in [-1, 1]; `what`
+// names the option in the error.
+inline ddpm::Tensor<float> load_images_28(const fs::path& file, const std::string& what) {
+  auto images = ddpm::io::load_idx_images<float>(file);
+  ddpm::require(images.dim(2) == kImageSide && images.dim(3) == kImageSide, what, ": expected ", kImageSide, "x",
+                kImageSide, " images, got ", images.dim(2), "x", images.dim(3), " (", file.string(), ")");
+  return images;
+}
+
 inline Dataset load_split(const fs::path& dir, const std::string& split, ddpm::index_t limit = 0) {
   Dataset d;
   d.images = ddpm::io::load_idx_images<float>(find_idx(dir, split, "images-idx3-ubyte"));

@@ -19,6 +19,7 @@
 #include "ddpm/core/error.hpp"
 #include "ddpm/core/random.hpp"
 #include "ddpm/core/tensor.hpp"
+#include "ddpm/io/image.hpp"
 #include "ddpm/nn/unet2d_config.hpp"
 #include "ddpm/sampling/any_sampler.hpp"
 #include "ddpm/sampling/guidance.hpp"
@@ -55,7 +56,7 @@ inline ddpm::nn::UNet2DConfig superres_unet_config(int width = 16) {
 
 namespace detail {
 // [-1, 1] <-> 8-bit values (rounded), as io::load_idx_images / write_idx_images map them.
-inline float to_byte(float v) { return std::round(std::clamp((v + 1.0f) * 127.5f, 0.0f, 255.0f)); }
+inline float to_byte(float v) { return static_cast<float>(ddpm::io::to_byte(v)); }
 inline float from_byte(float b) { return b / 127.5f - 1.0f; }
 
 // Applies f(in plane of h x w bytes, out plane) to each image of x [N, 1, h, w] (values in [-1, 1]).
@@ -162,6 +163,7 @@ inline ddpm::Tensor<float> superres(UNet& unet, ddpm::ConstTensorView<float> lr,
   const ddpm::index_t n = lr.dim(0), batches = (n + o.batch - 1) / o.batch;
   ddpm::Tensor<float> out({n, 1, kImageSide, kImageSide});
   examples::Progress bar("superres", batches * o.steps);
+  const auto pool = ddpm::backend::Cpu::thread_pool();
   for (ddpm::index_t b = 0; b < batches; ++b) {
     const ddpm::index_t first = b * o.batch, count = std::min(o.batch, n - first);
     auto model = ddpm::make_guidance<float>(ddpm::conditioned_model<float>(unet), {}, {.scale = 1.0},
@@ -171,7 +173,7 @@ inline ddpm::Tensor<float> superres(UNet& unet, ddpm::ConstTensorView<float> lr,
     rng.fill_normal(noise.span());
     auto sampler = ddpm::make_sampler<float>(examples::sampler_config(o.sampler));
     ddpm::set_timesteps(sampler, o.steps);
-    const auto x = ddpm::sample_loop(sampler, model, noise.cview(), ddpm::NoiseSource<float>(rng),
+    const auto x = ddpm::sample_loop(sampler, model, noise.cview(), ddpm::NoiseSource<float>(rng, *pool),
                                      [&](ddpm::index_t i, ddpm::index_t, double) {
                                        if (o.progress) bar.update(b * o.steps + i + 1);
                                      });

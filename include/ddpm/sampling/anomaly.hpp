@@ -166,13 +166,15 @@ AnomalyResult<T> anomaly_maps(Model&& model, ConstTensorView<T> x0, const Anomal
   std::vector<double> map_sum(static_cast<std::size_t>(n * pixels), 0.0), rec_sum(static_cast<std::size_t>(x0.numel()), 0.0);
   std::vector<Rng> rngs;
   Tensor<T> y(x0.shape());
+  std::vector<double> eps(static_cast<std::size_t>(per));
   for (index_t d = 0; d < o.draws; ++d) {
     rngs.clear();
     for (index_t i = 0; i < n; ++i) rngs.emplace_back(o.seed, anomaly_stream(o.first_index + i, d));
     // y = x_0 + sigma_t eps: x_t ~ q(x_t | x_0) over sqrt(abar_t).
     for (index_t i = 0; i < n; ++i) {
-      auto& rng = rngs[static_cast<std::size_t>(i)];
-      for (index_t j = i * per; j < (i + 1) * per; ++j) y[j] = static_cast<T>(x0[j] + sigma * rng.normal());
+      rngs[static_cast<std::size_t>(i)].fill_normal(std::span<double>(eps));
+      for (index_t j = 0; j < per; ++j)
+        y[i * per + j] = static_cast<T>(x0[i * per + j] + sigma * eps[static_cast<std::size_t>(j)]);
     }
     // A stochastic step's noise: each image from its own stream.
     const NoiseSource<T> noise(typename NoiseSource<T>::Fill([&](TensorView<T> out) {

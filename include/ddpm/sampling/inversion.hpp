@@ -147,8 +147,7 @@ Tensor<T> ddim_regenerate(Model&& model, ConstTensorView<T> noise, index_t steps
   DDIMSampler<T> sampler(config.ddim);
   sampler.set_timesteps(steps);
   const index_t m = config.steps_run(steps);
-  if (m == steps) return sample_loop(sampler, model, noise, NoiseSource<T>{}, progress);
-  Tensor<T> x = Tensor<T>::copy_of(noise);
+  Tensor<T> x = Tensor<T>::copy_of(noise);  // DDIM's init_noise_sigma is 1
   detail::run_steps(sampler, model, x, steps - m, NoiseSource<T>{}, progress, "ddim_regenerate");
   return x;
 }

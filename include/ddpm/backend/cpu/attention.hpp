@@ -37,12 +37,7 @@ struct AttnGeom {
 // same bits for every thread count. Row splits are multiples of it.
 inline constexpr index_t kAttnRowChunk = 16;
 
-// Query rows [i0, i1) of one (n, h) pair, i0 a multiple of kAttnRowChunk:
-// probs rows and out rows.
-template <class T>
-void attn_fwd_rows(const AttnGeom& g, index_t pair, index_t i0, index_t i1, const T* q, const T* k, const T* v,
-                   T scale, T* out, T* probs);
-
+// One chunk of query rows [i0, i1) of one (n, h) pair: probs rows and out rows.
 template <class T>
 void attn_fwd_chunk(const AttnGeom& g, index_t pair, index_t i0, index_t i1, const T* q, const T* k, const T* v,
                     T scale, T* out, T* probs) {
@@ -58,6 +53,7 @@ void attn_fwd_chunk(const AttnGeom& g, index_t pair, index_t i0, index_t i1, con
   gemm_serial(Trans::No, Trans::No, i1 - i0, g.d, L, T{1}, P, L, v + o, g.C, T{0}, out + o + i0 * g.C, g.C);
 }
 
+// Query rows [i0, i1) of one (n, h) pair, i0 a multiple of kAttnRowChunk.
 template <class T>
 void attn_fwd_rows(const AttnGeom& g, index_t pair, index_t i0, index_t i1, const T* q, const T* k, const T* v,
                    T scale, T* out, T* probs) {
