@@ -6,16 +6,22 @@
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <cstdint>
 
-// stb_image 2.27 (Debian's libstb) shifts its JPEG bit buffer by 32 or more
-// when corrupt entropy-coded data runs out mid-code: code_bits goes negative
-// (fixed upstream in 2.28, which stops at 0). Only the bits fed to the
-// decoder are affected, never an index or a size (Huffman lookups mask to 9
-// bits, extend_receive's n is checked <= 15), so such a file decodes to
-// garbage like any corrupt stream stb pads with zeros. This one check is
-// therefore off inside stb's own functions; every other check stays on
-// there, and everything stays on in ddpm's code. Regression input:
-// corpus/image/regress_jpeg_code_bits.jpg.
-#pragma clang attribute push(__attribute__((no_sanitize("shift-exponent"))), apply_to = function)
+// Two checks are off inside stb's own functions, for arithmetic stb_image
+// 2.27 (Debian's libstb) does on corrupt JPEG data, both fixed upstream in
+// 2.28 and both affecting only decoded values, never an index or a size:
+// * shift-exponent: the JPEG bit buffer is shifted by 32 or more when corrupt
+//   entropy-coded data runs out mid-code (code_bits goes negative; 2.28
+//   stops at 0). Huffman lookups mask to 9 bits and extend_receive's n is
+//   checked <= 15, so such a file decodes to garbage like any corrupt stream
+//   stb pads with zeros. Regression input: corpus/image/regress_jpeg_code_bits.jpg.
+// * signed-integer-overflow: a block's DC coefficient (the running sum of
+//   corrupt differences) or an AC coefficient times a 16-bit quantisation
+//   value overflows int before it is stored as a short coefficient (2.28
+//   refuses such products). Regression input: corpus/image/regress_jpeg_dequant_overflow.jpg.
+// Sizes and offsets stb computes are checked by it before use, and
+// AddressSanitizer stays on everywhere, so a wrong size would still be caught
+// as the out-of-bounds access it leads to; every check stays on in ddpm's code.
+#pragma clang attribute push(__attribute__((no_sanitize("shift-exponent", "signed-integer-overflow"))), apply_to = function)
 #include <stb_image.h>
 #pragma clang attribute pop
 #undef STB_IMAGE_IMPLEMENTATION  // compiled above; image.hpp's include then only declares

@@ -250,6 +250,17 @@ TEST_CASE("images: headers that lie about the size are refused before decoding",
     CHECK(img.height == 100);
     CHECK(img.pixels.size() == std::size_t{8 * 100 * 3});
   }
+  // Regression (fuzz_image): corrupt DC differences summed over many blocks,
+  // times a 16-bit quantisation value, overflow int in stb_image 2.27 (UBSan:
+  // signed integer overflow; 2.28 refuses them). Only coefficient values are
+  // affected (see tests/fuzz/fuzz_image.cpp): the file decodes to the 8 x 12040
+  // picture its frame header declares.
+  {
+    const auto img = io::load_image(without_channel_byte("regress_jpeg_dequant_overflow.jpg"), 1);
+    CHECK(img.width == 8);
+    CHECK(img.height == 12040);
+    CHECK(img.pixels.size() == std::size_t{8 * 12040});
+  }
   // Real JPEGs (baseline, in the corpus) still load.
   CHECK(io::load_image(without_channel_byte("rgb.jpg"), 3).width > 0);
   CHECK(io::load_image(without_channel_byte("gray.jpg"), 1).width > 0);
@@ -263,6 +274,29 @@ TEST_CASE("images: headers that lie about the size are refused before decoding",
   // made stb_image allocate them before reading.
   error_of([&] { io::load_image(without_channel_byte("regress_png_chunk_length.png"), 1); },
            {"regress_png_chunk_length.png", "corrupt PNG: a chunk claims more bytes than the file holds"});
+  // Regression (fuzz_image, CI smoke run): an empty IDAT chunk before any
+  // image data made stb_image 2.27 memcpy zero bytes to a null buffer (UBSan:
+  // null pointer passed as argument 1). Empty IDAT chunks are dropped before
+  // decoding; this file has no other IDAT and ends inside a chunk, so it is
+  // still refused.
+  error_of([&] { io::load_image(without_channel_byte("regress_png_empty_idat.png"), 1); },
+           {"regress_png_empty_idat.png", "not an image stb_image can read"});
+  // A valid PNG with empty IDAT chunks before and between its data decodes to
+  // the same pixels as without them.
+  {
+    io::Image small{5, 3, 3, std::vector<std::uint8_t>(5 * 3 * 3)};
+    for (std::size_t i = 0; i < small.pixels.size(); ++i) small.pixels[i] = static_cast<std::uint8_t>(i * 53 + 7);
+    io::write_png(dir() / "plain.png", small);
+    const auto plain = io::read_file(dir() / "plain.png");
+    const std::string text(plain.begin(), plain.end());
+    const std::string empty_idat("\0\0\0\0IDAT\x35\xaf\x06\x1e", 12);  // length 0, type, CRC-32 of "IDAT"
+    const std::size_t idat = text.find("IDAT") - 4;
+    write_raw(dir() / "empty_idat.png", text.substr(0, idat) + empty_idat + empty_idat + text.substr(idat));
+    const auto img = io::load_image(dir() / "empty_idat.png", 3);
+    CHECK(img.width == 5);
+    CHECK(img.height == 3);
+    CHECK(img.pixels == small.pixels);
+  }
   // Real JPEGs pass the check.
   CHECK(io::load_image(without_channel_byte("rgb.jpg"), 3).width == 8);
   CHECK(io::load_image(without_channel_byte("gray.jpg"), 1).height == 8);

@@ -138,18 +138,55 @@ inline PnmHeader read_pnm_header(const unsigned char* p, std::size_t n) {
   return h;
 }
 
-// False for a PNG with a chunk whose length runs past the end of the file:
-// stb_image 2.27 allocates an IDAT chunk's claimed length (up to 1 GiB) before
-// reading it (found by tests/fuzz/fuzz_image).
-inline bool png_chunks_fit(const unsigned char* p, std::size_t n) {
-  if (n < 8 || std::memcmp(p, "\x89PNG\r\n\x1a\n", 8) != 0) return true;
+// The chunk layout of a PNG as stb_image 2.27 walks it: `fits` is false when a
+// chunk's length runs past the end of the file (stb_image allocates an IDAT
+// chunk's claimed length, up to 1 GiB, before reading it); `empty_idat` is
+// true when an IDAT chunk holds no data (stb_image then copies zero bytes to
+// a null buffer, undefined behaviour). Both found by tests/fuzz/fuzz_image.
+struct PngChunks {
+  bool fits = true;
+  bool empty_idat = false;
+};
+
+inline std::size_t png_chunk_length(const unsigned char* p) {
+  return (std::size_t{p[0]} << 24) | (std::size_t{p[1]} << 16) | (std::size_t{p[2]} << 8) | p[3];
+}
+
+inline bool is_png(const unsigned char* p, std::size_t n) {
+  return n >= 8 && std::memcmp(p, "\x89PNG\r\n\x1a\n", 8) == 0;
+}
+
+inline PngChunks scan_png_chunks(const unsigned char* p, std::size_t n) {
+  PngChunks out;
+  if (!is_png(p, n)) return out;
   for (std::size_t i = 8; i + 8 <= n;) {
-    const std::size_t len = (std::size_t{p[i]} << 24) | (std::size_t{p[i + 1]} << 16) | (std::size_t{p[i + 2]} << 8) | p[i + 3];
-    if (len > n - i - 8) return false;  // 8 bytes of length and type, then the data
+    const std::size_t len = png_chunk_length(p + i);
+    if (len > n - i - 8) {  // 8 bytes of length and type, then the data
+      out.fits = false;
+      break;
+    }
     if (std::memcmp(p + i + 4, "IEND", 4) == 0) break;
+    if (len == 0 && std::memcmp(p + i + 4, "IDAT", 4) == 0) out.empty_idat = true;
     i += 12 + len;  // length, type, data, CRC
   }
-  return true;
+  return out;
+}
+
+// The same PNG without its empty IDAT chunks: they carry no image data, so
+// the picture is unchanged, and stb_image never sees a zero-length copy.
+// Expects a file scan_png_chunks found to fit.
+inline std::vector<char> drop_empty_png_idat(const unsigned char* p, std::size_t n) {
+  std::vector<char> out(p, p + 8);
+  std::size_t i = 8;
+  for (; i + 8 <= n;) {
+    const std::size_t len = png_chunk_length(p + i), end = std::min(n, i + 12 + len);
+    const bool iend = std::memcmp(p + i + 4, "IEND", 4) == 0;
+    if (iend) break;
+    if (len != 0 || std::memcmp(p + i + 4, "IDAT", 4) != 0) out.insert(out.end(), p + i, p + end);
+    i = end;
+  }
+  out.insert(out.end(), p + std::min(i, n), p + n);  // IEND and whatever follows, as it was
+  return out;
 }
 
 inline void write_png(const std::filesystem::path& path, const Image& img) {
@@ -206,18 +243,22 @@ inline Image load_image(const std::filesystem::path& path, int channels = 1) {
   // the format's big-endian one: refused rather than decoded wrong.
   require(!pnm.binary_pnm || pnm.numbers[2] <= 255, path.string(), ": 16-bit PNM (maximum value ", pnm.numbers[2],
           ") is not supported, expected a maximum value of at most 255 (8-bit samples)");
-  require(png_chunks_fit(buf, bytes.size()), path.string(), ": corrupt PNG: a chunk claims more bytes than the file holds");
-  require(stbi_info_from_memory(buf, static_cast<int>(bytes.size()), &w, &h, &c) != 0, path.string(),
+  const PngChunks png = scan_png_chunks(buf, bytes.size());
+  require(png.fits, path.string(), ": corrupt PNG: a chunk claims more bytes than the file holds");
+  const std::vector<char> cleaned = png.empty_idat ? drop_empty_png_idat(buf, bytes.size()) : std::vector<char>{};
+  if (png.empty_idat) buf = reinterpret_cast<const stbi_uc*>(cleaned.data());
+  const int size = static_cast<int>(png.empty_idat ? cleaned.size() : bytes.size());
+  require(stbi_info_from_memory(buf, size, &w, &h, &c) != 0, path.string(),
           ": not an image stb_image can read (", stbi_failure_reason(), ")");
   require(w > 0 && h > 0 && w <= kMaxImageSide && h <= kMaxImageSide, path.string(), ": image is ", w, "x", h,
           ", expected sides in [1, ", kMaxImageSide, "]");
   require(std::int64_t{w} * h <= kMaxImagePixels, path.string(), ": image is ", w, "x", h, " = ", std::int64_t{w} * h,
           " pixels, more than the ", kMaxImagePixels, " allowed");
-  require(std::int64_t{w} * h <= max_plausible_pixels(buf, bytes.size()), path.string(), ": image header claims ", w,
+  require(std::int64_t{w} * h <= max_plausible_pixels(buf, static_cast<std::size_t>(size)), path.string(), ": image header claims ", w,
           "x", h, " pixels, more than a file of ", bytes.size(), " bytes can hold (truncated or corrupt file?)");
   // Decoded in the file's own channel count and converted here: stb_image
   // 2.27's conversion of 16-bit PNM reads past its buffer (tests/fuzz/fuzz_image).
-  stbi_uc* data = stbi_load_from_memory(buf, static_cast<int>(bytes.size()), &w, &h, &c, 0);
+  stbi_uc* data = stbi_load_from_memory(buf, size, &w, &h, &c, 0);
   require(data != nullptr, path.string(), ": cannot decode image (", stbi_failure_reason(), ")");
   std::unique_ptr<stbi_uc, decltype(&stbi_image_free)> owned(data, &stbi_image_free);
   require(c >= 1 && c <= 4, path.string(), ": decoded image has ", c, " channels, expected 1 to 4");
