@@ -9,7 +9,7 @@
 #   CXX=clang++-14 cmake -S . -B build-fuzz -DDDPM_FUZZ=ON -DDDPM_BUILD_TESTS=OFF -DDDPM_BUILD_EXAMPLES=OFF
 #   cmake --build build-fuzz --target ddpm_fuzz
 #   build-fuzz/fuzz_safetensors -max_total_time=30 <scratch-dir> tests/fuzz/corpus/safetensors
-# cmake/fuzz_smoke.sh does all of that (a 30-second run of each target).
+# cmake/fuzz_smoke.sh does all of that (a 20-second run of each target in CI).
 option(DDPM_FUZZ "Build the libFuzzer targets in tests/fuzz (needs clang)" OFF)
 if(DDPM_FUZZ)
   if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
