@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "ddpm/io/image.hpp"
 
@@ -89,5 +90,19 @@ class Plot {
   Range x_, y_;
   int margin_;
 };
+
+// Two pictures of the same height next to each other (e.g. two panels).
+inline ddpm::io::Image side_by_side(const ddpm::io::Image& left, const ddpm::io::Image& right) {
+  ddpm::require(left.height == right.height && left.channels == right.channels,
+                "side_by_side: expected pictures of the same height and channels");
+  const int w = left.width + right.width, c = left.channels;
+  ddpm::io::Image out{w, left.height, c, std::vector<std::uint8_t>(static_cast<std::size_t>(w) * left.height * c)};
+  for (int y = 0; y < left.height; ++y) {
+    const auto row = [&](const ddpm::io::Image& img) { return img.pixels.begin() + static_cast<std::ptrdiff_t>(y) * img.width * c; };
+    auto dst = std::copy(row(left), row(left) + left.width * c, out.pixels.begin() + static_cast<std::ptrdiff_t>(y) * w * c);
+    std::copy(row(right), row(right) + right.width * c, dst);
+  }
+  return out;
+}
 
 }  // namespace examples

@@ -53,6 +53,9 @@ class Progress {
     draw(done, loss, extra, now);
   }
 
+  // A new total, once it is known (a time-limited run fits its step count).
+  void set_total(std::int64_t total) { total_ = std::max<std::int64_t>(total, 1); }
+
   // Ends the line and returns the elapsed seconds.
   double finish() {
     if (tty_ && drawn_) std::fputc('\n', stderr);

@@ -21,6 +21,7 @@
 #include "classifier.hpp"
 #include "superres.hpp"
 #include "tasks.hpp"
+#include "train_curve.hpp"
 #include "train.hpp"
 
 #ifndef DDPM_EXAMPLES_DIR
@@ -87,6 +88,8 @@ inline int cmd_train(int argc, char** argv) {
       ("checkpoint-every", "steps between checkpoints (>= 1)", examples::number("200"))
       ("sample-every", "steps between sample grids (0: never)", examples::number("500"))
       ("resume", "continue from <out>/checkpoint.safetensors")
+      ("time-limit", "train for this many seconds of wall time, in [1, 604800] (a week): the step count is fitted to it after "
+                     "timing the first steps (--steps is then only an upper bound); 0: no limit", examples::number("0"))
       ("superres-scales", "train the super-resolution model instead (see `superres`), each sample at one of these "
                           "scales, comma-separated, each 2 or 4 (e.g. 2,4)", cxxopts::value<std::string>()->default_value(""))
       ("condition-dropout", "probability in [0, 1] of training the super-resolution model without its condition "
@@ -100,6 +103,10 @@ inline int cmd_train(int argc, char** argv) {
   o.checkpoint_every = option_in<std::int64_t>(*r, "checkpoint-every", 1, kMaxEvery);
   o.sample_every = option_in<std::int64_t>(*r, "sample-every", 0, kMaxEvery);
   o.resume = r->count("resume") > 0;
+  o.time_limit = option_in<double>(*r, "time-limit", 0, 604800);
+  ddpm::require(o.time_limit == 0 || o.time_limit >= 1, "--time-limit: expected 0 (no limit) or seconds in [1, 604800], got ",
+                o.time_limit);
+  if (o.time_limit > 0 && r->count("steps") == 0) o.steps = examples::kMaxTrainingSteps;
   if (const auto scales = (*r)["superres-scales"].as<std::string>(); !scales.empty())
     o.superres_scales = examples::parse_list_in<int>("--superres-scales", scales, 2, 4);
   for (int k : o.superres_scales) check_superres_scale(k, "--superres-scales");
@@ -545,6 +552,48 @@ inline int cmd_quality(int argc, char** argv) {
   return 0;
 }
 
+inline int cmd_train_curve(int argc, char** argv) {
+  cxxopts::Options opts(argv[0],
+                        "Time to quality: trains the class-conditional model from scratch once per time budget (train\n"
+                        "--time-limit, the default recipe) and measures each as evaluate does: the fraction of\n"
+                        "class-conditional samples classified as the requested digit and the Frechet distance of\n"
+                        "classifier features to held-out digits. Writes <out>/curve.md and <out>/curve.png (left:\n"
+                        "Frechet distance, right: accuracy with a dashed line at 97%, against minutes).");
+  opts.add_options()
+      ("data", "folder with the train and t10k IDX files", cxxopts::value<std::string>()->default_value("data/mnist"))
+      ("out", "output folder: one run per budget (<minutes>min/), curve.md, curve.png",
+       cxxopts::value<std::string>()->default_value("out/train_curve"))
+      ("minutes", "time budgets in minutes, comma-separated, each in [0.05, 10080]",
+       cxxopts::value<std::string>()->default_value("1,2,3,5,10"))
+      ("classifier", "classifier weights (from `classifier`)",
+       cxxopts::value<std::string>()->default_value("out/mnist_classifier.safetensors"))
+      ("per-class", "samples per digit and budget, 1 to 10000", examples::number("20"));
+  add_sampling(opts);
+  examples::add_threads_help(opts);
+  const auto r = examples::parse_options(opts, argc, argv);
+  if (!r) return 0;
+  CurveOptions o;
+  o.recipe.data = (*r)["data"].as<std::string>();
+  o.recipe.out = (*r)["out"].as<std::string>();
+  o.minutes = examples::parse_list_in<double>("--minutes", (*r)["minutes"].as<std::string>(), 0.05, 10080);
+  o.per_class = option_in<ddpm::index_t>(*r, "per-class", 1, 10'000);
+  o.sampling = generate_options(*r);
+  o.recipe.seed = o.sampling.seed;
+  o.sampling.progress = false;
+  Classifier net;
+  net.load((*r)["classifier"].as<std::string>());  // before hours of training: a missing file fails now
+  const Dataset test = load_split(o.recipe.data, "t10k");
+  ddpm::Tensor<float> test_features;
+  classify(net, test.images.cview(), &test_features);
+  const auto points = train_curve(o, net, test_features.cview());
+  const auto md = curve_table(points);
+  std::printf("\n%s", md.c_str());
+  ddpm::io::write_text_file(o.recipe.out / "curve.md", md);
+  ddpm::io::write_png(o.recipe.out / "curve.png", curve_plot(points));
+  std::printf("wrote %s and %s\n", (o.recipe.out / "curve.md").string().c_str(), (o.recipe.out / "curve.png").string().c_str());
+  return 0;
+}
+
 // --input and --labels of invert / translate: the first `count` digits (all
 // when the file holds fewer), checked (28x28, one label in [0, 9] each).
 // A name without ".gz" that does not exist is also looked for with it.
@@ -978,7 +1027,7 @@ inline const std::vector<Command>& commands() {
                                          {"evaluate", cmd_evaluate},     {"quality", cmd_quality},
                                          {"invert", cmd_invert},         {"translate", cmd_translate},
                                          {"evaluate-edit", cmd_evaluate_edit},
-                                         {"anomaly", cmd_anomaly},
+                                         {"anomaly", cmd_anomaly},       {"train-curve", cmd_train_curve},
                                          {"superres", cmd_superres}};
   return list;
 }

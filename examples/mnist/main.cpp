@@ -2,7 +2,8 @@
 // ddpm. Subcommands:
 //
 //   train       train the U-Net (label dropout for guidance, EMA, checkpoints, --resume;
-//               --superres-scales: the super-resolution model)
+//               --time-limit: as many steps as fit; --superres-scales: the super-resolution model)
+//   train-curve time to quality: train from scratch per time budget, measure each model
 //   sample      a PNG grid (.png) or IDX3 bytes (.idx) of generated digits
 //   denoise     add Gaussian noise to test digits and remove it (SDEdit-style)
 //   inpaint     mask a region of test digits and fill it (RePaint-style)
@@ -28,7 +29,8 @@ const char* kUsage =
     "usage: mnist_diffusion <command> [options]   (mnist_diffusion <command> --help for its options)\n"
     "\n"
     "commands:\n"
-    "  train       train the class-conditional U-Net on IDX digits\n"
+    "  train       train the class-conditional U-Net on IDX digits (--time-limit: for so many seconds)\n"
+    "  train-curve time to quality: a model per time budget (train --time-limit), each measured as evaluate does\n"
     "  sample      generate digits: a PNG grid (.png) or IDX3 bytes (.idx)\n"
     "  denoise     noise test digits with sigma, denoise them, print PSNR before/after\n"
     "  inpaint     mask part of test digits and fill it in\n"

@@ -183,15 +183,7 @@ inline ddpm::io::Image quality_plot(const std::vector<QualityCell>& cells, const
     left.curve(xs, fd, c), right.curve(xs, acc, c);
     for (std::size_t j = 0; j < xs.size(); ++j) left.dot(xs[j], fd[j], c, 2), right.dot(xs[j], acc[j], c, 2);
   }
-  ddpm::io::Image out{840, 320, 3, std::vector<std::uint8_t>(840 * 320 * 3, 255)};
-  for (int y = 0; y < 320; ++y)
-    for (int xx = 0; xx < 420; ++xx)
-      for (int ch = 0; ch < 3; ++ch) {
-        const auto at = (static_cast<std::size_t>(y) * 420 + xx) * 3 + ch;
-        out.pixels[(static_cast<std::size_t>(y) * 840 + xx) * 3 + ch] = left.image().pixels[at];
-        out.pixels[(static_cast<std::size_t>(y) * 840 + 420 + xx) * 3 + ch] = right.image().pixels[at];
-      }
-  return out;
+  return examples::side_by_side(left.image(), right.image());
 }
 
 // Distinct colours for the plot's curves, in table order.

@@ -5,8 +5,12 @@
 // bit for bit) and sample grids. With --superres-scales the same loop trains
 // the super-resolution model (superres.hpp): each batch's condition image is
 // the bicubic upsampling of its degraded digits (superres_condition).
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +48,9 @@ struct TrainOptions {
   std::int64_t sample_every = 500;
   std::uint64_t seed = 0;
   bool resume = false;
+  // > 0: train for this many seconds of wall time (TimeBudget) instead of a
+  // fixed step count; `steps` is then only an upper bound.
+  double time_limit = 0;
   // Non-empty: train the super-resolution model (superres.hpp) instead of
   // the class-conditional one, each sample at one of these scales.
   std::vector<int> superres_scales;
@@ -82,6 +89,64 @@ class EpochOrder {
   std::vector<ddpm::index_t> perm_;
 };
 
+// A wall-clock budget for `train --time-limit`: the run times its first
+// steps and fits the step count to the time left, so the cosine decay of the
+// learning rate ends at the limit, not part-way; every kRefitEvery steps it
+// fits again from the mean time of the steps since the first fit (sample
+// grids and checkpoints included), and it stops early should it still run
+// over. The limit counts from the command's start (loading the data
+// included) and keeps a reserve for the final checkpoint, export and sample
+// grid. Which step count fits depends on the machine, so the run prints it.
+class TimeBudget {
+ public:
+  static constexpr std::int64_t kSkipped = 3;       // first steps, slower (buffers are allocated): not timed
+  static constexpr std::int64_t kTimed = 20;        // then this many steps are timed
+  static constexpr std::int64_t kRefitEvery = 20;   // steps between later fits
+
+  // `now`: seconds on a monotonic clock (a test passes a simulated one); the
+  // budget starts at construction.
+  explicit TimeBudget(double limit_s, std::function<double()> now = steady_seconds)
+      : limit_(limit_s), now_(std::move(now)), start_(now_()) {}
+
+  double elapsed() const { return now_() - start_; }
+  // Seconds the steps may use: 3% of the limit and 2 s are kept for the
+  // final checkpoint, export and sample grid.
+  double usable() const { return std::max(0.0, 0.97 * limit_ - 2.0); }
+
+  // Call after every step with the steps done so far (`first`: where this
+  // invocation started); returns a new total, at most `cap`, when the timing
+  // ends and at each refit.
+  std::optional<std::int64_t> fit(std::int64_t first, std::int64_t done, std::int64_t cap) {
+    const std::int64_t fit_at = first + kSkipped + kTimed;
+    if (done == first + kSkipped) timed_from_ = elapsed();
+    if (done == fit_at) {
+      fitted_at_ = elapsed();
+      step_s_ = (fitted_at_ - timed_from_) / static_cast<double>(kTimed);
+    } else if (done > fit_at && (done - fit_at) % kRefitEvery == 0) {
+      step_s_ = (elapsed() - fitted_at_) / static_cast<double>(done - fit_at);
+    } else {
+      return std::nullopt;
+    }
+    const double left = usable() - elapsed();
+    const double more = step_s_ > 0 ? std::max(0.0, left / step_s_) : static_cast<double>(cap);
+    return std::clamp<std::int64_t>(done + static_cast<std::int64_t>(std::min(more, 1e15)), done, std::max(done, cap));
+  }
+  // True when one more step at the timed rate would end past the usable
+  // time (before the timing ends: when that time is already spent).
+  bool out_of_time() const { return elapsed() + step_s_ > usable(); }
+  // The mean time of a step at the last fit.
+  double step_seconds() const { return step_s_; }
+
+ private:
+  static double steady_seconds() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  }
+  double limit_;
+  std::function<double()> now_;
+  double start_;
+  double timed_from_ = 0, fitted_at_ = 0, step_s_ = 0;
+};
+
 // Saves the EMA weights (what sampling uses) as a diffusers folder.
 template <class Ema>
 void export_ema(UNet& unet, const Ema* ema, const fs::path& dir) {
@@ -100,8 +165,10 @@ inline void sample_grid(UNet& unet, const fs::path& png, int per_class, Generate
 
 // Steps 3 to 5, the same for one process (train::Trainer) and for MPI ranks
 // (distributed::DataParallel): both are a train::TrainingLoop.
-template <ddpm::train::TrainingLoop Loop>
-int run_training(Loop& loop, const Dataset& data, const TrainOptions& o) {
+// `budget` (with --time-limit) fits the step count; `set_lr` then gives the
+// loop the schedule for it.
+template <ddpm::train::TrainingLoop Loop, class SetLr>
+std::int64_t run_training(Loop& loop, const Dataset& data, const TrainOptions& o, TimeBudget* budget, SetLr set_lr) {
   UNet& unet = loop.model();
   const bool root = loop.is_root();  // logs and writes samples and exports
   const fs::path ckpt = o.out / "checkpoint.safetensors";
@@ -118,9 +185,12 @@ int run_training(Loop& loop, const Dataset& data, const TrainOptions& o) {
   std::vector<std::int64_t> labels;
   const bool superres = !o.superres_scales.empty();
   GenerateOptions preview{.sampler = "dpm++", .steps = 20, .guidance = 3.0, .seed = 1, .progress = false};
-  examples::Progress bar("train", o.steps, loop.steps_done(), 30.0);
+  const std::int64_t first = loop.steps_done();
+  std::int64_t total = o.steps;  // with a time limit: the cap until the steps are fitted
+  examples::Progress bar("train", total, first, 30.0);
   double smooth = -1;
-  while (loop.steps_done() < o.steps) {
+  bool out_of_time = false;
+  while (!out_of_time && loop.steps_done() < total) {
     // 3. One step on the next (global) batch; the bar shows a running mean of the loss.
     order.batch(loop.steps_done(), o.batch, idx);
     gather(data, idx, x0, labels);
@@ -129,15 +199,28 @@ int run_training(Loop& loop, const Dataset& data, const TrainOptions& o) {
     const auto st = superres ? loop.step(x0.cview(), {{}, {}, cond.cview()}) : loop.step(x0.cview(), {labels, {}});
     smooth = smooth < 0 ? st.loss : 0.98 * smooth + 0.02 * st.loss;
     const std::int64_t done = st.step + 1;
+    if (budget) {
+      if (const auto fitted = budget->fit(first, done, o.steps)) {
+        if (root && done == first + TimeBudget::kSkipped + TimeBudget::kTimed)  // the first fit
+          std::fprintf(stderr, "time limit %gs: %.3f s a step, %lld steps fit\n", o.time_limit, budget->step_seconds(),
+                       static_cast<long long>(*fitted));
+        total = *fitted;
+        set_lr(total);
+        bar.set_total(total);
+      }
+      out_of_time = budget->out_of_time();
+    }
+    const bool last = out_of_time || done == total;
+    if (out_of_time) bar.set_total(done);
     if (root) bar.update(done, smooth);
     // 4. Checkpoint (weights, Adam, EMA, step: --resume continues from here)
     //    and the EMA weights as a diffusers folder.
-    if (done % o.checkpoint_every == 0 || done == o.steps) {
+    if (done % o.checkpoint_every == 0 || last) {
       loop.save(ckpt, {{"example", "mnist_diffusion"}});
       if (root) export_ema(unet, loop.ema(), o.out / "model");
     }
     // 5. A sample grid from the EMA weights now and then.
-    if (root && !superres && o.sample_every > 0 && (done % o.sample_every == 0 || done == o.steps)) {
+    if (root && !superres && o.sample_every > 0 && (done % o.sample_every == 0 || last)) {
       const ddpm::train::EmaScope<float> use_ema(loop.ema(), unet.parameters().values());
       char name[64];
       std::snprintf(name, sizeof name, "samples_%06lld.png", static_cast<long long>(done));
@@ -145,13 +228,19 @@ int run_training(Loop& loop, const Dataset& data, const TrainOptions& o) {
     }
   }
   const double secs = root ? bar.finish() : 0.0;
-  if (!root) return 0;
-  std::fprintf(stderr, "trained %lld steps in %s; EMA model in %s\n", static_cast<long long>(o.steps),
+  if (!root) return loop.steps_done();
+  if (out_of_time && loop.steps_done() < total)
+    std::fprintf(stderr, "time limit reached after %lld of %lld steps\n", static_cast<long long>(loop.steps_done()),
+                 static_cast<long long>(total));
+  std::fprintf(stderr, "trained %lld steps in %s; EMA model in %s\n", static_cast<long long>(loop.steps_done()),
                examples::format_duration(secs).c_str(), (o.out / "model").string().c_str());
-  return 0;
+  return loop.steps_done();
 }
 
-inline int train(const TrainOptions& o) {
+// Trains as `o` says; returns the steps done (with a time limit, those that fitted).
+inline std::int64_t train_steps(const TrainOptions& o) {
+  std::optional<TimeBudget> budget;
+  if (o.time_limit > 0) budget.emplace(o.time_limit);
   const Dataset data = load_split(o.data, "train");
   std::fprintf(stderr, "training on %lld digits from %s\n", static_cast<long long>(data.size()), o.data.string().c_str());
 
@@ -166,9 +255,15 @@ inline int train(const TrainOptions& o) {
 
   // 2. The training step: epsilon prediction, Adam with warm-up and cosine
   //    decay, gradient clipping, EMA, and label dropout to the null label.
+  // With a time limit the decay waits until the step count is fitted (the
+  // warm-up does not depend on it).
+  const auto schedule_for = [&](std::int64_t total) {
+    return ddpm::train::LrSchedule{.base_lr = o.lr, .warmup_steps = std::min(o.warmup, total / 10),
+                                   .total_steps = total, .min_lr = o.lr * 0.05};
+  };
   ddpm::train::TrainConfig tc;
-  tc.lr = {.base_lr = o.lr, .warmup_steps = std::min(o.warmup, o.steps / 10), .total_steps = o.steps,
-           .min_lr = o.lr * 0.05};
+  tc.lr = budget ? ddpm::train::LrSchedule{.base_lr = o.lr, .warmup_steps = o.warmup, .total_steps = 0, .min_lr = 0}
+                 : schedule_for(o.steps);
   tc.ema_decay = o.ema_decay;
   tc.label_dropout = superres ? 0.0 : o.label_dropout;
   tc.condition_dropout = o.condition_dropout;
@@ -190,15 +285,23 @@ inline int train(const TrainOptions& o) {
     return false;
   };
   if (launched_by_mpi()) {
+    // Every rank would time its own steps and could fit a different count.
+    ddpm::require(!budget, "--time-limit: not under mpirun (ranks could fit different step counts); give --steps");
     const ddpm::distributed::Environment mpi;
     ddpm::distributed::DataParallel<float, UNet> dp(trainer, ddpm::distributed::Communicator::world());
     if (dp.is_root())
       std::fprintf(stderr, "data parallel over %d MPI ranks (global batch %lld)\n", dp.world_size(),
                    static_cast<long long>(o.batch));
-    return run_training(dp, data, o);
+    return run_training(dp, data, o, nullptr, [](std::int64_t) {});
   }
 #endif
-  return run_training(trainer, data, o);
+  return run_training(trainer, data, o, budget ? &*budget : nullptr,
+                      [&](std::int64_t total) { trainer.set_lr_schedule(schedule_for(total)); });
+}
+
+inline int train(const TrainOptions& o) {
+  train_steps(o);
+  return 0;
 }
 
 }  // namespace mnist

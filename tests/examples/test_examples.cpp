@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <vector>
 
 #include "../../examples/mnist/classifier.hpp"
@@ -130,6 +131,111 @@ mnist::UNet shipped_model() {
 // The shipped model (examples/models/mnist_cond, trained on MNIST) does what
 // the examples claim: its denoiser raises PSNR, and its reverse process moves
 // noise toward digits.
+TEST_CASE("mnist example: a time budget fits the step count to the limit and stops in time", "[examples][mnist]") {
+  // A simulated clock: the run starts 1.5 s in (loading), the first 3 steps
+  // take 0.5 s each (allocation), every later one 0.25 s.
+  double now = 100.0;
+  mnist::TimeBudget budget(60.0, [&] { return now; });
+  now += 1.5;
+  const double usable = 0.97 * 60.0 - 2.0;
+  CHECK(budget.usable() == Approx(usable));
+  std::optional<std::int64_t> fitted;
+  std::int64_t done = 0;
+  for (; done < 10'000 && !budget.out_of_time();) {
+    now += done < 3 ? 0.5 : 0.25;
+    ++done;
+    if (const auto f = budget.fit(0, done, 10'000)) {
+      if (!fitted) CHECK(done == mnist::TimeBudget::kSkipped + mnist::TimeBudget::kTimed);  // the first fit
+      else CHECK(*f == *fitted);  // refits at the same rate give the same count
+      CHECK((done - 23) % mnist::TimeBudget::kRefitEvery == 0);
+      fitted = f;
+    }
+  }
+  REQUIRE(fitted);
+  CHECK(budget.step_seconds() == Approx(0.25));
+  // At the fit: 1.5 + 3 * 0.5 + 20 * 0.25 = 8 s spent, (usable - 8) / 0.25 more steps.
+  CHECK(*fitted == 23 + static_cast<std::int64_t>((usable - 8.0) / 0.25));
+  // The loop stops at the fitted count, within the usable time.
+  CHECK(done == *fitted);
+  CHECK(budget.elapsed() <= usable);
+  CHECK(budget.elapsed() > usable - 0.25);
+
+  // Steps that get slower after the first fit (sample grids, a busy machine):
+  // the refits shorten the run, which still ends within the usable time.
+  now = 0;
+  mnist::TimeBudget slower(60.0, [&] { return now; });
+  std::int64_t total = 10'000, steps = 0;
+  std::vector<std::int64_t> totals;
+  while (steps < total && !slower.out_of_time()) {
+    now += steps < 23 ? 0.25 : 0.375;  // binary fractions: the arithmetic is exact
+    ++steps;
+    if (const auto f = slower.fit(0, steps, total)) totals.push_back(total = *f);
+  }
+  REQUIRE(totals.size() >= 2);
+  CHECK(totals[0] == 23 + static_cast<std::int64_t>((usable - 5.75) / 0.25));  // 23 steps of 0.25 s
+  CHECK(totals.back() < totals[0]);
+  CHECK(steps >= totals.back() - 1);
+  CHECK(slower.elapsed() <= usable);
+  CHECK(slower.elapsed() > usable - 0.75);
+
+  // Steps that get faster after the first fit (a busy moment while timing):
+  // the refits lengthen the run up to the time limit.
+  now = 0;
+  mnist::TimeBudget faster(60.0, [&] { return now; });
+  total = 10'000, steps = 0;
+  totals.clear();
+  while (steps < total && !faster.out_of_time()) {
+    now += steps < 23 ? 0.5 : 0.25;
+    ++steps;
+    if (const auto f = faster.fit(0, steps, 10'000)) totals.push_back(total = *f);
+  }
+  REQUIRE(totals.size() >= 2);
+  CHECK(totals[0] == 23 + static_cast<std::int64_t>((usable - 11.5) / 0.5));
+  CHECK(totals.back() > totals[0]);
+  CHECK(faster.elapsed() <= usable);
+  CHECK(faster.elapsed() > usable - 0.5);
+
+  // A cap (--steps given) bounds the count; a resumed run times from where it started.
+  now = 0;
+  mnist::TimeBudget capped(600.0, [&] { return now; });
+  std::optional<std::int64_t> f;
+  for (std::int64_t d = 500; !f; ++d) {
+    now += 0.1;
+    f = capped.fit(500, d + 1, 800);
+  }
+  CHECK(*f == 800);
+
+  // Steps slower than the whole budget: no more steps than those taken.
+  now = 0;
+  mnist::TimeBudget tight(10.0, [&] { return now; });
+  std::optional<std::int64_t> g;
+  for (std::int64_t d = 0; !g; ++d) {
+    now += 1.0;
+    g = tight.fit(0, d + 1, 10'000);
+  }
+  CHECK(*g == 23);
+  CHECK(tight.out_of_time());
+}
+
+TEST_CASE("mnist example: train --time-limit writes the EMA model when time is up", "[examples][mnist]") {
+  ddpm::backend::Cpu::set_num_threads(1);
+  const fs::path root = fs::path(DDPM_TEST_TMP_DIR) / "examples_mnist_time_limit";
+  fs::remove_all(root);
+  mnist::TrainOptions o;
+  o.data = write_synthetic(root / "data", 40, 20);
+  o.out = root / "run";
+  o.width = 8;
+  o.batch = 4;
+  o.steps = 10'000;  // the cap: the time limit ends the run
+  o.sample_every = 0;
+  o.checkpoint_every = 100'000;
+  o.time_limit = 3.5;
+  REQUIRE(mnist::train(o) == 0);
+  // The final checkpoint and export happen however many steps fitted.
+  CHECK(fs::exists(o.out / "checkpoint.safetensors"));
+  CHECK(ddpm::io::load_unet2d<float, ddpm::backend::Cpu>(o.out / "model").config().num_class_embeds == 11);
+}
+
 TEST_CASE("mnist example with the shipped model: denoising raises PSNR and a trajectory ends nearer the data",
           "[examples][mnist]") {
   ddpm::backend::Cpu::set_num_threads(1);

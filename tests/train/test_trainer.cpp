@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <memory>
+#include <numbers>
 
 #include "ddpm/backend/reference.hpp"
 #include "ddpm/io/checkpoint.hpp"
@@ -228,4 +229,29 @@ TEST_CASE("trainer configuration errors", "[trainer][errors]") {
   c = config();
   c.min_snr_gamma = -1;
   CHECK_THROWS_WITH(c.validate(), Catch::Contains("min_snr_gamma"));
+}
+
+TEST_CASE("set_lr_schedule: later steps use the new schedule, earlier ones kept theirs", "[trainer]") {
+  NoiseSchedule<double> schedule({.num_train_timesteps = 100});
+  ToyDenoiser<double> model(4);
+  auto c = config();
+  c.lr = {.base_lr = 1e-2, .warmup_steps = 10, .total_steps = 0, .min_lr = 0};
+  train::Trainer<double, ToyDenoiser<double>> trainer(model, schedule, c);
+  const auto x0 = data<double>(8, 4, 1);
+  for (int s = 0; s < 5; ++s) CHECK(trainer.step(x0.cview()).lr == Approx(1e-2 * (s + 1) / 10).epsilon(1e-15));
+  // A time-limited run fits its total after a few steps: the warm-up goes on,
+  // then the cosine decay ends at step 40 at 1e-3.
+  const train::LrSchedule fitted{.base_lr = 1e-2, .warmup_steps = 10, .total_steps = 40, .min_lr = 1e-3};
+  trainer.set_lr_schedule(fitted);
+  for (int s = 5; s < 45; ++s) {
+    const auto st = trainer.step(x0.cview());
+    CHECK(st.lr == fitted(s));
+    if (s == 25) CHECK(st.lr == Approx(1e-3 + 0.5 * 9e-3 * (1 + std::cos(std::numbers::pi * 15.0 / 30.0))));
+    if (s >= 40) CHECK(st.lr == Approx(1e-3));
+  }
+  CHECK(trainer.config().lr.total_steps == 40);
+  // An invalid schedule is refused and the old one kept.
+  CHECK_THROWS_WITH(trainer.set_lr_schedule({.base_lr = 1e-2, .warmup_steps = 50, .total_steps = 40}),
+                    Catch::Contains("must exceed warmup_steps"));
+  CHECK(trainer.config().lr.total_steps == 40);
 }

@@ -327,6 +327,12 @@ class Trainer {
   }
 
   std::int64_t steps_done() const { return step_; }
+  // Replaces the learning-rate schedule from the next step on (e.g. once a
+  // time-limited run knows how many steps fit); steps taken keep their rates.
+  void set_lr_schedule(const LrSchedule& lr) {
+    lr.validate();
+    config_.lr = lr;
+  }
   Adam<T, B>& optimizer() { return adam_; }
   EMA<T, B>* ema() { return ema_ ? &*ema_ : nullptr; }
   const EMA<T, B>* ema() const { return ema_ ? &*ema_ : nullptr; }
